@@ -1,0 +1,420 @@
+"""The typed asyncio client of the Faraday memory service."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+import grpc
+from faraday.memory.v1 import (
+    lesson_pb2,
+    lesson_service_pb2,
+    lesson_service_pb2_grpc,
+    memory_pb2,
+    memory_service_pb2,
+    memory_service_pb2_grpc,
+)
+from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+
+# googleapis-common-protos ships .pyi stubs but no py.typed marker.
+from google.type import date_pb2  # type: ignore[import-untyped, unused-ignore]
+from grpc import aio
+
+from faraday_memory_client._retry import ClientConfig, call_unary
+
+Metadata = Sequence[tuple[str, str]]
+MetadataProvider = Callable[[], Metadata | Awaitable[Metadata]]
+"""Returns extra metadata for each call, e.g. ``[("authorization", "Bearer ...")]``."""
+
+_TAG_MATCH = {"any": memory_service_pb2.TAG_MATCH_ANY, "all": memory_service_pb2.TAG_MATCH_ALL}
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+
+def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    """Naive datetimes are taken as UTC (protobuf's rule)."""
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.FromDatetime(value)
+    return timestamp
+
+
+def _date(value: date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+class MemoryClient:
+    """Asyncio client of MemoryService and LessonService.
+
+    Methods return the generated protobuf messages and raise
+    ``grpc.aio.AioRpcError`` on failure (see :func:`field_violations` for the
+    details of INVALID_ARGUMENT). Every call has a deadline: `timeout_seconds`
+    or the configured default. Reads (get, list, search) are retried on
+    UNAVAILABLE within that deadline; writes, and :meth:`recall`, which logs
+    interactions, are never retried.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata_provider: MetadataProvider | None = None,
+        default_timeout_seconds: float = 5.0,
+        max_attempts: int = 3,
+        initial_backoff_seconds: float = 0.05,
+        max_backoff_seconds: float = 1.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Open a channel to `target` (``host:port``): TLS with `credentials`,
+        plaintext without. `options` are grpc channel arguments."""
+        self.config = ClientConfig(
+            default_timeout_seconds=default_timeout_seconds,
+            max_attempts=max_attempts,
+            initial_backoff_seconds=initial_backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+        )
+        if credentials is None:
+            self._channel = aio.insecure_channel(target, options=list(options))
+        else:
+            self._channel = aio.secure_channel(target, credentials, options=list(options))
+        self._metadata_provider = metadata_provider
+        self._memories = memory_service_pb2_grpc.MemoryServiceStub(self._channel)
+        self._lessons = lesson_service_pb2_grpc.LessonServiceStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel, cancelling calls in flight."""
+        await self._channel.close(grace=None)
+
+    async def _call(
+        self,
+        method: aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
+        request: RequestT,
+        timeout_seconds: float | None,
+        *,
+        retry: bool,
+    ) -> ResponseT:
+        metadata: Metadata = ()
+        if self._metadata_provider is not None:
+            provided = self._metadata_provider()
+            metadata = await provided if inspect.isawaitable(provided) else provided
+        return await call_unary(
+            method,
+            request,
+            config=self.config,
+            timeout_seconds=(
+                self.config.default_timeout_seconds if timeout_seconds is None else timeout_seconds
+            ),
+            metadata=metadata,
+            retry=retry,
+        )
+
+    # MemoryService
+
+    async def store_memory(
+        self,
+        *,
+        user_id: str,
+        content: str,
+        category: str,
+        importance: float | None = None,
+        tags: Sequence[str] = (),
+        context: Mapping[str, Any] | None = None,
+        source: str = "",
+        confidence: float | None = None,
+        assistant_profile_id: int = 0,
+        expire_time: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> memory_pb2.Memory:
+        """Store a new memory (importance defaults to 0.5 on the server). Not retried."""
+        memory = memory_pb2.Memory(
+            user_id=user_id,
+            content=content,
+            category=category,
+            importance=importance,
+            tags=tags,
+            context=None if context is None else _struct(context),
+            source=source,
+            confidence=confidence,
+            assistant_profile_id=assistant_profile_id,
+            expire_time=None if expire_time is None else _timestamp(expire_time),
+            metadata=None if metadata is None else _struct(metadata),
+        )
+        request = memory_service_pb2.StoreMemoryRequest(memory=memory)
+        return await self._call(self._memories.StoreMemory, request, timeout_seconds, retry=False)
+
+    async def get_memory(
+        self, id: int, *, timeout_seconds: float | None = None
+    ) -> memory_pb2.Memory:
+        """Return one memory, expired or not. Retried on UNAVAILABLE."""
+        request = memory_service_pb2.GetMemoryRequest(id=id)
+        return await self._call(self._memories.GetMemory, request, timeout_seconds, retry=True)
+
+    async def update_memory(
+        self,
+        memory: memory_pb2.Memory,
+        update_mask: Sequence[str],
+        *,
+        timeout_seconds: float | None = None,
+    ) -> memory_pb2.Memory:
+        """Change the fields of `memory.id` named in `update_mask` to their
+        values in `memory`; a named field left unset is cleared. With
+        `memory.etag` set, fails with ABORTED if the memory changed since it
+        was read. Not retried."""
+        request = memory_service_pb2.UpdateMemoryRequest(
+            memory=memory, update_mask=field_mask_pb2.FieldMask(paths=update_mask)
+        )
+        return await self._call(self._memories.UpdateMemory, request, timeout_seconds, retry=False)
+
+    async def delete_memory(
+        self, id: int, etag: str = "", *, timeout_seconds: float | None = None
+    ) -> None:
+        """Delete a memory and its interactions, only at `etag` if given. Not retried."""
+        request = memory_service_pb2.DeleteMemoryRequest(id=id, etag=etag)
+        await self._call(self._memories.DeleteMemory, request, timeout_seconds, retry=False)
+
+    async def list_memories(
+        self,
+        user_id: str,
+        *,
+        assistant_profile_id: int = 0,
+        categories: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        timeout_seconds: float | None = None,
+    ) -> memory_service_pb2.ListMemoriesResponse:
+        """Return one page of a user's unexpired memories, newest first, with
+        every tag in `tags`. Retried on UNAVAILABLE."""
+        request = memory_service_pb2.ListMemoriesRequest(
+            user_id=user_id,
+            assistant_profile_id=assistant_profile_id,
+            categories=categories,
+            tags=tags,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await self._call(self._memories.ListMemories, request, timeout_seconds, retry=True)
+
+    async def iter_memories(
+        self,
+        user_id: str,
+        *,
+        assistant_profile_id: int = 0,
+        categories: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        page_size: int = 0,
+        timeout_seconds: float | None = None,
+    ) -> AsyncIterator[memory_pb2.Memory]:
+        """Yield every memory :meth:`list_memories` would list, page after
+        page; `timeout_seconds` applies to each page."""
+        page_token = ""
+        while True:
+            page = await self.list_memories(
+                user_id,
+                assistant_profile_id=assistant_profile_id,
+                categories=categories,
+                tags=tags,
+                page_size=page_size,
+                page_token=page_token,
+                timeout_seconds=timeout_seconds,
+            )
+            for memory in page.memories:
+                yield memory
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    async def recall(
+        self,
+        user_id: str,
+        query: str = "",
+        *,
+        limit: int = 10,
+        categories: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        tag_match: Literal["any", "all"] = "any",
+        context: Mapping[str, Any] | None = None,
+        min_importance: float = 0.0,
+        assistant_profile_id: int = 0,
+        create_time_start: datetime | None = None,
+        create_time_end: datetime | None = None,
+        importance_weight: float | None = None,
+        recency_weight: float | None = None,
+        relevance_weight: float | None = None,
+        recency_half_life: timedelta | None = None,
+        timeout_seconds: float | None = None,
+    ) -> list[memory_service_pb2.ScoredMemory]:
+        """Return the user's best memories for `query`, best first.
+
+        `context` keeps memories whose context contains it; unset weights
+        take the server's defaults. Not retried: RecallMemories is not
+        idempotent, as it bumps each returned memory's last_access_time and
+        logs a recall interaction for it.
+        """
+        weights = memory_service_pb2.RecallWeights(
+            importance=importance_weight,
+            recency=recency_weight,
+            relevance=relevance_weight,
+        )
+        if recency_half_life is not None:
+            weights.recency_half_life.FromTimedelta(recency_half_life)
+        request = memory_service_pb2.RecallMemoriesRequest(
+            user_id=user_id,
+            query=query,
+            assistant_profile_id=assistant_profile_id,
+            categories=categories,
+            tags=tags,
+            tag_match=_TAG_MATCH[tag_match],
+            context=None if context is None else _struct(context),
+            min_importance=min_importance,
+            create_time_start=None if create_time_start is None else _timestamp(create_time_start),
+            create_time_end=None if create_time_end is None else _timestamp(create_time_end),
+            limit=limit,
+            weights=weights,
+        )
+        response = await self._call(
+            self._memories.RecallMemories, request, timeout_seconds, retry=False
+        )
+        return list(response.memories)
+
+    async def record_feedback(
+        self,
+        memory_id: int,
+        *,
+        helpful: bool | None = None,
+        rating: int | None = None,
+        comment: str = "",
+        context: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> memory_service_pb2.RecordFeedbackResponse:
+        """Record feedback on a memory: exactly one of `helpful` and `rating`
+        (1..5), else ValueError. Moves the memory's importance. Not retried."""
+        if (helpful is None) == (rating is None):
+            raise ValueError("pass exactly one of helpful and rating")
+        request = memory_service_pb2.RecordFeedbackRequest(
+            memory_id=memory_id,
+            comment=comment,
+            context=None if context is None else _struct(context),
+        )
+        if helpful is not None:
+            request.helpful = helpful
+        if rating is not None:
+            request.rating = rating
+        return await self._call(
+            self._memories.RecordFeedback, request, timeout_seconds, retry=False
+        )
+
+    async def list_interactions(
+        self,
+        *,
+        user_id: str = "",
+        memory_id: int = 0,
+        interaction_type: memory_pb2.InteractionType.ValueType = (
+            memory_pb2.INTERACTION_TYPE_UNSPECIFIED
+        ),
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout_seconds: float | None = None,
+    ) -> memory_service_pb2.ListInteractionsResponse:
+        """Return one page of logged interactions, newest first; needs
+        `user_id` or `memory_id`. Retried on UNAVAILABLE."""
+        request = memory_service_pb2.ListInteractionsRequest(
+            user_id=user_id,
+            memory_id=memory_id,
+            type=interaction_type,
+            start_time=None if start_time is None else _timestamp(start_time),
+            end_time=None if end_time is None else _timestamp(end_time),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await self._call(
+            self._memories.ListInteractions, request, timeout_seconds, retry=True
+        )
+
+    # LessonService
+
+    async def get_lesson(
+        self, id: int, *, timeout_seconds: float | None = None
+    ) -> lesson_pb2.Lesson:
+        """Return one lesson. Retried on UNAVAILABLE."""
+        request = lesson_service_pb2.GetLessonRequest(id=id)
+        return await self._call(self._lessons.GetLesson, request, timeout_seconds, retry=True)
+
+    async def list_lessons(
+        self,
+        *,
+        user_id: str = "",
+        status: lesson_pb2.LessonStatus.ValueType = lesson_pb2.LESSON_STATUS_UNSPECIFIED,
+        week_of_start: date | None = None,
+        week_of_end: date | None = None,
+        grade_level: str = "",
+        subject_category_id: int = 0,
+        subject_category_name: str = "",
+        tags: Sequence[str] = (),
+        lesson_data: Mapping[str, Any] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout_seconds: float | None = None,
+    ) -> lesson_service_pb2.ListLessonsResponse:
+        """Return one page of lessons matching every filter given, newest
+        first; `lesson_data` keeps lessons whose data contains it. Retried on
+        UNAVAILABLE."""
+        request = lesson_service_pb2.ListLessonsRequest(
+            user_id=user_id,
+            status=status,
+            week_of_start=None if week_of_start is None else _date(week_of_start),
+            week_of_end=None if week_of_end is None else _date(week_of_end),
+            grade_level=grade_level,
+            subject_category_id=subject_category_id,
+            subject_category_name=subject_category_name,
+            tags=tags,
+            lesson_data=None if lesson_data is None else _struct(lesson_data),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await self._call(self._lessons.ListLessons, request, timeout_seconds, retry=True)
+
+    async def search_lessons(
+        self,
+        query: str,
+        *,
+        user_id: str = "",
+        status: lesson_pb2.LessonStatus.ValueType = lesson_pb2.LESSON_STATUS_UNSPECIFIED,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout_seconds: float | None = None,
+    ) -> lesson_service_pb2.SearchLessonsResponse:
+        """Full-text search of lessons (web-search syntax), best match first.
+        Retried on UNAVAILABLE."""
+        request = lesson_service_pb2.SearchLessonsRequest(
+            query=query,
+            user_id=user_id,
+            status=status,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await self._call(self._lessons.SearchLessons, request, timeout_seconds, retry=True)

@@ -1,0 +1,91 @@
+"""Run the Alembic migrations (alembic.ini, migrations/) from Python.
+
+The service upgrades its database at start-up, and the tests build scratch
+databases, through `upgrade`/`downgrade` here rather than the `alembic`
+command. Database URLs are plain libpq-style URLs (``postgresql://...``, with
+``?host=/dir`` for a Unix socket, as the embedded server hands out);
+`sqlalchemy_url` turns one into the ``postgresql+asyncpg`` form that
+migrations/env.py connects with.
+
+The migrations directory is not part of the installed package: outside a
+source checkout, point FARADAY_MIGRATIONS_DIR at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, make_url
+
+MIGRATIONS_DIR_ENV = "FARADAY_MIGRATIONS_DIR"
+"""Names the Alembic script directory (the one holding env.py and versions/)."""
+
+_DRIVERNAMES = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
+
+# Alembic's `context` and `op` are module-level proxies, so two commands
+# running at once in one process (threads) trample each other's state and can
+# hang. Runs in this process take turns; across processes, env.py's advisory
+# lock does the same.
+_COMMAND_LOCK = threading.Lock()
+
+
+def migrations_dir() -> Path:
+    """The Alembic script directory: $FARADAY_MIGRATIONS_DIR, else <repo root>/migrations."""
+    configured = os.environ.get(MIGRATIONS_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def sqlalchemy_url(database_url: str) -> URL:
+    """The SQLAlchemy URL (asyncpg driver) for a libpq-style PostgreSQL URL.
+
+    SQLAlchemy's asyncpg dialect passes the query string to asyncpg.connect
+    as keywords, so ``host=/socket/dir`` (also ``host=h1,h2&port=p1,p2``)
+    works unchanged; only libpq's ``sslmode`` is spelt ``ssl`` there.
+    """
+    url = make_url(database_url)
+    if url.drivername not in _DRIVERNAMES:
+        raise ValueError(f"not a PostgreSQL URL: {url.render_as_string(hide_password=True)}")
+    url = url.set(drivername="postgresql+asyncpg")
+    if "sslmode" in url.query and "ssl" not in url.query:
+        url = url.update_query_dict({"ssl": url.query["sslmode"]}).difference_update_query(
+            ["sslmode"]
+        )
+    return url
+
+
+def alembic_config(database_url: str) -> Config:
+    """An Alembic Config for the project's migrations, bound to `database_url`."""
+    script_dir = migrations_dir()
+    ini_path = script_dir.parent / "alembic.ini"
+    config = Config(str(ini_path) if ini_path.is_file() else None)
+    # ConfigParser interpolation: a literal '%' in the path must be doubled.
+    config.set_main_option("script_location", str(script_dir).replace("%", "%%"))
+    config.attributes["database_url"] = database_url
+    # The host application owns logging; env.py must not apply alembic.ini's.
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def _run_command(run: Callable[[Config, str], None], config: Config, revision: str) -> None:
+    with _COMMAND_LOCK:
+        run(config, revision)
+
+
+async def upgrade(database_url: str, revision: str = "head") -> None:
+    """Upgrade the database to `revision` (default: the latest)."""
+    # env.py drives its async engine with asyncio.run(), which cannot run
+    # inside this event loop; a worker thread gets a loop of its own.
+    await asyncio.to_thread(_run_command, command.upgrade, alembic_config(database_url), revision)
+
+
+async def downgrade(database_url: str, revision: str = "base") -> None:
+    """Downgrade the database to `revision` (default: empty, no migrations applied)."""
+    await asyncio.to_thread(_run_command, command.downgrade, alembic_config(database_url), revision)

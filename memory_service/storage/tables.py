@@ -1,0 +1,332 @@
+"""The schema, as SQLAlchemy Core tables: the single source Alembic compares against.
+
+Where this differs from the platform's database documentation, the reason is
+in docs/schema.md. Triggers (updated_at maintenance) are not expressible as
+Core objects; they are created by the migration and listed in TRIGGERS so the
+agreement test can check they exist.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Computed,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _created_at() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _updated_at() -> Column[object]:
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _json_object(column: str) -> CheckConstraint:
+    return CheckConstraint(
+        f"{column} IS NULL OR jsonb_typeof({column}) = 'object'", name=f"{column}_is_object"
+    )
+
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()),
+    Column("email", String(255), nullable=False),
+    Column("name", String(255)),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    Column("school", String(255)),
+    Column("department", String(255)),
+    Column("subjects", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("grade_levels", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("custom_instructions", Text),
+    Column("last_login", DateTime(timezone=True)),
+    _created_at(),
+    _updated_at(),
+    CheckConstraint(
+        r"email ~* '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'", name="email_format"
+    ),
+    # Case-insensitive uniqueness: "A@x.org" and "a@x.org" are one mailbox.
+    Index("uq_users_email_lower", func.lower(text("email")), unique=True),
+)
+
+user_preferences = Table(
+    "user_preferences",
+    metadata,
+    Column(
+        "user_id",
+        UUID(as_uuid=True),
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("theme", String(50)),
+    Column("notifications", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("language", String(35)),
+    Column("timezone", String(64)),
+    _created_at(),
+    _updated_at(),
+    _json_object("notifications"),
+)
+
+subject_categories = Table(
+    "subject_categories",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("description", Text),
+    Column("metadata", JSONB),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    Column("parent_id", Integer, ForeignKey("subject_categories.id", ondelete="SET NULL")),
+    Column("level", Integer, nullable=False, server_default=text("1")),
+    _created_at(),
+    _updated_at(),
+    UniqueConstraint("name"),
+    CheckConstraint("level >= 1 AND level <= 5", name="valid_level"),
+    _json_object("metadata"),
+    Index("ix_subject_categories_parent_id", "parent_id"),
+)
+
+assistant_profiles = Table(
+    "assistant_profiles",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("description", Text),
+    Column("model_version", String(50), nullable=False),
+    Column("configuration", JSONB),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    Column("max_context_length", Integer, nullable=False, server_default=text("4096")),
+    Column("temperature", Double, nullable=False, server_default=text("0.7")),
+    Column("top_p", Double, nullable=False, server_default=text("1.0")),
+    Column("frequency_penalty", Double, nullable=False, server_default=text("0.0")),
+    Column("presence_penalty", Double, nullable=False, server_default=text("0.0")),
+    Column("stop_sequences", ARRAY(Text)),
+    Column("metadata", JSONB),
+    _created_at(),
+    _updated_at(),
+    UniqueConstraint("name"),
+    _json_object("configuration"),
+)
+
+assistant_capabilities = Table(
+    "assistant_capabilities",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column(
+        "assistant_profile_id",
+        Integer,
+        ForeignKey("assistant_profiles.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(100), nullable=False),
+    Column("description", Text),
+    Column("parameters", JSONB),
+    Column("is_enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("version", String(20)),
+    Column("metadata", JSONB),
+    _created_at(),
+    _updated_at(),
+    # Leading profile id: also serves "capabilities of a profile".
+    UniqueConstraint("assistant_profile_id", "name"),
+    _json_object("parameters"),
+)
+
+LESSON_STATUSES = ("draft", "published", "archived")
+
+lessons = Table(
+    "lessons",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("title", String(200), nullable=False),
+    Column(
+        "user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column(
+        "subject_category_id", Integer, ForeignKey("subject_categories.id", ondelete="SET NULL")
+    ),
+    Column(
+        "assistant_profile_id", Integer, ForeignKey("assistant_profiles.id", ondelete="SET NULL")
+    ),
+    Column("grade_level", String(20)),
+    Column("week_of", Date),
+    Column("content_area", String(100)),
+    Column("lesson_data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("objectives", JSONB),
+    Column("materials", JSONB),
+    Column("activities", JSONB),
+    Column("assessment_criteria", JSONB),
+    Column("feedback", JSONB),
+    Column("status", String(50), nullable=False, server_default=text("'draft'")),
+    Column("tags", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("related_lessons", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    # Full-text document: title (A), content area (B), lesson text (C).
+    Column(
+        "search_vector",
+        TSVECTOR,
+        Computed(
+            "setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A') || "
+            "setweight(to_tsvector('english'::regconfig, coalesce(content_area, '')), 'B') || "
+            "setweight(to_tsvector('english'::regconfig,"
+            " coalesce(lesson_data ->> 'text', '')), 'C')",
+            persisted=True,
+        ),
+        nullable=False,
+    ),
+    _created_at(),
+    _updated_at(),
+    CheckConstraint(
+        "status IN (" + ", ".join(f"'{s}'" for s in LESSON_STATUSES) + ")", name="valid_status"
+    ),
+    _json_object("lesson_data"),
+    CheckConstraint("jsonb_typeof(tags) = 'array'", name="tags_is_array"),
+    CheckConstraint("jsonb_typeof(related_lessons) = 'array'", name="related_lessons_is_array"),
+    Index("ix_lessons_user_id_week_of", "user_id", "week_of"),
+    Index("ix_lessons_subject_category_id", "subject_category_id"),
+    Index("ix_lessons_assistant_profile_id", "assistant_profile_id"),
+    Index("ix_lessons_week_of", "week_of"),
+    Index("ix_lessons_grade_level", "grade_level"),
+    Index(
+        "ix_lessons_published_user_id",
+        "user_id",
+        postgresql_where=text("status = 'published'"),
+    ),
+    Index("ix_lessons_status", "status"),
+    Index("ix_lessons_tags", "tags", postgresql_using="gin"),
+    Index(
+        "ix_lessons_lesson_data",
+        "lesson_data",
+        postgresql_using="gin",
+        postgresql_ops={"lesson_data": "jsonb_path_ops"},
+    ),
+    Index("ix_lessons_search_vector", "search_vector", postgresql_using="gin"),
+)
+
+user_memories = Table(
+    "user_memories",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column(
+        "assistant_profile_id", Integer, ForeignKey("assistant_profiles.id", ondelete="SET NULL")
+    ),
+    Column("content", Text, nullable=False),
+    Column("context", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("importance", Double, nullable=False, server_default=text("0.5")),
+    Column("last_accessed", DateTime(timezone=True)),
+    Column("category", String(100), nullable=False),
+    Column("tags", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("source", String(100)),
+    Column("confidence", Double),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    _created_at(),
+    _updated_at(),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    CheckConstraint("importance >= 0.0 AND importance <= 1.0", name="importance_range"),
+    CheckConstraint("confidence >= 0.0 AND confidence <= 1.0", name="confidence_range"),
+    CheckConstraint("length(content) > 0", name="content_not_empty"),
+    CheckConstraint("version >= 1", name="version_positive"),
+    _json_object("context"),
+    _json_object("metadata"),
+    # Every hot query is scoped by user; these lead with user_id.
+    Index(
+        "ix_user_memories_user_id_created_at", "user_id", text("created_at DESC"), text("id DESC")
+    ),
+    Index("ix_user_memories_user_id_importance", "user_id", text("importance DESC")),
+    Index("ix_user_memories_user_id_category", "user_id", "category"),
+    Index("ix_user_memories_assistant_profile_id", "assistant_profile_id"),
+    Index("ix_user_memories_tags", "tags", postgresql_using="gin"),
+    Index(
+        "ix_user_memories_context",
+        "context",
+        postgresql_using="gin",
+        postgresql_ops={"context": "jsonb_path_ops"},
+    ),
+    Index(
+        "ix_user_memories_expires_at",
+        "expires_at",
+        postgresql_where=text("expires_at IS NOT NULL"),
+    ),
+    Index(
+        "ix_user_memories_content_fts",
+        text("to_tsvector('english'::regconfig, content)"),
+        postgresql_using="gin",
+    ),
+)
+
+INTERACTION_TYPES = ("store", "recall", "update", "feedback")
+
+memory_interactions = Table(
+    "memory_interactions",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "memory_id",
+        BigInteger,
+        ForeignKey("user_memories.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("interaction_type", String(50), nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("context", JSONB),
+    Column("feedback", JSONB),
+    Column("duration", Integer),
+    Column("success", Boolean),
+    Column("error_message", Text),
+    Column("metadata", JSONB),
+    CheckConstraint(
+        "interaction_type IN (" + ", ".join(f"'{t}'" for t in INTERACTION_TYPES) + ")",
+        name="valid_interaction_type",
+    ),
+    CheckConstraint("duration IS NULL OR duration >= 0", name="duration_not_negative"),
+    Index("ix_memory_interactions_user_id_timestamp", "user_id", text('"timestamp" DESC')),
+    Index("ix_memory_interactions_memory_id_timestamp", "memory_id", text('"timestamp" DESC')),
+)
+
+# Tables whose updated_at a BEFORE UPDATE trigger maintains. On user_memories
+# the trigger fires only when `version` changes, so recall's last_accessed
+# bump leaves updated_at (and so recency) alone.
+UPDATED_AT_TABLES = (
+    "users",
+    "user_preferences",
+    "subject_categories",
+    "assistant_profiles",
+    "assistant_capabilities",
+    "lessons",
+    "user_memories",
+)
+TRIGGERS = tuple(f"trg_{table}_updated_at" for table in UPDATED_AT_TABLES)

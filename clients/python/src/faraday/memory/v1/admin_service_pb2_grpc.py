@@ -100,9 +100,12 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpsertSubjectCategory(self, request, context):
-        """Creates or replaces a subject category, matched by name. Returns
-        NOT_FOUND if `parent_id` does not exist, FAILED_PRECONDITION if the
-        category would be deeper than 5 levels.
+        """Creates or replaces a subject category, matched by `id` if set (a
+        rename), else by name. Returns NOT_FOUND if `id` or `parent_id` does not
+        exist, ALREADY_EXISTS if a rename takes another category's name,
+        FAILED_PRECONDITION if the category (or anything beneath it) would end
+        up deeper than 5 levels or under itself. Cached lessons of the category
+        are invalidated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,7 +113,9 @@ class AdminServiceServicer:
 
     def UpsertAssistantProfile(self, request, context):
         """Creates or replaces an assistant profile and its capabilities, matched
-        by name.
+        by `id` if set (a rename), else by name. Returns NOT_FOUND if `id` does
+        not exist, ALREADY_EXISTS if a rename takes another profile's name.
+        Cached lessons of the profile are invalidated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,13 +51,18 @@ class AdminServiceStub:
     is not registered.
     """
     UpsertSubjectCategory: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertSubjectCategoryRequest, _registry_pb2.SubjectCategory]
-    """Creates or replaces a subject category, matched by name. Returns
-    NOT_FOUND if `parent_id` does not exist, FAILED_PRECONDITION if the
-    category would be deeper than 5 levels.
+    """Creates or replaces a subject category, matched by `id` if set (a
+    rename), else by name. Returns NOT_FOUND if `id` or `parent_id` does not
+    exist, ALREADY_EXISTS if a rename takes another category's name,
+    FAILED_PRECONDITION if the category (or anything beneath it) would end
+    up deeper than 5 levels or under itself. Cached lessons of the category
+    are invalidated.
     """
     UpsertAssistantProfile: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertAssistantProfileRequest, _registry_pb2.AssistantProfile]
     """Creates or replaces an assistant profile and its capabilities, matched
-    by name.
+    by `id` if set (a rename), else by name. Returns NOT_FOUND if `id` does
+    not exist, ALREADY_EXISTS if a rename takes another profile's name.
+    Cached lessons of the profile are invalidated.
     """
     UpsertLesson: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertLessonRequest, _lesson_pb2.Lesson]
     """Creates a lesson (`lesson.id` 0) or replaces one (`lesson.id` set).
@@ -87,13 +92,18 @@ class AdminServiceAsyncStub(AdminServiceStub):
     is not registered.
     """
     UpsertSubjectCategory: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertSubjectCategoryRequest, _registry_pb2.SubjectCategory]  # type: ignore[assignment]
-    """Creates or replaces a subject category, matched by name. Returns
-    NOT_FOUND if `parent_id` does not exist, FAILED_PRECONDITION if the
-    category would be deeper than 5 levels.
+    """Creates or replaces a subject category, matched by `id` if set (a
+    rename), else by name. Returns NOT_FOUND if `id` or `parent_id` does not
+    exist, ALREADY_EXISTS if a rename takes another category's name,
+    FAILED_PRECONDITION if the category (or anything beneath it) would end
+    up deeper than 5 levels or under itself. Cached lessons of the category
+    are invalidated.
     """
     UpsertAssistantProfile: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertAssistantProfileRequest, _registry_pb2.AssistantProfile]  # type: ignore[assignment]
     """Creates or replaces an assistant profile and its capabilities, matched
-    by name.
+    by `id` if set (a rename), else by name. Returns NOT_FOUND if `id` does
+    not exist, ALREADY_EXISTS if a rename takes another profile's name.
+    Cached lessons of the profile are invalidated.
     """
     UpsertLesson: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertLessonRequest, _lesson_pb2.Lesson]  # type: ignore[assignment]
     """Creates a lesson (`lesson.id` 0) or replaces one (`lesson.id` set).
@@ -138,9 +148,12 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.UpsertSubjectCategoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.SubjectCategory, _abc.Awaitable[_registry_pb2.SubjectCategory]]:
-        """Creates or replaces a subject category, matched by name. Returns
-        NOT_FOUND if `parent_id` does not exist, FAILED_PRECONDITION if the
-        category would be deeper than 5 levels.
+        """Creates or replaces a subject category, matched by `id` if set (a
+        rename), else by name. Returns NOT_FOUND if `id` or `parent_id` does not
+        exist, ALREADY_EXISTS if a rename takes another category's name,
+        FAILED_PRECONDITION if the category (or anything beneath it) would end
+        up deeper than 5 levels or under itself. Cached lessons of the category
+        are invalidated.
         """
 
     @_abc_1.abstractmethod
@@ -150,7 +163,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.AssistantProfile, _abc.Awaitable[_registry_pb2.AssistantProfile]]:
         """Creates or replaces an assistant profile and its capabilities, matched
-        by name.
+        by `id` if set (a rename), else by name. Returns NOT_FOUND if `id` does
+        not exist, ALREADY_EXISTS if a rename takes another profile's name.
+        Cached lessons of the profile are invalidated.
         """
 
     @_abc_1.abstractmethod

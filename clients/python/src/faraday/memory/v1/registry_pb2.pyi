@@ -53,7 +53,9 @@ class User(_message.Message):
     name: _builtins.str
     """Display name."""
     is_active: _builtins.bool
-    """Whether the account is active. Inactive users keep their data."""
+    """Whether the account is active. Inactive users keep their data. An upsert
+    replaces the whole record, so leaving this unset makes the user inactive.
+    """
     school: _builtins.str
     """School name."""
     department: _builtins.str
@@ -121,7 +123,7 @@ class UserPreferences(_message.Message):
     """IANA time zone, e.g. "America/Chicago". At most 64 characters."""
     @_builtins.property
     def notifications(self) -> _struct_pb2.Struct:
-        """Notification settings as a JSON object."""
+        """Notification settings as a JSON object, at most 16 KiB."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
@@ -147,7 +149,11 @@ Global___UserPreferences: _TypeAlias = UserPreferences  # noqa: Y015
 
 @_typing.final
 class SubjectCategory(_message.Message):
-    """A subject category, e.g. "Mathematics", optionally under a parent."""
+    """A subject category, e.g. "Mathematics", optionally under a parent.
+
+    Limits: `description` at most 8000 characters, `metadata` at most 16 KiB
+    as JSON.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -159,9 +165,12 @@ class SubjectCategory(_message.Message):
     IS_ACTIVE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     id: _builtins.int
-    """Server-assigned identifier. Output only."""
+    """Server-assigned identifier. On upsert: 0 matches by name (creating the
+    category if the name is new); set, it names the category to replace,
+    which is how a category is renamed.
+    """
     name: _builtins.str
-    """Unique name, 1..100 characters. Upserts match on it."""
+    """Unique name, 1..100 characters."""
     description: _builtins.str
     """Description."""
     parent_id: _builtins.int
@@ -169,7 +178,7 @@ class SubjectCategory(_message.Message):
     level: _builtins.int
     """Depth: 1 for a top-level category. Output only."""
     is_active: _builtins.bool
-    """Whether the category is in use."""
+    """Whether the category is in use (unset on upsert: not in use)."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Caller-defined JSON object."""
@@ -195,7 +204,11 @@ Global___SubjectCategory: _TypeAlias = SubjectCategory  # noqa: Y015
 
 @_typing.final
 class AssistantCapability(_message.Message):
-    """Something an assistant profile can do."""
+    """Something an assistant profile can do.
+
+    Limits: `description` at most 8000 characters, `parameters` at most 16 KiB
+    as JSON.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -209,7 +222,7 @@ class AssistantCapability(_message.Message):
     description: _builtins.str
     """Description."""
     is_enabled: _builtins.bool
-    """Whether the capability is on."""
+    """Whether the capability is on (unset on upsert: off)."""
     priority: _builtins.int
     """Higher runs first."""
     @_builtins.property
@@ -235,7 +248,11 @@ Global___AssistantCapability: _TypeAlias = AssistantCapability  # noqa: Y015
 
 @_typing.final
 class AssistantProfile(_message.Message):
-    """An AI assistant configuration."""
+    """An AI assistant configuration.
+
+    Limits: `description` at most 8000 characters, `configuration` at most
+    16 KiB as JSON, capability names unique within the profile.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -247,15 +264,18 @@ class AssistantProfile(_message.Message):
     CONFIGURATION_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     id: _builtins.int
-    """Server-assigned identifier. Output only."""
+    """Server-assigned identifier. On upsert: 0 matches by name (creating the
+    profile if the name is new); set, it names the profile to replace, which
+    is how a profile is renamed.
+    """
     name: _builtins.str
-    """Unique name, 1..100 characters. Upserts match on it."""
+    """Unique name, 1..100 characters."""
     description: _builtins.str
     """Description."""
     model_version: _builtins.str
     """Model version, e.g. "gpt-4o-2024-08-06". Required, at most 50 characters."""
     is_active: _builtins.bool
-    """Whether the profile is in use."""
+    """Whether the profile is in use (unset on upsert: not in use)."""
     @_builtins.property
     def configuration(self) -> _struct_pb2.Struct:
         """Model configuration as a JSON object."""

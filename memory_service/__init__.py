@@ -1,0 +1,1 @@
+"""Faraday memory service: memory recall over gRPC for the Faraday teaching platform."""

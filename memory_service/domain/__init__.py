@@ -1,0 +1,1 @@
+"""Pure rules and values: validation, ranking, feedback, page tokens. No I/O."""

@@ -1,0 +1,69 @@
+"""Domain errors: what went wrong, in the service's own words.
+
+rpc/errors.py maps each class (along its hierarchy) to one gRPC status code;
+nothing here knows about gRPC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DomainError(Exception):
+    """Base of every error a caller can act on. The message is safe to send."""
+
+    reason: str = "ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field: `field` is its path in the request, e.g. "memory.importance"."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(DomainError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.violations = violations
+
+    @classmethod
+    def one(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+
+class NotFound(DomainError):
+    reason = "NOT_FOUND"
+
+    def __init__(self, resource: str, key: object) -> None:
+        super().__init__(f"{resource} {key} not found", reason=f"{resource.upper()}_NOT_FOUND")
+        self.resource = resource
+
+
+class AlreadyExists(DomainError):
+    reason = "ALREADY_EXISTS"
+
+
+class StaleEtag(DomainError):
+    """The caller's etag no longer matches: someone else changed the resource."""
+
+    reason = "ETAG_MISMATCH"
+
+
+class FailedPrecondition(DomainError):
+    reason = "FAILED_PRECONDITION"
+
+
+class Unavailable(DomainError):
+    """A dependency (the database) cannot be reached; retrying later may work."""
+
+    reason = "DATABASE_UNAVAILABLE"

@@ -1,0 +1,261 @@
+"""The service's data, as plain immutable values (no I/O, no protobuf, no SQL)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+JsonObject = dict[str, Any]
+
+
+class InteractionType(StrEnum):
+    STORE = "store"
+    RECALL = "recall"
+    UPDATE = "update"
+    FEEDBACK = "feedback"
+
+
+class LessonStatus(StrEnum):
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    ARCHIVED = "archived"
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    id: int
+    user_id: uuid.UUID
+    assistant_profile_id: int | None
+    content: str
+    context: JsonObject
+    importance: float
+    category: str
+    tags: list[str]
+    source: str | None
+    confidence: float | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    last_accessed: datetime | None
+    expires_at: datetime | None
+    metadata: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class NewMemory:
+    user_id: uuid.UUID
+    assistant_profile_id: int | None
+    content: str
+    context: JsonObject
+    importance: float
+    category: str
+    tags: list[str]
+    source: str | None
+    confidence: float | None
+    expires_at: datetime | None
+    metadata: JsonObject
+
+
+# Memory fields UpdateMemory may change, by column name.
+MUTABLE_MEMORY_FIELDS = (
+    "content",
+    "context",
+    "importance",
+    "category",
+    "tags",
+    "source",
+    "confidence",
+    "expires_at",
+    "metadata",
+    "assistant_profile_id",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPatch:
+    """New values for some columns of one memory (keys from MUTABLE_MEMORY_FIELDS)."""
+
+    memory_id: int
+    values: dict[str, Any]
+    expected_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryFilter:
+    user_id: uuid.UUID
+    assistant_profile_id: int | None = None
+    categories: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    importance: float
+    recency: float
+    relevance: float
+    half_life: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class RecallQuery:
+    user_id: uuid.UUID
+    query: str
+    assistant_profile_id: int | None
+    categories: list[str]
+    tags: list[str]
+    match_all_tags: bool
+    context: JsonObject | None
+    min_importance: float
+    created_from: datetime | None
+    created_before: datetime | None
+    limit: int
+    weights: Weights
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredMemory:
+    memory: Memory
+    score: float
+    importance_score: float
+    recency_score: float
+    relevance_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    id: int
+    memory_id: int
+    user_id: uuid.UUID
+    type: InteractionType
+    created_at: datetime
+    context: JsonObject | None
+    feedback: JsonObject | None
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionFilter:
+    user_id: uuid.UUID | None
+    memory_id: int | None
+    type: InteractionType | None
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    memory_id: int
+    helpful: bool | None
+    rating: int | None
+    comment: str
+    context: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_position: list[Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: uuid.UUID | None
+    email: str
+    name: str | None
+    is_active: bool
+    school: str | None
+    department: str | None
+    subjects: list[str]
+    grade_levels: list[str]
+    custom_instructions: str | None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserPreferences:
+    user_id: uuid.UUID
+    theme: str | None
+    notifications: JsonObject
+    language: str | None
+    timezone: str | None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectCategory:
+    id: int | None
+    name: str
+    description: str | None
+    parent_id: int | None
+    is_active: bool
+    metadata: JsonObject | None
+    level: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Capability:
+    name: str
+    description: str | None
+    parameters: JsonObject | None
+    is_enabled: bool
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantProfile:
+    id: int | None
+    name: str
+    description: str | None
+    model_version: str
+    is_active: bool
+    configuration: JsonObject | None
+    capabilities: list[Capability]
+
+
+@dataclass(frozen=True, slots=True)
+class Lesson:
+    id: int | None
+    title: str
+    user_id: uuid.UUID
+    subject_category_id: int | None
+    assistant_profile_id: int | None
+    grade_level: str | None
+    week_of: date | None
+    content_area: str | None
+    lesson_data: JsonObject
+    objectives: Any
+    materials: Any
+    activities: Any
+    assessment_criteria: Any
+    feedback: Any
+    status: LessonStatus
+    tags: list[str]
+    related_lessons: list[int]
+    subject_category_name: str | None = None
+    assistant_profile_name: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LessonFilter:
+    user_id: uuid.UUID | None = None
+    status: LessonStatus | None = None
+    week_of_start: date | None = None
+    week_of_end: date | None = None
+    grade_level: str | None = None
+    subject_category_id: int | None = None
+    subject_category_name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    lesson_data: JsonObject | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LessonMatch:
+    lesson: Lesson
+    rank: float

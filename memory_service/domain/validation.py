@@ -1,0 +1,178 @@
+"""Input limits and the checks that enforce them.
+
+Every check records a FieldViolation naming the request field, so one
+INVALID_ARGUMENT can report all bad fields at once. Limits are documented in
+the .proto comments; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from memory_service.domain.errors import FieldViolation, InvalidArgument
+
+CONTENT_MAX_CHARS = 8000
+CATEGORY_MAX_CHARS = 100
+SOURCE_MAX_CHARS = 100
+TAGS_MAX_COUNT = 32
+TAG_MAX_CHARS = 64
+FILTER_VALUES_MAX_COUNT = 50
+JSON_MAX_BYTES = 16 * 1024
+LESSON_JSON_MAX_BYTES = 64 * 1024
+JSON_MAX_DEPTH = 16
+QUERY_MAX_CHARS = 1000
+COMMENT_MAX_CHARS = 2000
+RECALL_DEFAULT_LIMIT = 10
+RECALL_MAX_LIMIT = 100
+INT32_MAX = 2**31 - 1
+
+
+class Violations:
+    """Collects field violations; `check()` raises them together."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def check(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+
+def _clean_text(v: Violations, field: str, value: str) -> bool:
+    # PostgreSQL text cannot hold NUL; reject it here rather than fail in SQL.
+    if "\x00" in value:
+        v.add(field, "must not contain NUL characters")
+        return False
+    return True
+
+
+def text(
+    v: Violations, field: str, value: str, *, max_chars: int, required: bool = False
+) -> str | None:
+    """A string field; empty means unset (None) unless required."""
+    if not value:
+        if required:
+            v.add(field, "is required")
+        return None
+    if required and not value.strip():
+        v.add(field, "must not be blank")
+        return None
+    if len(value) > max_chars:
+        v.add(field, f"must be at most {max_chars} characters, got {len(value)}")
+        return None
+    return value if _clean_text(v, field, value) else None
+
+
+def user_id(v: Violations, field: str, value: str, *, required: bool = True) -> uuid.UUID | None:
+    if not value:
+        if required:
+            v.add(field, "is required")
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        v.add(field, "must be a UUID such as 6f1c2b9e-4a8d-4c1e-9a55-0d6a3c7e2f10")
+        return None
+
+
+def positive_id(v: Violations, field: str, value: int, *, required: bool = True) -> int | None:
+    """A row id: required ids must be > 0; optional ids use 0 for unset."""
+    if value == 0 and not required:
+        return None
+    if value <= 0:
+        v.add(field, "must be a positive id")
+        return None
+    if value > 2**63 - 1:
+        v.add(field, "is out of range")
+        return None
+    return value
+
+
+def reference_id(v: Violations, field: str, value: int) -> int | None:
+    """An optional reference to an integer-keyed table (subjects, profiles): 0 is unset."""
+    if value == 0:
+        return None
+    if not 0 < value <= INT32_MAX:
+        v.add(field, f"must be 0 (none) or 1..{INT32_MAX}")
+        return None
+    return value
+
+
+def unit_interval(v: Violations, field: str, value: float) -> float:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        v.add(field, f"must be within 0.0..1.0, got {value}")
+    return value
+
+
+def string_list(
+    v: Violations, field: str, values: Iterable[str], *, max_count: int, max_chars: int
+) -> list[str]:
+    """Non-empty strings, deduplicated in order."""
+    items = list(values)
+    if len(items) > max_count:
+        v.add(field, f"must have at most {max_count} entries, got {len(items)}")
+        return []
+    seen: dict[str, None] = {}
+    for i, item in enumerate(items):
+        name = f"{field}[{i}]"
+        if not item.strip():
+            v.add(name, "must not be blank")
+        elif len(item) > max_chars:
+            v.add(name, f"must be at most {max_chars} characters")
+        elif _clean_text(v, name, item):
+            seen.setdefault(item, None)
+    return list(seen)
+
+
+def tags(v: Violations, field: str, values: Iterable[str]) -> list[str]:
+    return string_list(v, field, values, max_count=TAGS_MAX_COUNT, max_chars=TAG_MAX_CHARS)
+
+
+def json_value(v: Violations, field: str, value: Any, *, max_bytes: int = JSON_MAX_BYTES) -> Any:
+    """A JSON value that PostgreSQL's jsonb will accept, within size and depth limits."""
+    problem = _json_problem(value, 0)
+    if problem:
+        v.add(field, problem)
+        return None
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > max_bytes:
+        v.add(field, f"must be at most {max_bytes} bytes as JSON, got {size}")
+        return None
+    return value
+
+
+def _json_problem(value: Any, depth: int) -> str | None:
+    if depth > JSON_MAX_DEPTH:
+        return f"must be nested at most {JSON_MAX_DEPTH} levels deep"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must not contain NaN or infinite numbers"
+    if isinstance(value, str):
+        return "must not contain NUL characters" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return "must not contain NUL characters"
+            problem = _json_problem(item, depth + 1)
+            if problem:
+                return problem
+    if isinstance(value, list):
+        for item in value:
+            problem = _json_problem(item, depth + 1)
+            if problem:
+                return problem
+    return None
+
+
+def limit(v: Violations, field: str, value: int) -> int:
+    if value == 0:
+        return RECALL_DEFAULT_LIMIT
+    if not 1 <= value <= RECALL_MAX_LIMIT:
+        v.add(field, f"must be 1..{RECALL_MAX_LIMIT} (0 for {RECALL_DEFAULT_LIMIT}), got {value}")
+    return value

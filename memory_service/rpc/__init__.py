@@ -1,0 +1,1 @@
+"""gRPC servicers: protobuf in, one use case, protobuf out; errors to status codes."""

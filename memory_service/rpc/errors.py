@@ -1,0 +1,125 @@
+"""Every status-code decision: one table from domain error to gRPC status.
+
+The table is looked up along the exception's class hierarchy (the Starlette
+way), so a new DomainError subclass needs no new code here. Anything not in
+the table is a bug: it is logged with its traceback and answered INTERNAL
+with an opaque error id, never with the exception's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from memory_service.domain.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    StaleEtag,
+    Unavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "memory.faraday.ai"
+
+STATUS_CODES: dict[type[DomainError], int] = {
+    InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    NotFound: code_pb2.NOT_FOUND,
+    AlreadyExists: code_pb2.ALREADY_EXISTS,
+    StaleEtag: code_pb2.ABORTED,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    Unavailable: code_pb2.UNAVAILABLE,
+}
+
+
+def status_code_for(error: DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return int(code_pb2.INTERNAL)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_status(error: DomainError) -> status_pb2.Status:
+    """Code, message and details from one object, so they can never disagree."""
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    if isinstance(error, Unavailable):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(500)
+        details.append(_pack(retry))
+    return status_pb2.Status(code=status_code_for(error), message=error.message, details=details)
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:
+    status = rpc_status.to_status(to_status(error))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("abort returned")  # pragma: no cover
+
+
+R = TypeVar("R")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
+
+
+def translated(handler: Handler[R]) -> Handler[R]:
+    """Wrap one servicer method: domain errors become statuses, bugs become INTERNAL."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
+        try:
+            return await handler(self, request, context)
+        except asyncio.CancelledError:
+            # The caller went away or its deadline passed: let grpc and
+            # asyncpg (which cancels the running query) see it.
+            raise
+        except DomainError as error:
+            await abort(context, error)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            error_id = uuid.uuid4().hex[:12]
+            logger.exception("internal error %s in %s", error_id, handler.__qualname__)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (error id {error_id}); see server log"
+            )
+            raise AssertionError("abort returned") from exc  # pragma: no cover
+
+    return wrapper
+
+
+C = TypeVar("C", bound=type)
+
+
+def translate_errors(cls: C) -> C:
+    """Class decorator: apply `translated` to every RPC method the servicer defines."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, translated(member))
+    return cls

@@ -1,0 +1,310 @@
+"""MemoryService messages <-> domain values. Validation rules live in domain.validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faraday.memory.v1 import memory_pb2, memory_service_pb2
+
+from memory_service.domain import ranking
+from memory_service.domain import validation as check
+from memory_service.domain.errors import InvalidArgument
+from memory_service.domain.models import (
+    MUTABLE_MEMORY_FIELDS,
+    Feedback,
+    Interaction,
+    InteractionFilter,
+    InteractionType,
+    Memory,
+    MemoryFilter,
+    MemoryPatch,
+    NewMemory,
+    RecallQuery,
+    ScoredMemory,
+    Weights,
+)
+from memory_service.rpc import wire
+
+DEFAULT_IMPORTANCE = 0.5
+
+_INTERACTION_TYPES = {
+    InteractionType.STORE: memory_pb2.INTERACTION_TYPE_STORE,
+    InteractionType.RECALL: memory_pb2.INTERACTION_TYPE_RECALL,
+    InteractionType.UPDATE: memory_pb2.INTERACTION_TYPE_UPDATE,
+    InteractionType.FEEDBACK: memory_pb2.INTERACTION_TYPE_FEEDBACK,
+}
+_INTERACTION_TYPES_BACK = {v: k for k, v in _INTERACTION_TYPES.items()}
+
+# Field-mask path -> (column, how to read it from a validated NewMemory).
+_MASK_PATHS = {
+    "content": "content",
+    "context": "context",
+    "importance": "importance",
+    "category": "category",
+    "tags": "tags",
+    "source": "source",
+    "confidence": "confidence",
+    "expire_time": "expires_at",
+    "metadata": "metadata",
+    "assistant_profile_id": "assistant_profile_id",
+}
+assert set(_MASK_PATHS.values()) == set(MUTABLE_MEMORY_FIELDS)
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def version_from_etag(field: str, value: str) -> int | None:
+    if not value:
+        return None
+    body = value.removeprefix("W/").strip('"')
+    if not body.isdigit() or not 0 < int(body) < 2**31:
+        raise InvalidArgument.one(field, "is not an etag this service issued")
+    return int(body)
+
+
+def _fields(v: check.Violations, m: memory_pb2.Memory, prefix: str) -> dict[str, Any]:
+    """Validated values of every mutable field of `m` (all fields, set or not)."""
+    importance = m.importance if m.HasField("importance") else DEFAULT_IMPORTANCE
+    confidence = m.confidence if m.HasField("confidence") else None
+    check.unit_interval(v, f"{prefix}importance", importance)
+    if confidence is not None:
+        check.unit_interval(v, f"{prefix}confidence", confidence)
+    return {
+        "content": check.text(
+            v, f"{prefix}content", m.content, max_chars=check.CONTENT_MAX_CHARS, required=True
+        ),
+        "context": check.json_value(v, f"{prefix}context", wire.struct_to_dict(m.context)),
+        "importance": importance,
+        "category": check.text(
+            v, f"{prefix}category", m.category, max_chars=check.CATEGORY_MAX_CHARS, required=True
+        ),
+        "tags": check.tags(v, f"{prefix}tags", m.tags),
+        "source": check.text(v, f"{prefix}source", m.source, max_chars=check.SOURCE_MAX_CHARS),
+        "confidence": confidence,
+        "expires_at": wire.timestamp(
+            v, f"{prefix}expire_time", m.expire_time, m.HasField("expire_time")
+        ),
+        "metadata": check.json_value(v, f"{prefix}metadata", wire.struct_to_dict(m.metadata)),
+        "assistant_profile_id": check.reference_id(
+            v, f"{prefix}assistant_profile_id", m.assistant_profile_id
+        ),
+    }
+
+
+def new_memory(request: memory_service_pb2.StoreMemoryRequest) -> NewMemory:
+    v = check.Violations()
+    if not request.HasField("memory"):
+        raise InvalidArgument.one("memory", "is required")
+    user = check.user_id(v, "memory.user_id", request.memory.user_id)
+    values = _fields(v, request.memory, "memory.")
+    v.check()
+    assert user is not None
+    return NewMemory(user_id=user, **values)
+
+
+def memory_patch(request: memory_service_pb2.UpdateMemoryRequest) -> tuple[MemoryPatch, list[str]]:
+    v = check.Violations()
+    memory_id = check.positive_id(v, "memory.id", request.memory.id)
+    paths = list(dict.fromkeys(request.update_mask.paths))
+    if not paths:
+        v.add("update_mask", "must name at least one field")
+    unknown = [p for p in paths if p not in _MASK_PATHS]
+    for p in unknown:
+        v.add("update_mask", f"unknown or immutable path {p!r}; allowed: {', '.join(_MASK_PATHS)}")
+    v.check()
+    # Validate the whole message, then keep only the masked fields' findings.
+    scratch = check.Violations()
+    values = _fields(scratch, request.memory, "memory.")
+    masked = {f"memory.{p}" for p in paths}
+    for violation in scratch.items:
+        if violation.field.split("[")[0] in masked:
+            v.items.append(violation)
+    expected = version_from_etag("memory.etag", request.memory.etag)
+    v.check()
+    assert memory_id is not None
+    patch = MemoryPatch(
+        memory_id=memory_id,
+        values={_MASK_PATHS[p]: values[_MASK_PATHS[p]] for p in paths},
+        expected_version=expected,
+    )
+    # Clearing a NOT NULL JSON column means an empty object.
+    for column in ("context", "metadata"):
+        if column in patch.values and patch.values[column] is None:
+            patch.values[column] = {}
+    return patch, paths
+
+
+def memory_filter(request: memory_service_pb2.ListMemoriesRequest) -> MemoryFilter:
+    v = check.Violations()
+    user = check.user_id(v, "user_id", request.user_id)
+    result = MemoryFilter(
+        user_id=user,  # type: ignore[arg-type]
+        assistant_profile_id=check.reference_id(
+            v, "assistant_profile_id", request.assistant_profile_id
+        ),
+        categories=check.string_list(
+            v,
+            "categories",
+            request.categories,
+            max_count=check.FILTER_VALUES_MAX_COUNT,
+            max_chars=check.CATEGORY_MAX_CHARS,
+        ),
+        tags=check.tags(v, "tags", request.tags),
+    )
+    v.check()
+    return result
+
+
+def _weight(v: check.Violations, field: str, present: bool, value: float, default: float) -> float:
+    if not present:
+        return default
+    if not (value == value and 0.0 <= value <= ranking.MAX_WEIGHT):  # NaN fails value == value
+        v.add(field, f"must be within 0..{ranking.MAX_WEIGHT}, got {value}")
+    return value
+
+
+def recall_query(
+    request: memory_service_pb2.RecallMemoriesRequest, defaults: Weights
+) -> RecallQuery:
+    v = check.Violations()
+    user = check.user_id(v, "user_id", request.user_id)
+    query = check.text(v, "query", request.query, max_chars=check.QUERY_MAX_CHARS) or ""
+    w = request.weights
+    half_life = defaults.half_life
+    if w.HasField("recency_half_life"):
+        half_life = wire.duration(v, "weights.recency_half_life", w.recency_half_life) or half_life
+        if not ranking.MIN_HALF_LIFE <= half_life <= ranking.MAX_HALF_LIFE:
+            v.add("weights.recency_half_life", "must be between 1 minute and 100 years")
+    weights = Weights(
+        importance=_weight(
+            v, "weights.importance", w.HasField("importance"), w.importance, defaults.importance
+        ),
+        recency=_weight(v, "weights.recency", w.HasField("recency"), w.recency, defaults.recency),
+        relevance=_weight(
+            v, "weights.relevance", w.HasField("relevance"), w.relevance, defaults.relevance
+        ),
+        half_life=half_life,
+    )
+    if weights.importance == weights.recency == weights.relevance == 0.0:
+        v.add("weights", "at least one weight must be positive")
+    context = (
+        check.json_value(v, "context", wire.struct_to_dict(request.context))
+        if request.HasField("context")
+        else None
+    )
+    result = RecallQuery(
+        user_id=user,  # type: ignore[arg-type]
+        query=query,
+        assistant_profile_id=check.reference_id(
+            v, "assistant_profile_id", request.assistant_profile_id
+        ),
+        categories=check.string_list(
+            v,
+            "categories",
+            request.categories,
+            max_count=check.FILTER_VALUES_MAX_COUNT,
+            max_chars=check.CATEGORY_MAX_CHARS,
+        ),
+        tags=check.tags(v, "tags", request.tags),
+        match_all_tags=request.tag_match == memory_service_pb2.TAG_MATCH_ALL,
+        context=context or None,
+        min_importance=check.unit_interval(v, "min_importance", request.min_importance),
+        created_from=wire.timestamp(
+            v, "create_time_start", request.create_time_start, request.HasField("create_time_start")
+        ),
+        created_before=wire.timestamp(
+            v, "create_time_end", request.create_time_end, request.HasField("create_time_end")
+        ),
+        limit=check.limit(v, "limit", request.limit),
+        weights=weights,
+    )
+    v.check()
+    return result
+
+
+def feedback(request: memory_service_pb2.RecordFeedbackRequest) -> Feedback:
+    v = check.Violations()
+    memory_id = check.positive_id(v, "memory_id", request.memory_id)
+    signal = request.WhichOneof("signal")
+    if signal is None:
+        v.add("signal", "one of helpful or rating is required")
+    comment = check.text(v, "comment", request.comment, max_chars=check.COMMENT_MAX_CHARS)
+    context = check.json_value(v, "context", wire.struct_to_dict(request.context))
+    v.check()
+    assert memory_id is not None
+    return Feedback(
+        memory_id=memory_id,
+        helpful=request.helpful if signal == "helpful" else None,
+        rating=request.rating if signal == "rating" else None,
+        comment=comment or "",
+        context=context or {},
+    )
+
+
+def interaction_filter(request: memory_service_pb2.ListInteractionsRequest) -> InteractionFilter:
+    v = check.Violations()
+    result = InteractionFilter(
+        user_id=check.user_id(v, "user_id", request.user_id, required=False),
+        memory_id=check.positive_id(v, "memory_id", request.memory_id, required=False),
+        type=_INTERACTION_TYPES_BACK.get(request.type),
+        start=wire.timestamp(v, "start_time", request.start_time, request.HasField("start_time")),
+        end=wire.timestamp(v, "end_time", request.end_time, request.HasField("end_time")),
+    )
+    if request.type and request.type not in _INTERACTION_TYPES_BACK:
+        v.add("type", f"unknown interaction type {request.type}")
+    v.check()
+    return result
+
+
+def memory_message(m: Memory) -> memory_pb2.Memory:
+    out = memory_pb2.Memory(
+        id=m.id,
+        user_id=str(m.user_id),
+        assistant_profile_id=m.assistant_profile_id or 0,
+        content=m.content,
+        importance=m.importance,
+        category=m.category,
+        tags=m.tags,
+        source=m.source or "",
+        version=m.version,
+        etag=etag(m.version),
+    )
+    if m.confidence is not None:
+        out.confidence = m.confidence
+    wire.fill_struct(out.context, m.context)
+    wire.fill_struct(out.metadata, m.metadata)
+    wire.fill_timestamp(out.create_time, m.created_at)
+    wire.fill_timestamp(out.update_time, m.updated_at)
+    wire.fill_timestamp(out.last_access_time, m.last_accessed)
+    wire.fill_timestamp(out.expire_time, m.expires_at)
+    return out
+
+
+def scored_message(s: ScoredMemory) -> memory_service_pb2.ScoredMemory:
+    return memory_service_pb2.ScoredMemory(
+        memory=memory_message(s.memory),
+        score=s.score,
+        importance_score=s.importance_score,
+        recency_score=s.recency_score,
+        relevance_score=s.relevance_score,
+    )
+
+
+def interaction_message(i: Interaction) -> memory_pb2.Interaction:
+    out = memory_pb2.Interaction(
+        id=i.id, memory_id=i.memory_id, user_id=str(i.user_id), type=_INTERACTION_TYPES[i.type]
+    )
+    wire.fill_timestamp(out.create_time, i.created_at)
+    wire.fill_struct(out.context, i.context)
+    wire.fill_struct(out.feedback, i.feedback)
+    return out
+
+
+def memory_id(value: int, field: str = "id") -> int:
+    v = check.Violations()
+    result = check.positive_id(v, field, value)
+    v.check()
+    assert result is not None
+    return result

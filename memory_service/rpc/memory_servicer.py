@@ -1,0 +1,84 @@
+"""MemoryService: protobuf in -> one use case -> protobuf out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from faraday.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
+from google.protobuf import empty_pb2
+
+from memory_service.domain.models import Weights
+from memory_service.rpc import memory_messages as messages
+from memory_service.rpc.errors import translate_errors
+from memory_service.services.memories import Memories
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@translate_errors
+class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
+    def __init__(self, memories: Memories, default_weights: Weights) -> None:
+        self._memories = memories
+        self._default_weights = default_weights
+
+    async def StoreMemory(
+        self, request: memory_service_pb2.StoreMemoryRequest, context: Context
+    ) -> memory_pb2.Memory:
+        return messages.memory_message(await self._memories.store(messages.new_memory(request)))
+
+    async def GetMemory(
+        self, request: memory_service_pb2.GetMemoryRequest, context: Context
+    ) -> memory_pb2.Memory:
+        return messages.memory_message(await self._memories.get(messages.memory_id(request.id)))
+
+    async def UpdateMemory(
+        self, request: memory_service_pb2.UpdateMemoryRequest, context: Context
+    ) -> memory_pb2.Memory:
+        patch, paths = messages.memory_patch(request)
+        return messages.memory_message(await self._memories.update(patch, paths))
+
+    async def DeleteMemory(
+        self, request: memory_service_pb2.DeleteMemoryRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._memories.delete(
+            messages.memory_id(request.id), messages.version_from_etag("etag", request.etag)
+        )
+        return empty_pb2.Empty()
+
+    async def ListMemories(
+        self, request: memory_service_pb2.ListMemoriesRequest, context: Context
+    ) -> memory_service_pb2.ListMemoriesResponse:
+        items, token = await self._memories.list_memories(
+            messages.memory_filter(request), request.page_token, request.page_size
+        )
+        return memory_service_pb2.ListMemoriesResponse(
+            memories=[messages.memory_message(m) for m in items], next_page_token=token
+        )
+
+    async def RecallMemories(
+        self, request: memory_service_pb2.RecallMemoriesRequest, context: Context
+    ) -> memory_service_pb2.RecallMemoriesResponse:
+        scored = await self._memories.recall(messages.recall_query(request, self._default_weights))
+        return memory_service_pb2.RecallMemoriesResponse(
+            memories=[messages.scored_message(s) for s in scored]
+        )
+
+    async def RecordFeedback(
+        self, request: memory_service_pb2.RecordFeedbackRequest, context: Context
+    ) -> memory_service_pb2.RecordFeedbackResponse:
+        memory, interaction = await self._memories.record_feedback(messages.feedback(request))
+        return memory_service_pb2.RecordFeedbackResponse(
+            memory=messages.memory_message(memory),
+            interaction=messages.interaction_message(interaction),
+        )
+
+    async def ListInteractions(
+        self, request: memory_service_pb2.ListInteractionsRequest, context: Context
+    ) -> memory_service_pb2.ListInteractionsResponse:
+        items, token = await self._memories.list_interactions(
+            messages.interaction_filter(request), request.page_token, request.page_size
+        )
+        return memory_service_pb2.ListInteractionsResponse(
+            interactions=[messages.interaction_message(i) for i in items], next_page_token=token
+        )

@@ -1,0 +1,79 @@
+"""Protobuf well-known types <-> Python values, shared by the message converters."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.json_format import ParseDict
+from google.type import date_pb2
+
+from memory_service.domain.validation import Violations
+
+
+def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    # Walked by hand, not json_format.MessageToDict: that raises ValueError on
+    # NaN/Infinity, which validation must see and report as a field error.
+    return {key: value_to_python(value) for key, value in message.fields.items()}
+
+
+def value_to_python(message: struct_pb2.Value) -> Any:
+    kind = message.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(message.struct_value)
+    if kind == "list_value":
+        return [value_to_python(item) for item in message.list_value.values]
+    if kind is None or kind == "null_value":
+        return None
+    return getattr(message, kind)
+
+
+def fill_struct(target: struct_pb2.Struct, value: dict[str, Any] | None) -> None:
+    if value:
+        target.update(value)
+
+
+def fill_value(target: struct_pb2.Value, value: Any) -> None:
+    if value is not None:
+        ParseDict(value, target)
+
+
+def timestamp(
+    v: Violations, field: str, message: timestamp_pb2.Timestamp, present: bool
+) -> datetime | None:
+    if not present:
+        return None
+    try:
+        return message.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        v.add(field, "is not a valid timestamp")
+        return None
+
+
+def fill_timestamp(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
+    if value is not None:
+        target.FromDatetime(value)
+
+
+def duration(v: Violations, field: str, message: duration_pb2.Duration) -> timedelta | None:
+    try:
+        return message.ToTimedelta()
+    except (ValueError, OverflowError):
+        v.add(field, "is not a valid duration")
+        return None
+
+
+def date_value(v: Violations, field: str, message: date_pb2.Date, present: bool) -> date | None:
+    if not present:
+        return None
+    try:
+        return date(message.year, message.month, message.day)
+    except ValueError:
+        v.add(field, "must be a full calendar date (year, month and day)")
+        return None
+
+
+def fill_date(target: date_pb2.Date, value: date | None) -> None:
+    if value is not None:
+        target.year, target.month, target.day = value.year, value.month, value.day

@@ -1,0 +1,1 @@
+"""Use cases, one async method each; no SQL and no protobuf."""

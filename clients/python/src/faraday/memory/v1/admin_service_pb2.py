@@ -23,29 +23,40 @@ _sym_db = _symbol_database.Default()
 
 
 from faraday.memory.v1 import lesson_pb2 as faraday_dot_memory_dot_v1_dot_lesson__pb2
+from faraday.memory.v1 import memory_pb2 as faraday_dot_memory_dot_v1_dot_memory__pb2
 from faraday.memory.v1 import registry_pb2 as faraday_dot_memory_dot_v1_dot_registry__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%faraday/memory/v1/admin_service.proto\x12\x11\x66\x61raday.memory.v1\x1a\x1e\x66\x61raday/memory/v1/lesson.proto\x1a faraday/memory/v1/registry.proto\x1a\x1bgoogle/protobuf/empty.proto\":\n\x11UpsertUserRequest\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.faraday.memory.v1.User\"W\n\x1cUpsertUserPreferencesRequest\x12\x37\n\x0bpreferences\x18\x01 \x01(\x0b\x32\".faraday.memory.v1.UserPreferences\"T\n\x1cUpsertSubjectCategoryRequest\x12\x34\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\".faraday.memory.v1.SubjectCategory\"U\n\x1dUpsertAssistantProfileRequest\x12\x34\n\x07profile\x18\x01 \x01(\x0b\x32#.faraday.memory.v1.AssistantProfile\"@\n\x13UpsertLessonRequest\x12)\n\x06lesson\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Lesson\"!\n\x13\x44\x65leteLessonRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x32\xcb\x04\n\x0c\x41\x64minService\x12K\n\nUpsertUser\x12$.faraday.memory.v1.UpsertUserRequest\x1a\x17.faraday.memory.v1.User\x12l\n\x15UpsertUserPreferences\x12/.faraday.memory.v1.UpsertUserPreferencesRequest\x1a\".faraday.memory.v1.UserPreferences\x12l\n\x15UpsertSubjectCategory\x12/.faraday.memory.v1.UpsertSubjectCategoryRequest\x1a\".faraday.memory.v1.SubjectCategory\x12o\n\x16UpsertAssistantProfile\x12\x30.faraday.memory.v1.UpsertAssistantProfileRequest\x1a#.faraday.memory.v1.AssistantProfile\x12Q\n\x0cUpsertLesson\x12&.faraday.memory.v1.UpsertLessonRequest\x1a\x19.faraday.memory.v1.Lesson\x12N\n\x0c\x44\x65leteLesson\x12&.faraday.memory.v1.DeleteLessonRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%faraday/memory/v1/admin_service.proto\x12\x11\x66\x61raday.memory.v1\x1a\x1e\x66\x61raday/memory/v1/lesson.proto\x1a\x1e\x66\x61raday/memory/v1/memory.proto\x1a faraday/memory/v1/registry.proto\x1a\x1bgoogle/protobuf/empty.proto\":\n\x11UpsertUserRequest\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.faraday.memory.v1.User\"W\n\x1cUpsertUserPreferencesRequest\x12\x37\n\x0bpreferences\x18\x01 \x01(\x0b\x32\".faraday.memory.v1.UserPreferences\"T\n\x1cUpsertSubjectCategoryRequest\x12\x34\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\".faraday.memory.v1.SubjectCategory\"U\n\x1dUpsertAssistantProfileRequest\x12\x34\n\x07profile\x18\x01 \x01(\x0b\x32#.faraday.memory.v1.AssistantProfile\"@\n\x13UpsertLessonRequest\x12)\n\x06lesson\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Lesson\"!\n\x13\x44\x65leteLessonRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"(\n\x15\x44\x65leteUserDataRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"f\n\x16\x44\x65leteUserDataResponse\x12\x10\n\x08memories\x18\x01 \x01(\x03\x12\x14\n\x0cinteractions\x18\x02 \x01(\x03\x12\x0f\n\x07lessons\x18\x03 \x01(\x03\x12\x13\n\x0bpreferences\x18\x04 \x01(\x03\"Y\n\x15\x45xportUserDataRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12/\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1f.faraday.memory.v1.ExportFormat\"\xac\x02\n\x16\x45xportUserDataResponse\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x17.faraday.memory.v1.UserH\x00\x12\x39\n\x0bpreferences\x18\x02 \x01(\x0b\x32\".faraday.memory.v1.UserPreferencesH\x00\x12+\n\x06memory\x18\x03 \x01(\x0b\x32\x19.faraday.memory.v1.MemoryH\x00\x12\x35\n\x0binteraction\x18\x04 \x01(\x0b\x32\x1e.faraday.memory.v1.InteractionH\x00\x12+\n\x06lesson\x18\x05 \x01(\x0b\x32\x19.faraday.memory.v1.LessonH\x00\x12\x13\n\tjson_line\x18\x06 \x01(\tH\x00\x42\x08\n\x06record*g\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPORT_FORMAT_PROTOBUF\x10\x01\x12\x1c\n\x18\x45XPORT_FORMAT_JSON_LINES\x10\x02\x32\x9b\x06\n\x0c\x41\x64minService\x12K\n\nUpsertUser\x12$.faraday.memory.v1.UpsertUserRequest\x1a\x17.faraday.memory.v1.User\x12l\n\x15UpsertUserPreferences\x12/.faraday.memory.v1.UpsertUserPreferencesRequest\x1a\".faraday.memory.v1.UserPreferences\x12l\n\x15UpsertSubjectCategory\x12/.faraday.memory.v1.UpsertSubjectCategoryRequest\x1a\".faraday.memory.v1.SubjectCategory\x12o\n\x16UpsertAssistantProfile\x12\x30.faraday.memory.v1.UpsertAssistantProfileRequest\x1a#.faraday.memory.v1.AssistantProfile\x12Q\n\x0cUpsertLesson\x12&.faraday.memory.v1.UpsertLessonRequest\x1a\x19.faraday.memory.v1.Lesson\x12N\n\x0c\x44\x65leteLesson\x12&.faraday.memory.v1.DeleteLessonRequest\x1a\x16.google.protobuf.Empty\x12\x65\n\x0e\x44\x65leteUserData\x12(.faraday.memory.v1.DeleteUserDataRequest\x1a).faraday.memory.v1.DeleteUserDataResponse\x12g\n\x0e\x45xportUserData\x12(.faraday.memory.v1.ExportUserDataRequest\x1a).faraday.memory.v1.ExportUserDataResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faraday.memory.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UPSERTUSERREQUEST']._serialized_start=155
-  _globals['_UPSERTUSERREQUEST']._serialized_end=213
-  _globals['_UPSERTUSERPREFERENCESREQUEST']._serialized_start=215
-  _globals['_UPSERTUSERPREFERENCESREQUEST']._serialized_end=302
-  _globals['_UPSERTSUBJECTCATEGORYREQUEST']._serialized_start=304
-  _globals['_UPSERTSUBJECTCATEGORYREQUEST']._serialized_end=388
-  _globals['_UPSERTASSISTANTPROFILEREQUEST']._serialized_start=390
-  _globals['_UPSERTASSISTANTPROFILEREQUEST']._serialized_end=475
-  _globals['_UPSERTLESSONREQUEST']._serialized_start=477
-  _globals['_UPSERTLESSONREQUEST']._serialized_end=541
-  _globals['_DELETELESSONREQUEST']._serialized_start=543
-  _globals['_DELETELESSONREQUEST']._serialized_end=576
-  _globals['_ADMINSERVICE']._serialized_start=579
-  _globals['_ADMINSERVICE']._serialized_end=1166
+  _globals['_EXPORTFORMAT']._serialized_start=1150
+  _globals['_EXPORTFORMAT']._serialized_end=1253
+  _globals['_UPSERTUSERREQUEST']._serialized_start=187
+  _globals['_UPSERTUSERREQUEST']._serialized_end=245
+  _globals['_UPSERTUSERPREFERENCESREQUEST']._serialized_start=247
+  _globals['_UPSERTUSERPREFERENCESREQUEST']._serialized_end=334
+  _globals['_UPSERTSUBJECTCATEGORYREQUEST']._serialized_start=336
+  _globals['_UPSERTSUBJECTCATEGORYREQUEST']._serialized_end=420
+  _globals['_UPSERTASSISTANTPROFILEREQUEST']._serialized_start=422
+  _globals['_UPSERTASSISTANTPROFILEREQUEST']._serialized_end=507
+  _globals['_UPSERTLESSONREQUEST']._serialized_start=509
+  _globals['_UPSERTLESSONREQUEST']._serialized_end=573
+  _globals['_DELETELESSONREQUEST']._serialized_start=575
+  _globals['_DELETELESSONREQUEST']._serialized_end=608
+  _globals['_DELETEUSERDATAREQUEST']._serialized_start=610
+  _globals['_DELETEUSERDATAREQUEST']._serialized_end=650
+  _globals['_DELETEUSERDATARESPONSE']._serialized_start=652
+  _globals['_DELETEUSERDATARESPONSE']._serialized_end=754
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_start=756
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_end=845
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_start=848
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_end=1148
+  _globals['_ADMINSERVICE']._serialized_start=1256
+  _globals['_ADMINSERVICE']._serialized_end=2051
 # @@protoc_insertion_point(module_scope)

@@ -4,9 +4,11 @@ isort:skip_file
 """
 
 from faraday.memory.v1 import lesson_pb2 as _lesson_pb2
+from faraday.memory.v1 import memory_pb2 as _memory_pb2
 from faraday.memory.v1 import registry_pb2 as _registry_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +19,36 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ExportFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXPORT_FORMAT_UNSPECIFIED: _ExportFormat.ValueType  # 0
+    """Same as EXPORT_FORMAT_PROTOBUF."""
+    EXPORT_FORMAT_PROTOBUF: _ExportFormat.ValueType  # 1
+    """Each response carries one record as a message."""
+    EXPORT_FORMAT_JSON_LINES: _ExportFormat.ValueType  # 2
+    """Each response carries `json_line`: one UTF-8 JSON object and "\\n",
+    {"kind": "user"|"preferences"|"memory"|"interaction"|"lesson",
+     "data": <the record in proto3 JSON form>}.
+    """
+
+class ExportFormat(_ExportFormat, metaclass=_ExportFormatEnumTypeWrapper):
+    """How ExportUserData encodes records."""
+
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat.ValueType  # 0
+"""Same as EXPORT_FORMAT_PROTOBUF."""
+EXPORT_FORMAT_PROTOBUF: ExportFormat.ValueType  # 1
+"""Each response carries one record as a message."""
+EXPORT_FORMAT_JSON_LINES: ExportFormat.ValueType  # 2
+"""Each response carries `json_line`: one UTF-8 JSON object and "\\n",
+{"kind": "user"|"preferences"|"memory"|"interaction"|"lesson",
+ "data": <the record in proto3 JSON form>}.
+"""
+Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
 
 @_typing.final
 class UpsertUserRequest(_message.Message):
@@ -159,3 +191,139 @@ class DeleteLessonRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteLessonRequest: _TypeAlias = DeleteLessonRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataRequest(_message.Message):
+    """Request for DeleteUserData."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user to erase (UUID). Required."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataRequest: _TypeAlias = DeleteUserDataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataResponse(_message.Message):
+    """Response of DeleteUserData: how many rows of each kind were erased."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORIES_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    LESSONS_FIELD_NUMBER: _builtins.int
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    memories: _builtins.int
+    """Memories deleted."""
+    interactions: _builtins.int
+    """Interactions deleted."""
+    lessons: _builtins.int
+    """Lessons deleted."""
+    preferences: _builtins.int
+    """1 if the user had preferences, else 0."""
+    def __init__(
+        self,
+        *,
+        memories: _builtins.int = ...,
+        interactions: _builtins.int = ...,
+        lessons: _builtins.int = ...,
+        preferences: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "lessons", b"lessons", "memories", b"memories", "preferences", b"preferences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataResponse: _TypeAlias = DeleteUserDataResponse  # noqa: Y015
+
+@_typing.final
+class ExportUserDataRequest(_message.Message):
+    """Request for ExportUserData."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user to export (UUID). Required."""
+    format: Global___ExportFormat.ValueType
+    """Encoding of the records; default protobuf."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        format: Global___ExportFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUserDataRequest: _TypeAlias = ExportUserDataRequest  # noqa: Y015
+
+@_typing.final
+class ExportUserDataResponse(_message.Message):
+    """One exported record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    INTERACTION_FIELD_NUMBER: _builtins.int
+    LESSON_FIELD_NUMBER: _builtins.int
+    JSON_LINE_FIELD_NUMBER: _builtins.int
+    json_line: _builtins.str
+    """EXPORT_FORMAT_JSON_LINES: one record as a JSON Lines line."""
+    @_builtins.property
+    def user(self) -> _registry_pb2.User:
+        """The user record."""
+
+    @_builtins.property
+    def preferences(self) -> _registry_pb2.UserPreferences:
+        """The user's preferences."""
+
+    @_builtins.property
+    def memory(self) -> _memory_pb2.Memory:
+        """One memory."""
+
+    @_builtins.property
+    def interaction(self) -> _memory_pb2.Interaction:
+        """One interaction."""
+
+    @_builtins.property
+    def lesson(self) -> _lesson_pb2.Lesson:
+        """One lesson."""
+
+    def __init__(
+        self,
+        *,
+        user: _registry_pb2.User | None = ...,
+        preferences: _registry_pb2.UserPreferences | None = ...,
+        memory: _memory_pb2.Memory | None = ...,
+        interaction: _memory_pb2.Interaction | None = ...,
+        lesson: _lesson_pb2.Lesson | None = ...,
+        json_line: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction", "json_line", b"json_line", "lesson", b"lesson", "memory", b"memory", "preferences", b"preferences", "record", b"record", "user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction", "json_line", b"json_line", "lesson", b"lesson", "memory", b"memory", "preferences", b"preferences", "record", b"record", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["user", "preferences", "memory", "interaction", "lesson", "json_line"]  # noqa: Y015
+    _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
+
+Global___ExportUserDataResponse: _TypeAlias = ExportUserDataResponse  # noqa: Y015

@@ -33,7 +33,9 @@ class AdminServiceStub:
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
+    written to the audit log. Errors common to every RPC are those of
+    MemoryService.
     """
 
     def __init__(self, channel):
@@ -72,6 +74,16 @@ class AdminServiceStub:
                 request_serializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteLessonRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/faraday.memory.v1.AdminService/DeleteUserData',
+                request_serializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
+        self.ExportUserData = channel.unary_stream(
+                '/faraday.memory.v1.AdminService/ExportUserData',
+                request_serializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.ExportUserDataRequest.SerializeToString,
+                response_deserializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.ExportUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -79,7 +91,9 @@ class AdminServiceServicer:
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
+    written to the audit log. Errors common to every RPC are those of
+    MemoryService.
     """
 
     def UpsertUser(self, request, context):
@@ -137,6 +151,26 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUserData(self, request, context):
+        """Erases everything of one user: the user record, preferences, memories,
+        interactions, lessons and their cache entries, in one transaction. The
+        audit log keeps a record that it happened (who, when, counts), not the
+        data. Returns NOT_FOUND if the user does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportUserData(self, request, context):
+        """Streams all data of one user, to answer a privacy (access) request: the
+        user record first, then preferences, memories, interactions and lessons.
+        Each response message holds one record, as protobuf or as one JSON
+        Lines line. Returns NOT_FOUND if the user does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +204,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteLessonRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ExportUserData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUserData,
+                    request_deserializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.ExportUserDataRequest.FromString,
+                    response_serializer=faraday_dot_memory_dot_v1_dot_admin__service__pb2.ExportUserDataResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'faraday.memory.v1.AdminService', rpc_method_handlers)
@@ -183,7 +227,9 @@ class AdminService:
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
+    written to the audit log. Errors common to every RPC are those of
+    MemoryService.
     """
 
     @staticmethod
@@ -338,6 +384,60 @@ class AdminService:
             '/faraday.memory.v1.AdminService/DeleteLesson',
             faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteLessonRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faraday.memory.v1.AdminService/DeleteUserData',
+            faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteUserDataRequest.SerializeToString,
+            faraday_dot_memory_dot_v1_dot_admin__service__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/faraday.memory.v1.AdminService/ExportUserData',
+            faraday_dot_memory_dot_v1_dot_admin__service__pb2.ExportUserDataRequest.SerializeToString,
+            faraday_dot_memory_dot_v1_dot_admin__service__pb2.ExportUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,9 @@ class AdminServiceStub:
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
+    written to the audit log. Errors common to every RPC are those of
+    MemoryService.
     """
 
     @_typing.overload
@@ -71,6 +73,18 @@ class AdminServiceStub:
     """
     DeleteLesson: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteLessonRequest, _empty_pb2.Empty]
     """Deletes a lesson. Returns NOT_FOUND if it does not exist."""
+    DeleteUserData: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteUserDataRequest, _admin_service_pb2.DeleteUserDataResponse]
+    """Erases everything of one user: the user record, preferences, memories,
+    interactions, lessons and their cache entries, in one transaction. The
+    audit log keeps a record that it happened (who, when, counts), not the
+    data. Returns NOT_FOUND if the user does not exist.
+    """
+    ExportUserData: _grpc.UnaryStreamMultiCallable[_admin_service_pb2.ExportUserDataRequest, _admin_service_pb2.ExportUserDataResponse]
+    """Streams all data of one user, to answer a privacy (access) request: the
+    user record first, then preferences, memories, interactions and lessons.
+    Each response message holds one record, as protobuf or as one JSON
+    Lines line. Returns NOT_FOUND if the user does not exist.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -78,7 +92,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
+    written to the audit log. Errors common to every RPC are those of
+    MemoryService.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -112,13 +128,27 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     DeleteLesson: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteLessonRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a lesson. Returns NOT_FOUND if it does not exist."""
+    DeleteUserData: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteUserDataRequest, _admin_service_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
+    """Erases everything of one user: the user record, preferences, memories,
+    interactions, lessons and their cache entries, in one transaction. The
+    audit log keeps a record that it happened (who, when, counts), not the
+    data. Returns NOT_FOUND if the user does not exist.
+    """
+    ExportUserData: _aio.UnaryStreamMultiCallable[_admin_service_pb2.ExportUserDataRequest, _admin_service_pb2.ExportUserDataResponse]  # type: ignore[assignment]
+    """Streams all data of one user, to answer a privacy (access) request: the
+    user record first, then preferences, memories, interactions and lessons.
+    Each response message holds one record, as protobuf or as one JSON
+    Lines line. Returns NOT_FOUND if the user does not exist.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registers the platform data that memories and lessons refer to. Called by
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
+    written to the audit log. Errors common to every RPC are those of
+    MemoryService.
     """
 
     @_abc_1.abstractmethod
@@ -186,5 +216,29 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a lesson. Returns NOT_FOUND if it does not exist."""
+
+    @_abc_1.abstractmethod
+    def DeleteUserData(
+        self,
+        request: _admin_service_pb2.DeleteUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.DeleteUserDataResponse, _abc.Awaitable[_admin_service_pb2.DeleteUserDataResponse]]:
+        """Erases everything of one user: the user record, preferences, memories,
+        interactions, lessons and their cache entries, in one transaction. The
+        audit log keeps a record that it happened (who, when, counts), not the
+        data. Returns NOT_FOUND if the user does not exist.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportUserData(
+        self,
+        request: _admin_service_pb2.ExportUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_service_pb2.ExportUserDataResponse], _abc.AsyncIterator[_admin_service_pb2.ExportUserDataResponse]]:
+        """Streams all data of one user, to answer a privacy (access) request: the
+        user record first, then preferences, memories, interactions and lessons.
+        Each response message holds one record, as protobuf or as one JSON
+        Lines line. Returns NOT_FOUND if the user does not exist.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -29,7 +29,10 @@ if _version_not_supported:
 class LessonServiceStub:
     """Looks up lesson plans. Lessons are written with AdminService.
 
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `lessons:read`. A user-scoped caller sees its own
+    lessons and published lessons of anyone (the platform's policy); other
+    lessons give NOT_FOUND or are left out of lists. Errors common to every
+    RPC are those of MemoryService.
     """
 
     def __init__(self, channel):
@@ -58,7 +61,10 @@ class LessonServiceStub:
 class LessonServiceServicer:
     """Looks up lesson plans. Lessons are written with AdminService.
 
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `lessons:read`. A user-scoped caller sees its own
+    lessons and published lessons of anyone (the platform's policy); other
+    lessons give NOT_FOUND or are left out of lists. Errors common to every
+    RPC are those of MemoryService.
     """
 
     def GetLesson(self, request, context):
@@ -117,7 +123,10 @@ def add_LessonServiceServicer_to_server(servicer, server):
 class LessonService:
     """Looks up lesson plans. Lessons are written with AdminService.
 
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `lessons:read`. A user-scoped caller sees its own
+    lessons and published lessons of anyone (the platform's policy); other
+    lessons give NOT_FOUND or are left out of lists. Errors common to every
+    RPC are those of MemoryService.
     """
 
     @staticmethod

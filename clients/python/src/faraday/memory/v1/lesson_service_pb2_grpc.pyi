@@ -30,7 +30,10 @@ GRPC_VERSION: str
 class LessonServiceStub:
     """Looks up lesson plans. Lessons are written with AdminService.
 
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `lessons:read`. A user-scoped caller sees its own
+    lessons and published lessons of anyone (the platform's policy); other
+    lessons give NOT_FOUND or are left out of lists. Errors common to every
+    RPC are those of MemoryService.
     """
 
     @_typing.overload
@@ -57,7 +60,10 @@ class LessonServiceStub:
 class LessonServiceAsyncStub(LessonServiceStub):
     """Looks up lesson plans. Lessons are written with AdminService.
 
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `lessons:read`. A user-scoped caller sees its own
+    lessons and published lessons of anyone (the platform's policy); other
+    lessons give NOT_FOUND or are left out of lists. Errors common to every
+    RPC are those of MemoryService.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -80,7 +86,10 @@ class LessonServiceAsyncStub(LessonServiceStub):
 class LessonServiceServicer(metaclass=_abc_1.ABCMeta):
     """Looks up lesson plans. Lessons are written with AdminService.
 
-    Errors common to every RPC are those of MemoryService.
+    Every RPC needs scope `lessons:read`. A user-scoped caller sees its own
+    lessons and published lessons of anyone (the platform's policy); other
+    lessons give NOT_FOUND or are left out of lists. Errors common to every
+    RPC are those of MemoryService.
     """
 
     @_abc_1.abstractmethod

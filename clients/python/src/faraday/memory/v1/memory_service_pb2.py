@@ -30,43 +30,43 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&faraday/memory/v1/memory_service.proto\x12\x11\x66\x61raday.memory.v1\x1a\x1e\x66\x61raday/memory/v1/memory.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"?\n\x12StoreMemoryRequest\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Memory\"\x1e\n\x10GetMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"q\n\x13UpdateMemoryRequest\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Memory\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"/\n\x13\x44\x65leteMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x8d\x01\n\x13ListMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61ssistant_profile_id\x18\x02 \x01(\x03\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"\\\n\x14ListMemoriesResponse\x12+\n\x08memories\x18\x01 \x03(\x0b\x32\x19.faraday.memory.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb5\x01\n\rRecallWeights\x12\x17\n\nimportance\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07recency\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\trelevance\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x34\n\x11recency_half_life\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\n\x0b_importanceB\n\n\x08_recencyB\x0c\n\n_relevance\"\x97\x03\n\x15RecallMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x1c\n\x14\x61ssistant_profile_id\x18\x03 \x01(\x03\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12.\n\ttag_match\x18\x06 \x01(\x0e\x32\x1b.faraday.memory.v1.TagMatch\x12(\n\x07\x63ontext\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0emin_importance\x18\x08 \x01(\x01\x12\x35\n\x11\x63reate_time_start\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x0b \x01(\x05\x12\x31\n\x07weights\x18\x0c \x01(\x0b\x32 .faraday.memory.v1.RecallWeights\"\x92\x01\n\x0cScoredMemory\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x18\n\x10importance_score\x18\x03 \x01(\x01\x12\x15\n\rrecency_score\x18\x04 \x01(\x01\x12\x17\n\x0frelevance_score\x18\x05 \x01(\x01\"K\n\x16RecallMemoriesResponse\x12\x31\n\x08memories\x18\x01 \x03(\x0b\x32\x1f.faraday.memory.v1.ScoredMemory\"\x94\x01\n\x15RecordFeedbackRequest\x12\x11\n\tmemory_id\x18\x01 \x01(\x03\x12\x11\n\x07helpful\x18\x02 \x01(\x08H\x00\x12\x10\n\x06rating\x18\x03 \x01(\x05H\x00\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06signal\"x\n\x16RecordFeedbackResponse\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Memory\x12\x33\n\x0binteraction\x18\x02 \x01(\x0b\x32\x1e.faraday.memory.v1.Interaction\"\xf4\x01\n\x17ListInteractionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tmemory_id\x18\x02 \x01(\x03\x12\x30\n\x04type\x18\x03 \x01(\x0e\x32\".faraday.memory.v1.InteractionType\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"i\n\x18ListInteractionsResponse\x12\x34\n\x0cinteractions\x18\x01 \x03(\x0b\x32\x1e.faraday.memory.v1.Interaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*K\n\x08TagMatch\x12\x19\n\x15TAG_MATCH_UNSPECIFIED\x10\x00\x12\x11\n\rTAG_MATCH_ANY\x10\x01\x12\x11\n\rTAG_MATCH_ALL\x10\x02\x32\xec\x05\n\rMemoryService\x12O\n\x0bStoreMemory\x12%.faraday.memory.v1.StoreMemoryRequest\x1a\x19.faraday.memory.v1.Memory\x12K\n\tGetMemory\x12#.faraday.memory.v1.GetMemoryRequest\x1a\x19.faraday.memory.v1.Memory\x12Q\n\x0cUpdateMemory\x12&.faraday.memory.v1.UpdateMemoryRequest\x1a\x19.faraday.memory.v1.Memory\x12N\n\x0c\x44\x65leteMemory\x12&.faraday.memory.v1.DeleteMemoryRequest\x1a\x16.google.protobuf.Empty\x12_\n\x0cListMemories\x12&.faraday.memory.v1.ListMemoriesRequest\x1a\'.faraday.memory.v1.ListMemoriesResponse\x12\x65\n\x0eRecallMemories\x12(.faraday.memory.v1.RecallMemoriesRequest\x1a).faraday.memory.v1.RecallMemoriesResponse\x12\x65\n\x0eRecordFeedback\x12(.faraday.memory.v1.RecordFeedbackRequest\x1a).faraday.memory.v1.RecordFeedbackResponse\x12k\n\x10ListInteractions\x12*.faraday.memory.v1.ListInteractionsRequest\x1a+.faraday.memory.v1.ListInteractionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&faraday/memory/v1/memory_service.proto\x12\x11\x66\x61raday.memory.v1\x1a\x1e\x66\x61raday/memory/v1/memory.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\x12StoreMemoryRequest\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Memory\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1e\n\x10GetMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"q\n\x13UpdateMemoryRequest\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Memory\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"/\n\x13\x44\x65leteMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x8d\x01\n\x13ListMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1c\n\x14\x61ssistant_profile_id\x18\x02 \x01(\x03\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x0c\n\x04tags\x18\x04 \x03(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"\\\n\x14ListMemoriesResponse\x12+\n\x08memories\x18\x01 \x03(\x0b\x32\x19.faraday.memory.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb5\x01\n\rRecallWeights\x12\x17\n\nimportance\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07recency\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\trelevance\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x34\n\x11recency_half_life\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\n\x0b_importanceB\n\n\x08_recencyB\x0c\n\n_relevance\"\x97\x03\n\x15RecallMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x1c\n\x14\x61ssistant_profile_id\x18\x03 \x01(\x03\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12.\n\ttag_match\x18\x06 \x01(\x0e\x32\x1b.faraday.memory.v1.TagMatch\x12(\n\x07\x63ontext\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0emin_importance\x18\x08 \x01(\x01\x12\x35\n\x11\x63reate_time_start\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x0b \x01(\x05\x12\x31\n\x07weights\x18\x0c \x01(\x0b\x32 .faraday.memory.v1.RecallWeights\"\x92\x01\n\x0cScoredMemory\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x18\n\x10importance_score\x18\x03 \x01(\x01\x12\x15\n\rrecency_score\x18\x04 \x01(\x01\x12\x17\n\x0frelevance_score\x18\x05 \x01(\x01\"K\n\x16RecallMemoriesResponse\x12\x31\n\x08memories\x18\x01 \x03(\x0b\x32\x1f.faraday.memory.v1.ScoredMemory\"\xa8\x01\n\x15RecordFeedbackRequest\x12\x11\n\tmemory_id\x18\x01 \x01(\x03\x12\x11\n\x07helpful\x18\x02 \x01(\x08H\x00\x12\x10\n\x06rating\x18\x03 \x01(\x05H\x00\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\x12(\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x06 \x01(\tB\x08\n\x06signal\"x\n\x16RecordFeedbackResponse\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.faraday.memory.v1.Memory\x12\x33\n\x0binteraction\x18\x02 \x01(\x0b\x32\x1e.faraday.memory.v1.Interaction\"\xf4\x01\n\x17ListInteractionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tmemory_id\x18\x02 \x01(\x03\x12\x30\n\x04type\x18\x03 \x01(\x0e\x32\".faraday.memory.v1.InteractionType\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"i\n\x18ListInteractionsResponse\x12\x34\n\x0cinteractions\x18\x01 \x03(\x0b\x32\x1e.faraday.memory.v1.Interaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*K\n\x08TagMatch\x12\x19\n\x15TAG_MATCH_UNSPECIFIED\x10\x00\x12\x11\n\rTAG_MATCH_ANY\x10\x01\x12\x11\n\rTAG_MATCH_ALL\x10\x02\x32\xec\x05\n\rMemoryService\x12O\n\x0bStoreMemory\x12%.faraday.memory.v1.StoreMemoryRequest\x1a\x19.faraday.memory.v1.Memory\x12K\n\tGetMemory\x12#.faraday.memory.v1.GetMemoryRequest\x1a\x19.faraday.memory.v1.Memory\x12Q\n\x0cUpdateMemory\x12&.faraday.memory.v1.UpdateMemoryRequest\x1a\x19.faraday.memory.v1.Memory\x12N\n\x0c\x44\x65leteMemory\x12&.faraday.memory.v1.DeleteMemoryRequest\x1a\x16.google.protobuf.Empty\x12_\n\x0cListMemories\x12&.faraday.memory.v1.ListMemoriesRequest\x1a\'.faraday.memory.v1.ListMemoriesResponse\x12\x65\n\x0eRecallMemories\x12(.faraday.memory.v1.RecallMemoriesRequest\x1a).faraday.memory.v1.RecallMemoriesResponse\x12\x65\n\x0eRecordFeedback\x12(.faraday.memory.v1.RecordFeedbackRequest\x1a).faraday.memory.v1.RecordFeedbackResponse\x12k\n\x10ListInteractions\x12*.faraday.memory.v1.ListInteractionsRequest\x1a+.faraday.memory.v1.ListInteractionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faraday.memory.v1.memory_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TAGMATCH']._serialized_start=2197
-  _globals['_TAGMATCH']._serialized_end=2272
+  _globals['_TAGMATCH']._serialized_start=2237
+  _globals['_TAGMATCH']._serialized_end=2312
   _globals['_STOREMEMORYREQUEST']._serialized_start=251
-  _globals['_STOREMEMORYREQUEST']._serialized_end=314
-  _globals['_GETMEMORYREQUEST']._serialized_start=316
-  _globals['_GETMEMORYREQUEST']._serialized_end=346
-  _globals['_UPDATEMEMORYREQUEST']._serialized_start=348
-  _globals['_UPDATEMEMORYREQUEST']._serialized_end=461
-  _globals['_DELETEMEMORYREQUEST']._serialized_start=463
-  _globals['_DELETEMEMORYREQUEST']._serialized_end=510
-  _globals['_LISTMEMORIESREQUEST']._serialized_start=513
-  _globals['_LISTMEMORIESREQUEST']._serialized_end=654
-  _globals['_LISTMEMORIESRESPONSE']._serialized_start=656
-  _globals['_LISTMEMORIESRESPONSE']._serialized_end=748
-  _globals['_RECALLWEIGHTS']._serialized_start=751
-  _globals['_RECALLWEIGHTS']._serialized_end=932
-  _globals['_RECALLMEMORIESREQUEST']._serialized_start=935
-  _globals['_RECALLMEMORIESREQUEST']._serialized_end=1342
-  _globals['_SCOREDMEMORY']._serialized_start=1345
-  _globals['_SCOREDMEMORY']._serialized_end=1491
-  _globals['_RECALLMEMORIESRESPONSE']._serialized_start=1493
-  _globals['_RECALLMEMORIESRESPONSE']._serialized_end=1568
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=1571
-  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=1719
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=1721
-  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=1841
-  _globals['_LISTINTERACTIONSREQUEST']._serialized_start=1844
-  _globals['_LISTINTERACTIONSREQUEST']._serialized_end=2088
-  _globals['_LISTINTERACTIONSRESPONSE']._serialized_start=2090
-  _globals['_LISTINTERACTIONSRESPONSE']._serialized_end=2195
-  _globals['_MEMORYSERVICE']._serialized_start=2275
-  _globals['_MEMORYSERVICE']._serialized_end=3023
+  _globals['_STOREMEMORYREQUEST']._serialized_end=334
+  _globals['_GETMEMORYREQUEST']._serialized_start=336
+  _globals['_GETMEMORYREQUEST']._serialized_end=366
+  _globals['_UPDATEMEMORYREQUEST']._serialized_start=368
+  _globals['_UPDATEMEMORYREQUEST']._serialized_end=481
+  _globals['_DELETEMEMORYREQUEST']._serialized_start=483
+  _globals['_DELETEMEMORYREQUEST']._serialized_end=530
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=533
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=674
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=676
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=768
+  _globals['_RECALLWEIGHTS']._serialized_start=771
+  _globals['_RECALLWEIGHTS']._serialized_end=952
+  _globals['_RECALLMEMORIESREQUEST']._serialized_start=955
+  _globals['_RECALLMEMORIESREQUEST']._serialized_end=1362
+  _globals['_SCOREDMEMORY']._serialized_start=1365
+  _globals['_SCOREDMEMORY']._serialized_end=1511
+  _globals['_RECALLMEMORIESRESPONSE']._serialized_start=1513
+  _globals['_RECALLMEMORIESRESPONSE']._serialized_end=1588
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_start=1591
+  _globals['_RECORDFEEDBACKREQUEST']._serialized_end=1759
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_start=1761
+  _globals['_RECORDFEEDBACKRESPONSE']._serialized_end=1881
+  _globals['_LISTINTERACTIONSREQUEST']._serialized_start=1884
+  _globals['_LISTINTERACTIONSREQUEST']._serialized_end=2128
+  _globals['_LISTINTERACTIONSRESPONSE']._serialized_start=2130
+  _globals['_LISTINTERACTIONSRESPONSE']._serialized_end=2235
+  _globals['_MEMORYSERVICE']._serialized_start=2315
+  _globals['_MEMORYSERVICE']._serialized_end=3063
 # @@protoc_insertion_point(module_scope)

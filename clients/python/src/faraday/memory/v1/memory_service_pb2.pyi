@@ -55,6 +55,15 @@ class StoreMemoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMORY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key chosen by the client, 1..128 printable ASCII characters
+    (a UUID is a good choice). A retry with the same request_id from the
+    same caller, even one racing the first, stores nothing new and returns
+    the memory the first call stored (as it is now). Reusing a request_id
+    for a different request is INVALID_ARGUMENT. Keys are kept for 7 days.
+    Empty: no idempotency (a retry stores a second memory).
+    """
     @_builtins.property
     def memory(self) -> _memory_pb2.Memory:
         """The memory to store. Required: user_id, content, category. Output-only
@@ -65,10 +74,11 @@ class StoreMemoryRequest(_message.Message):
         self,
         *,
         memory: _memory_pb2.Memory | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -445,6 +455,7 @@ class RecordFeedbackRequest(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     memory_id: _builtins.int
     """The memory the feedback is about. Required, positive."""
     helpful: _builtins.bool
@@ -453,6 +464,11 @@ class RecordFeedbackRequest(_message.Message):
     """A rating from 1 (useless) to 5 (essential)."""
     comment: _builtins.str
     """A free-text comment, at most 2000 characters."""
+    request_id: _builtins.str
+    """Idempotency key, as in StoreMemoryRequest.request_id: a retry with the
+    same key applies the feedback once and returns the first interaction
+    with the memory as it is now.
+    """
     @_builtins.property
     def context(self) -> _struct_pb2.Struct:
         """Where the feedback was given (JSON object, at most 16 KiB), logged with
@@ -467,10 +483,11 @@ class RecordFeedbackRequest(_message.Message):
         rating: _builtins.int = ...,
         comment: _builtins.str = ...,
         context: _struct_pb2.Struct | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "helpful", b"helpful", "rating", b"rating", "signal", b"signal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "context", b"context", "helpful", b"helpful", "memory_id", b"memory_id", "rating", b"rating", "signal", b"signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "context", b"context", "helpful", b"helpful", "memory_id", b"memory_id", "rating", b"rating", "request_id", b"request_id", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_signal: _TypeAlias = _typing.Literal["helpful", "rating"]  # noqa: Y015
     _WhichOneofArgType_signal: _TypeAlias = _typing.Literal["signal", b"signal"]  # noqa: Y015

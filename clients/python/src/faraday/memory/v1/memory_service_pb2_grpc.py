@@ -30,12 +30,27 @@ if _version_not_supported:
 class MemoryServiceStub:
     """Stores, recalls and scores the memories assistants keep about teachers.
 
+    Authentication (when the server has it configured, see README): every call
+    carries `authorization: Bearer <token>` metadata, either a service token
+    or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
+    a token without the RPC's scope gives PERMISSION_DENIED. Reads need scope
+    `memories:read`, writes (store, update, delete, recall, feedback)
+    `memories:write`. A user-scoped caller only ever sees its own user's
+    memories and interactions: naming another user, or another user's memory
+    id, gives NOT_FOUND exactly as if it did not exist. A service token limited
+    to some assistant profiles sees only those profiles' memories and the
+    shared ones (assistant_profile_id 0).
+
     Every RPC may also return UNAVAILABLE when the database cannot be reached
-    (safe to retry with backoff for reads and for writes whose outcome the
-    caller can check), DEADLINE_EXCEEDED when the caller's deadline passes,
-    and INTERNAL with an error id (logged by the server) for a bug. Invalid
-    fields give INVALID_ARGUMENT with a google.rpc.BadRequest detail naming
-    each offending field.
+    (safe to retry with backoff for reads, and for StoreMemory and
+    RecordFeedback when they carry a request_id), RESOURCE_EXHAUSTED with a
+    google.rpc.RetryInfo detail when the caller exceeds its rate limit,
+    DEADLINE_EXCEEDED when the caller's deadline passes (the server stops the
+    database work then), and INTERNAL with an error id (logged by the server)
+    for a bug. Invalid fields give INVALID_ARGUMENT with a
+    google.rpc.BadRequest detail naming each offending field; requests larger
+    than the server's message limit (1 MiB by default) are rejected with
+    RESOURCE_EXHAUSTED before any work.
     """
 
     def __init__(self, channel):
@@ -89,12 +104,27 @@ class MemoryServiceStub:
 class MemoryServiceServicer:
     """Stores, recalls and scores the memories assistants keep about teachers.
 
+    Authentication (when the server has it configured, see README): every call
+    carries `authorization: Bearer <token>` metadata, either a service token
+    or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
+    a token without the RPC's scope gives PERMISSION_DENIED. Reads need scope
+    `memories:read`, writes (store, update, delete, recall, feedback)
+    `memories:write`. A user-scoped caller only ever sees its own user's
+    memories and interactions: naming another user, or another user's memory
+    id, gives NOT_FOUND exactly as if it did not exist. A service token limited
+    to some assistant profiles sees only those profiles' memories and the
+    shared ones (assistant_profile_id 0).
+
     Every RPC may also return UNAVAILABLE when the database cannot be reached
-    (safe to retry with backoff for reads and for writes whose outcome the
-    caller can check), DEADLINE_EXCEEDED when the caller's deadline passes,
-    and INTERNAL with an error id (logged by the server) for a bug. Invalid
-    fields give INVALID_ARGUMENT with a google.rpc.BadRequest detail naming
-    each offending field.
+    (safe to retry with backoff for reads, and for StoreMemory and
+    RecordFeedback when they carry a request_id), RESOURCE_EXHAUSTED with a
+    google.rpc.RetryInfo detail when the caller exceeds its rate limit,
+    DEADLINE_EXCEEDED when the caller's deadline passes (the server stops the
+    database work then), and INTERNAL with an error id (logged by the server)
+    for a bug. Invalid fields give INVALID_ARGUMENT with a
+    google.rpc.BadRequest detail naming each offending field; requests larger
+    than the server's message limit (1 MiB by default) are rejected with
+    RESOURCE_EXHAUSTED before any work.
     """
 
     def StoreMemory(self, request, context):
@@ -238,12 +268,27 @@ def add_MemoryServiceServicer_to_server(servicer, server):
 class MemoryService:
     """Stores, recalls and scores the memories assistants keep about teachers.
 
+    Authentication (when the server has it configured, see README): every call
+    carries `authorization: Bearer <token>` metadata, either a service token
+    or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
+    a token without the RPC's scope gives PERMISSION_DENIED. Reads need scope
+    `memories:read`, writes (store, update, delete, recall, feedback)
+    `memories:write`. A user-scoped caller only ever sees its own user's
+    memories and interactions: naming another user, or another user's memory
+    id, gives NOT_FOUND exactly as if it did not exist. A service token limited
+    to some assistant profiles sees only those profiles' memories and the
+    shared ones (assistant_profile_id 0).
+
     Every RPC may also return UNAVAILABLE when the database cannot be reached
-    (safe to retry with backoff for reads and for writes whose outcome the
-    caller can check), DEADLINE_EXCEEDED when the caller's deadline passes,
-    and INTERNAL with an error id (logged by the server) for a bug. Invalid
-    fields give INVALID_ARGUMENT with a google.rpc.BadRequest detail naming
-    each offending field.
+    (safe to retry with backoff for reads, and for StoreMemory and
+    RecordFeedback when they carry a request_id), RESOURCE_EXHAUSTED with a
+    google.rpc.RetryInfo detail when the caller exceeds its rate limit,
+    DEADLINE_EXCEEDED when the caller's deadline passes (the server stops the
+    database work then), and INTERNAL with an error id (logged by the server)
+    for a bug. Invalid fields give INVALID_ARGUMENT with a
+    google.rpc.BadRequest detail naming each offending field; requests larger
+    than the server's message limit (1 MiB by default) are rejected with
+    RESOURCE_EXHAUSTED before any work.
     """
 
     @staticmethod

@@ -55,23 +55,44 @@ def _settings(args: argparse.Namespace) -> Settings:
     return base.with_overrides(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
 
 
-async def _database_url(settings: Settings) -> tuple[str, bool]:
-    """The URL to use, and whether it is the embedded server's."""
+async def _database_urls(settings: Settings) -> tuple[str, str, bool]:
+    """(URL to migrate with, URL to serve with, whether it is the embedded server).
+
+    The service itself connects as the role that owns nothing (faraday_app),
+    so row-level security holds for it; migrations run as the owner.
+    """
+    from memory_service.storage.migrate import app_role_url
+
     if settings.database_url:
-        return settings.database_url, False
+        return (
+            settings.migration_database_url or settings.database_url,
+            settings.database_url,
+            False,
+        )
     from memory_service.storage.embedded import start_embedded
 
-    return await asyncio.to_thread(start_embedded, settings.data_dir), True
+    owner = await asyncio.to_thread(start_embedded, settings.data_dir)
+    return owner, app_role_url(owner), True
 
 
 async def _serve(settings: Settings) -> None:
+    from memory_service import tls
+    from memory_service.auth import auth_configured
     from memory_service.server import start
     from memory_service.storage import migrate
 
-    url, embedded = await _database_url(settings)
+    try:  # refuse a bad configuration before starting any database
+        tls.check_listen_address(settings, auth_enabled=auth_configured(settings))
+        tls.server_credentials(settings)
+    except ValueError as exc:
+        sys.exit(f"configuration error: {exc}")
+    owner_url, app_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
-        await migrate.upgrade(url)
-    running = await start(settings, url)
+        await migrate.upgrade(owner_url)
+    try:
+        running = await start(settings, app_url)
+    except ValueError as exc:
+        sys.exit(f"configuration error: {exc}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,8 +106,8 @@ async def _serve(settings: Settings) -> None:
 async def _migrate(settings: Settings) -> None:
     from memory_service.storage import migrate
 
-    url, _ = await _database_url(settings)
-    await migrate.upgrade(url)
+    owner_url, _, _ = await _database_urls(settings)
+    await migrate.upgrade(owner_url)
     print("database is at the latest migration")
 
 
@@ -94,10 +115,10 @@ async def _seed(settings: Settings) -> None:
     from memory_service.seed import seed_demo
     from memory_service.storage import migrate
 
-    url, embedded = await _database_url(settings)
+    owner_url, app_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
-        await migrate.upgrade(url)
-    counts = await seed_demo(url)
+        await migrate.upgrade(owner_url)
+    counts = await seed_demo(app_url)
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 

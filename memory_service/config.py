@@ -20,8 +20,12 @@ def _default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    # PostgreSQL URL (libpq form). Unset: start the embedded PostgreSQL in data_dir.
+    # PostgreSQL URL (libpq form) the service connects with: the faraday_app
+    # role, which owns nothing, so row-level security holds. Unset: start the
+    # embedded PostgreSQL in data_dir.
     database_url: str | None = None
+    # URL of the schema owner, for `migrate` and migrate_on_start. Unset: database_url.
+    migration_database_url: str | None = None
     # Data directory of the embedded PostgreSQL (only used without database_url).
     data_dir: Path = field(default_factory=_default_data_dir)
     # Run migrations at start-up. Always done for the embedded database.
@@ -56,6 +60,27 @@ class Settings:
     # Learning rate of RecordFeedback's importance rule (0..1).
     feedback_learning_rate: float = 0.2
     log_level: str = "INFO"
+    # --- Trust (issue 3). Without any token source configured, auth is off
+    # and the server refuses to listen beyond loopback unless allow_insecure.
+    # JSON file listing service tokens (their SHA-256 hashes, scopes, profiles).
+    service_tokens_file: Path | None = None
+    # HS256 shared secret for user-scoped JWTs.
+    jwt_hs256_secret: str | None = None
+    # PEM public key file for RS256/ES256 user-scoped JWTs.
+    jwt_public_key_file: Path | None = None
+    # Required `iss` and `aud` of user-scoped JWTs.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # Listen beyond loopback without authentication (loudly logged).
+    allow_insecure: bool = False
+    # TLS: certificate chain and key (PEM); with a client CA, mutual TLS.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Per-caller token bucket: sustained calls per second and burst size
+    # (0 disables). Redis-backed when redis_url is set.
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 0
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

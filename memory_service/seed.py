@@ -26,8 +26,10 @@ from memory_service.domain.models import (
     User,
     UserPreferences,
 )
+from memory_service.domain.principal import LOCAL
 from memory_service.services.admin import Admin
 from memory_service.services.memories import Memories, MemoryPolicy
+from memory_service.storage import session
 from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.lessons import LessonStore
 from memory_service.storage.memories import MemoryStore
@@ -221,7 +223,8 @@ async def seed_demo(database_url: str) -> dict[str, int]:
         lessons = LessonStore(db)
         admin = Admin(RegistryStore(db), lessons, None)
         memories = Memories(MemoryStore(db), MemoryPolicy())
-        return await _seed(admin, memories)
+        with session.acting_as(session.ALL_USERS):  # demo data for every demo user
+            return await _seed(admin, memories)
     finally:
         await db.close()
 
@@ -297,7 +300,7 @@ async def _seed(admin: Admin, memories: Memories) -> dict[str, int]:
     fresh = {
         i
         for i, user in enumerate(USERS)
-        if not (await memories.list_memories(MemoryFilter(user_id=user[0]), "", 1))[0]
+        if not (await memories.list_memories(LOCAL, MemoryFilter(user_id=user[0]), "", 1))[0]
     }
     monday = date.today() - timedelta(days=date.today().weekday())
     for n, (u, subject, assistant, title, grade, area, status, tags, text) in enumerate(LESSONS):
@@ -331,6 +334,7 @@ async def _seed(admin: Admin, memories: Memories) -> dict[str, int]:
             continue
         stored.append(
             await memories.store(
+                LOCAL,
                 NewMemory(
                     user_id=USERS[u][0],
                     assistant_profile_id=None,
@@ -343,13 +347,14 @@ async def _seed(admin: Admin, memories: Memories) -> dict[str, int]:
                     confidence=0.9,
                     expires_at=None,
                     metadata={"seeded": True},
-                )
+                ),
             )
         )
         counts["memories"] += 1
         counts["interactions"] += 1
     for u in sorted(fresh):
         recalled = await memories.recall(
+            LOCAL,
             RecallQuery(
                 user_id=USERS[u][0],
                 query="",
@@ -363,18 +368,19 @@ async def _seed(admin: Admin, memories: Memories) -> dict[str, int]:
                 created_before=None,
                 limit=3,
                 weights=ranking.DEFAULT_WEIGHTS,
-            )
+            ),
         )
         counts["interactions"] += len(recalled)
         if recalled:
             await memories.record_feedback(
+                LOCAL,
                 Feedback(
                     memory_id=recalled[0].memory.id,
                     helpful=True,
                     rating=None,
                     comment="Spot on.",
                     context={"conversation": "demo"},
-                )
+                ),
             )
             counts["interactions"] += 1
     return counts

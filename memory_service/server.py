@@ -21,19 +21,23 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # the public alias health.aio is untyped
 from grpc_reflection.v1alpha import reflection
 
-from memory_service import sweeper
+from memory_service import sweeper, tls
+from memory_service.auth import Authenticator, auth_configured
 from memory_service.config import Settings
 from memory_service.domain import ranking
 from memory_service.rpc.admin_servicer import AdminServicer
+from memory_service.rpc.auth_interceptor import AuthInterceptor
 from memory_service.rpc.lesson_servicer import LessonServicer
 from memory_service.rpc.memory_servicer import MemoryServicer
 from memory_service.services.admin import Admin
 from memory_service.services.lessons import Lessons
 from memory_service.services.memories import Memories, MemoryPolicy
+from memory_service.storage.audit import AuditLog
 from memory_service.storage.cache import LessonCache
 from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.lessons import LessonStore
 from memory_service.storage.memories import MemoryStore
+from memory_service.storage.rate_limit import RateLimiter
 from memory_service.storage.registry import RegistryStore
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ class RunningServer:
     cache: LessonCache | None
     health: HealthServicer
     memories: Memories
+    limiter: RateLimiter
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float) -> None:
@@ -67,6 +72,7 @@ class RunningServer:
                 await task
         if self.cache is not None:
             await self.cache.close()
+        await self.limiter.close()
         await self.database.close()
 
 
@@ -85,6 +91,10 @@ def pool_settings(settings: Settings, url: str) -> PoolSettings:
 
 async def start(settings: Settings, database_url: str) -> RunningServer:
     """Open the pool and cache, bind, start serving. Port 0 picks a free port."""
+    # Configuration errors surface before anything is opened.
+    tls.check_listen_address(settings, auth_enabled=auth_configured(settings))
+    credentials = tls.server_credentials(settings)
+    authenticator = Authenticator.from_settings(settings)
     database = Database(pool_settings(settings, database_url))
     await database.open()
     cache = (
@@ -106,13 +116,20 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
         ranking.DEFAULT_WEIGHTS, half_life=timedelta(days=settings.recall_half_life_days)
     )
 
+    limiter = RateLimiter(
+        settings.rate_limit_per_second,
+        settings.rate_limit_burst,
+        settings.redis_url,
+        settings.redis_timeout_seconds,
+    )
     server = grpc.aio.server(
+        interceptors=[AuthInterceptor(authenticator, limiter, AuditLog(database))],
         options=[
             # A second server on a busy port must fail, not share traffic.
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
-        ]
+        ],
     )
     memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
         MemoryServicer(memories, default_weights), server
@@ -129,14 +146,19 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
         ),
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
     if port == 0:
         await database.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, database, cache, health_servicer, memories)
+    running = RunningServer(server, port, database, cache, health_servicer, memories, limiter)
     if settings.sweep_interval_seconds > 0:
         running._tasks.append(
             asyncio.create_task(

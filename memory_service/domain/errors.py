@@ -67,3 +67,25 @@ class Unavailable(DomainError):
     """A dependency (the database) cannot be reached; retrying later may work."""
 
     reason = "DATABASE_UNAVAILABLE"
+
+
+class Unauthenticated(DomainError):
+    """No credentials, or credentials that do not verify."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """Valid credentials without the scope the call needs."""
+
+    reason = "PERMISSION_DENIED"
+
+
+class RateLimited(DomainError):
+    """The caller spent its token bucket; `retry_after_seconds` says when to come back."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__(f"rate limit exceeded; retry in {retry_after_seconds:.2f} s")
+        self.retry_after_seconds = retry_after_seconds

@@ -27,7 +27,10 @@ from memory_service.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
+    RateLimited,
     StaleEtag,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -42,6 +45,9 @@ STATUS_CODES: dict[type[DomainError], int] = {
     StaleEtag: code_pb2.ABORTED,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     Unavailable: code_pb2.UNAVAILABLE,
+    Unauthenticated: code_pb2.UNAUTHENTICATED,
+    PermissionDenied: code_pb2.PERMISSION_DENIED,
+    RateLimited: code_pb2.RESOURCE_EXHAUSTED,
 }
 
 
@@ -71,9 +77,14 @@ def to_status(error: DomainError) -> status_pb2.Status:
             ]
         )
         details.append(_pack(bad_request))
-    if isinstance(error, Unavailable):
+    retry_after: float | None = None
+    if isinstance(error, RateLimited):
+        retry_after = error.retry_after_seconds
+    elif isinstance(error, Unavailable):
+        retry_after = 0.5
+    if retry_after is not None:
         retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromMilliseconds(500)
+        retry.retry_delay.FromMilliseconds(max(1, round(retry_after * 1000)))
         details.append(_pack(retry))
     return status_pb2.Status(code=status_code_for(error), message=error.message, details=details)
 

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from faraday.memory.v1 import lesson_pb2, lesson_service_pb2, lesson_service_pb2_grpc
 
+from memory_service.rpc import caller
 from memory_service.rpc import lesson_messages as messages
 from memory_service.rpc.errors import translate_errors
 from memory_service.services.lessons import Lessons
@@ -22,13 +23,17 @@ class LessonServicer(lesson_service_pb2_grpc.LessonServiceServicer):
     async def GetLesson(
         self, request: lesson_service_pb2.GetLessonRequest, context: Context
     ) -> lesson_pb2.Lesson:
-        return messages.lesson_message(await self._lessons.get(messages.lesson_id(request.id)))
+        lesson = await self._lessons.get(caller.current.get(), messages.lesson_id(request.id))
+        return messages.lesson_message(lesson)
 
     async def ListLessons(
         self, request: lesson_service_pb2.ListLessonsRequest, context: Context
     ) -> lesson_service_pb2.ListLessonsResponse:
         items, token = await self._lessons.list_lessons(
-            messages.lesson_filter(request), request.page_token, request.page_size
+            caller.current.get(),
+            messages.lesson_filter(request),
+            request.page_token,
+            request.page_size,
         )
         return lesson_service_pb2.ListLessonsResponse(
             lessons=[messages.lesson_message(lesson) for lesson in items], next_page_token=token
@@ -39,7 +44,7 @@ class LessonServicer(lesson_service_pb2_grpc.LessonServiceServicer):
     ) -> lesson_service_pb2.SearchLessonsResponse:
         query, user_id, status = messages.search_terms(request)
         matches, token = await self._lessons.search(
-            query, user_id, status, request.page_token, request.page_size
+            caller.current.get(), query, user_id, status, request.page_token, request.page_size
         )
         return lesson_service_pb2.SearchLessonsResponse(
             matches=[messages.match_message(m) for m in matches], next_page_token=token

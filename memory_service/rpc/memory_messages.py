@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from faraday.memory.v1 import memory_pb2, memory_service_pb2
@@ -308,3 +309,26 @@ def memory_id(value: int, field: str = "id") -> int:
     v.check()
     assert result is not None
     return result
+
+
+REQUEST_ID_MAX_CHARS = 128
+
+
+def request_identity(request: Any) -> tuple[str, str]:
+    """(request_id, SHA-256 of the request without it) for an idempotent write.
+
+    The hash lets a replayed request_id be told from a reused one: same id,
+    different request is INVALID_ARGUMENT rather than a silent wrong answer.
+    """
+    request_id: str = request.request_id
+    if not request_id:
+        return "", ""
+    if len(request_id) > REQUEST_ID_MAX_CHARS or not all(" " < c <= "~" for c in request_id):
+        raise InvalidArgument.one(
+            "request_id", f"must be 1..{REQUEST_ID_MAX_CHARS} printable ASCII characters"
+        )
+    unkeyed = type(request)()
+    unkeyed.CopyFrom(request)
+    unkeyed.ClearField("request_id")
+    digest = hashlib.sha256(unkeyed.SerializeToString(deterministic=True)).hexdigest()
+    return request_id, digest

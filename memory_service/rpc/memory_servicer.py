@@ -9,6 +9,7 @@ from faraday.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2
 from google.protobuf import empty_pb2
 
 from memory_service.domain.models import Weights
+from memory_service.rpc import caller
 from memory_service.rpc import memory_messages as messages
 from memory_service.rpc.errors import translate_errors
 from memory_service.services.memories import Memories
@@ -25,24 +26,32 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def StoreMemory(
         self, request: memory_service_pb2.StoreMemoryRequest, context: Context
     ) -> memory_pb2.Memory:
-        return messages.memory_message(await self._memories.store(messages.new_memory(request)))
+        memory = messages.new_memory(request)
+        request_id, request_hash = messages.request_identity(request)
+        stored = await self._memories.store(caller.current.get(), memory, request_id, request_hash)
+        return messages.memory_message(stored)
 
     async def GetMemory(
         self, request: memory_service_pb2.GetMemoryRequest, context: Context
     ) -> memory_pb2.Memory:
-        return messages.memory_message(await self._memories.get(messages.memory_id(request.id)))
+        memory = await self._memories.get(caller.current.get(), messages.memory_id(request.id))
+        return messages.memory_message(memory)
 
     async def UpdateMemory(
         self, request: memory_service_pb2.UpdateMemoryRequest, context: Context
     ) -> memory_pb2.Memory:
         patch, paths = messages.memory_patch(request)
-        return messages.memory_message(await self._memories.update(patch, paths))
+        return messages.memory_message(
+            await self._memories.update(caller.current.get(), patch, paths)
+        )
 
     async def DeleteMemory(
         self, request: memory_service_pb2.DeleteMemoryRequest, context: Context
     ) -> empty_pb2.Empty:
         await self._memories.delete(
-            messages.memory_id(request.id), messages.version_from_etag("etag", request.etag)
+            caller.current.get(),
+            messages.memory_id(request.id),
+            messages.version_from_etag("etag", request.etag),
         )
         return empty_pb2.Empty()
 
@@ -50,7 +59,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self, request: memory_service_pb2.ListMemoriesRequest, context: Context
     ) -> memory_service_pb2.ListMemoriesResponse:
         items, token = await self._memories.list_memories(
-            messages.memory_filter(request), request.page_token, request.page_size
+            caller.current.get(),
+            messages.memory_filter(request),
+            request.page_token,
+            request.page_size,
         )
         return memory_service_pb2.ListMemoriesResponse(
             memories=[messages.memory_message(m) for m in items], next_page_token=token
@@ -59,7 +71,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def RecallMemories(
         self, request: memory_service_pb2.RecallMemoriesRequest, context: Context
     ) -> memory_service_pb2.RecallMemoriesResponse:
-        scored = await self._memories.recall(messages.recall_query(request, self._default_weights))
+        query = messages.recall_query(request, self._default_weights)
+        scored = await self._memories.recall(caller.current.get(), query)
         return memory_service_pb2.RecallMemoriesResponse(
             memories=[messages.scored_message(s) for s in scored]
         )
@@ -67,7 +80,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def RecordFeedback(
         self, request: memory_service_pb2.RecordFeedbackRequest, context: Context
     ) -> memory_service_pb2.RecordFeedbackResponse:
-        memory, interaction = await self._memories.record_feedback(messages.feedback(request))
+        feedback = messages.feedback(request)
+        request_id, request_hash = messages.request_identity(request)
+        memory, interaction = await self._memories.record_feedback(
+            caller.current.get(), feedback, request_id, request_hash
+        )
         return memory_service_pb2.RecordFeedbackResponse(
             memory=messages.memory_message(memory),
             interaction=messages.interaction_message(interaction),
@@ -77,7 +94,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self, request: memory_service_pb2.ListInteractionsRequest, context: Context
     ) -> memory_service_pb2.ListInteractionsResponse:
         items, token = await self._memories.list_interactions(
-            messages.interaction_filter(request), request.page_token, request.page_size
+            caller.current.get(),
+            messages.interaction_filter(request),
+            request.page_token,
+            request.page_size,
         )
         return memory_service_pb2.ListInteractionsResponse(
             interactions=[messages.interaction_message(i) for i in items], next_page_token=token

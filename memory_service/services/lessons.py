@@ -7,8 +7,9 @@ from dataclasses import asdict
 from typing import Any
 
 from memory_service.domain import page_token
-from memory_service.domain.errors import InvalidArgument
+from memory_service.domain.errors import InvalidArgument, NotFound
 from memory_service.domain.models import Lesson, LessonFilter, LessonMatch, LessonStatus
+from memory_service.domain.principal import Principal
 from memory_service.storage.cache import LessonCache
 from memory_service.storage.lessons import LessonStore
 
@@ -23,7 +24,15 @@ class Lessons:
         self._store = store
         self._cache = cache
 
-    async def get(self, lesson_id: int) -> Lesson:
+    async def get(self, caller: Principal, lesson_id: int) -> Lesson:
+        lesson = await self._get(lesson_id)
+        # The cache is shared by all callers, so visibility is checked here,
+        # on every hit, not only by the database's row-level security.
+        if not _visible(caller, lesson):
+            raise NotFound("lesson", lesson_id)
+        return lesson
+
+    async def _get(self, lesson_id: int) -> Lesson:
         if self._cache is None:
             return await self._store.get(lesson_id)
         cached = await self._cache.get(lesson_id)
@@ -34,16 +43,17 @@ class Lessons:
         return lesson
 
     async def list_lessons(
-        self, f: LessonFilter, token: str, size: int
+        self, caller: Principal, f: LessonFilter, token: str, size: int
     ) -> tuple[list[Lesson], str]:
         filters = asdict(f)
         after = _position(page_token.decode(token, filters, arity=1), minimum=1)
-        page = await self._store.list_lessons(f, after, page_token.page_size(size))
+        page = await self._store.list_lessons(f, after, page_token.page_size(size), caller.user_id)
         next_token = page_token.encode(page.next_position, filters) if page.next_position else ""
         return page.items, next_token
 
     async def search(
         self,
+        caller: Principal,
         query: str,
         user_id: uuid.UUID | None,
         status: LessonStatus | None,
@@ -61,10 +71,20 @@ class Lessons:
         limit = page_token.page_size(
             size, default=SEARCH_DEFAULT_PAGE_SIZE, maximum=SEARCH_MAX_PAGE_SIZE
         )
-        matches = await self._store.search(query, user_id, status, offset, limit + 1)
+        matches = await self._store.search(
+            query, user_id, status, offset, limit + 1, caller.user_id
+        )
         more = len(matches) > limit
         next_token = page_token.encode([offset + limit], filters) if more else ""
         return matches[:limit], next_token
+
+
+def _visible(caller: Principal, lesson: Lesson) -> bool:
+    return (
+        caller.user_id is None
+        or lesson.user_id == caller.user_id
+        or lesson.status is LessonStatus.PUBLISHED
+    )
 
 
 def _position(position: list[Any] | None, *, minimum: int) -> int | None:

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from memory_service.domain.errors import Unavailable
+from memory_service.storage import session
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +56,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def _ping(conn: asyncpg.Connection) -> None:
-    await conn.execute("SELECT 1")
-
-
 class Database:
-    """An asyncpg pool with domain-level errors.
+    """An asyncpg pool that hands out one transaction per use, with domain-level errors.
 
-    `connection()` and `transaction()` raise domain Unavailable for any sign
-    that PostgreSQL is unreachable (refused, reset, shut down, pool timeout),
-    so callers get UNAVAILABLE instead of INTERNAL. CancelledError always
-    passes through untouched: asyncpg cancels the running query on it.
+    `connection()` opens a transaction that starts with the request's session
+    state (storage/session.py: acting user for row-level security, statement
+    timeout from the caller's deadline) in the same round trip as BEGIN, and
+    commits when the block ends (rolls back on an exception). It raises domain
+    Unavailable for any sign that PostgreSQL is unreachable (refused, reset,
+    shut down, pool timeout), so callers get UNAVAILABLE instead of INTERNAL.
+    CancelledError always passes through untouched: asyncpg cancels the
+    running query on it, and the pool's reset rolls the transaction back.
     """
 
     def __init__(self, settings: PoolSettings) -> None:
@@ -84,11 +85,7 @@ class Database:
             timeout=s.connect_timeout_seconds,
             command_timeout=s.statement_timeout_seconds,
             init=_init_connection,
-            setup=_ping if s.pre_ping else None,
-            server_settings={
-                "application_name": "faraday-memory",
-                "statement_timeout": str(int(s.statement_timeout_seconds * 1000)),
-            },
+            server_settings={"application_name": "faraday-memory"},
         )
 
     async def close(self) -> None:
@@ -96,25 +93,62 @@ class Database:
             await self._pool.close()
             self._pool = None
 
+    async def _begin(self, read_only_snapshot: bool) -> asyncpg.Connection:
+        """A pooled connection inside a fresh transaction carrying the session state.
+
+        With pre-ping, a connection that turns out dead at BEGIN (the server
+        restarted since it was last used) is dropped and the BEGIN retried
+        once on a new one: nothing has run yet, so this is always safe. The
+        BEGIN itself is the ping, so it costs no extra round trip.
+        """
+        assert self._pool is not None
+        mode = " ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only_snapshot else ""
+        # Both values are generated here (a canonical UUID or '*', an int),
+        # never caller text, so splicing them in is safe; it lets BEGIN and
+        # the settings travel in one simple-protocol round trip.
+        begin = (
+            f"BEGIN{mode}; SELECT set_config('faraday.acting_user', '{session.setting_value()}',"
+            f" true), set_config('statement_timeout',"
+            f" '{session.statement_timeout_ms(self._settings.statement_timeout_seconds)}', true)"
+        )
+        attempts = 2 if self._settings.pre_ping else 1
+        for attempt in range(attempts):
+            conn: asyncpg.Connection = await self._pool.acquire(
+                timeout=self._settings.timeout_seconds
+            )
+            try:
+                await conn.execute(begin)
+                return conn
+            except asyncio.CancelledError:
+                await self._pool.release(conn)
+                raise
+            except Exception as exc:
+                await self._pool.release(conn)
+                if attempt + 1 == attempts or not is_unavailable(exc):
+                    raise
+                logger.info("pre-ping: dropping a dead pooled connection (%s)", exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(
+        self, *, read_only_snapshot: bool = False
+    ) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
             raise Unavailable("database pool is not open")
         try:
-            async with self._pool.acquire(timeout=self._settings.timeout_seconds) as conn:
-                yield conn
-        except asyncio.CancelledError:
+            conn = await self._begin(read_only_snapshot)
+        except Exception as exc:  # CancelledError is a BaseException: not caught
+            _raise_if_unavailable(exc)
             raise
-        except Exception as exc:
-            if is_unavailable(exc):
-                logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-                raise Unavailable("the database is unavailable; retry later") from exc
-            raise
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self.connection() as conn, conn.transaction():
+        try:
             yield conn
+            await conn.execute("COMMIT")
+        except Exception as exc:
+            _raise_if_unavailable(exc)
+            raise
+        finally:
+            # Rolls back whatever is still open (asyncpg's reset on release).
+            await self._pool.release(conn)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self.connection() as conn:
@@ -133,3 +167,9 @@ class Database:
             return True
         except Unavailable:
             return False
+
+
+def _raise_if_unavailable(exc: Exception) -> None:
+    if is_unavailable(exc):
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        raise Unavailable("the database is unavailable; retry later") from exc

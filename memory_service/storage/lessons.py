@@ -105,6 +105,9 @@ _CONDITIONS = {
     "tags": "l.tags @> :tags::jsonb",
     "lesson_data": "l.lesson_data @> :lesson_data::jsonb",
     "after_id": "l.id < :after_id::bigint",
+    # A user-scoped caller: its own lessons and published ones (row-level
+    # security says the same; this is the first wall).
+    "visible_to": "(l.user_id = :visible_to::uuid OR l.status = 'published')",
 }
 
 _TSQUERY = "websearch_to_tsquery('english', :query)"
@@ -189,9 +192,14 @@ class LessonStore:
         return lesson_from_row(row)
 
     async def list_lessons(
-        self, f: LessonFilter, after_position: int | None, limit: int
+        self,
+        f: LessonFilter,
+        after_position: int | None,
+        limit: int,
+        visible_to: uuid.UUID | None = None,
     ) -> Page[Lesson]:
         params: dict[str, Any] = {
+            "visible_to": visible_to,
             "user_id": f.user_id,
             "status": f.status.value if f.status else None,
             "week_of_start": f.week_of_start,
@@ -217,9 +225,11 @@ class LessonStore:
         status: LessonStatus | None,
         offset: int,
         limit: int,
+        visible_to: uuid.UUID | None = None,
     ) -> list[LessonMatch]:
         """Up to `limit` matches, best first, after skipping `offset`."""
         params: dict[str, Any] = {
+            "visible_to": visible_to,
             "query": query,
             "user_id": user_id,
             "status": status.value if status else None,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from memory_service.domain.errors import NotFound, StaleEtag
+from memory_service.domain.errors import InvalidArgument, NotFound, StaleEtag
 from memory_service.domain.models import (
     Feedback,
     Interaction,
@@ -22,6 +23,7 @@ from memory_service.domain.models import (
     RecallQuery,
     ScoredMemory,
 )
+from memory_service.domain.principal import EVERYTHING, Visibility
 from memory_service.storage.database import Database
 from memory_service.storage.named_sql import NamedSQL
 
@@ -36,12 +38,23 @@ _FOREIGN_KEYS = {
     "fk_user_memories_assistant_profile_id_assistant_profiles": "assistant_profile",
 }
 
+# The caller's visibility (domain.principal.Visibility), ANDed into every
+# statement that names a memory by id: another user's memory, or another
+# assistant's for a profile-limited credential, behaves as if missing.
+# Row-level security (migration 0002) is the second wall behind this one.
+_VISIBLE = """(:owner::uuid IS NULL OR user_id = :owner)
+    AND (:profiles::int[] IS NULL OR assistant_profile_id IS NULL
+         OR assistant_profile_id = ANY(:profiles::int[]))"""
+
+_STORE_VALUES = """:user_id, :assistant_profile_id, :content, :context, :importance,
+            :category, :tags, :source, :confidence, :expires_at, :metadata"""
+_STORE_COLUMNS = """user_id, assistant_profile_id, content, context, importance,
+                               category, tags, source, confidence, expires_at, metadata"""
+
 _STORE = NamedSQL.compile(f"""
 WITH m AS (
-    INSERT INTO user_memories (user_id, assistant_profile_id, content, context, importance,
-                               category, tags, source, confidence, expires_at, metadata)
-    VALUES (:user_id, :assistant_profile_id, :content, :context, :importance,
-            :category, :tags, :source, :confidence, :expires_at, :metadata)
+    INSERT INTO user_memories ({_STORE_COLUMNS})
+    VALUES ({_STORE_VALUES})
     RETURNING {MEMORY_COLUMNS}
 ), logged AS (
     INSERT INTO memory_interactions (memory_id, user_id, interaction_type)
@@ -50,16 +63,47 @@ WITH m AS (
 SELECT {MEMORY_COLUMNS} FROM m
 """)
 
-_GET = f"SELECT {MEMORY_COLUMNS} FROM user_memories WHERE id = $1"
-_VERSION = "SELECT version FROM user_memories WHERE id = $1"
+# With a request id: the key row claims the memory's id up front, so the key
+# and the memory are written by one statement, or neither is. A racing retry
+# waits on the key's unique index until the first commits, then finds the key
+# taken (ON CONFLICT DO NOTHING) and this statement writes nothing.
+_STORE_ONCE = NamedSQL.compile(f"""
+WITH key AS (
+    INSERT INTO idempotency_keys (caller, request_id, method, request_hash, user_id, memory_id)
+    VALUES (:caller, :request_id, 'StoreMemory', :request_hash, :user_id,
+            nextval(pg_get_serial_sequence('user_memories', 'id')))
+    ON CONFLICT DO NOTHING
+    RETURNING memory_id
+), m AS (
+    INSERT INTO user_memories (id, {_STORE_COLUMNS})
+    SELECT key.memory_id, {_STORE_VALUES} FROM key
+    RETURNING {MEMORY_COLUMNS}
+), logged AS (
+    INSERT INTO memory_interactions (memory_id, user_id, interaction_type)
+    SELECT id, user_id, 'store' FROM m
+)
+SELECT {MEMORY_COLUMNS} FROM m
+""")
 
-_DELETE = """
-DELETE FROM user_memories WHERE id = $1 AND ($2::int IS NULL OR version = $2) RETURNING id
-"""
+_KEY = NamedSQL.compile("""
+SELECT method, request_hash, memory_id, interaction_id FROM idempotency_keys
+WHERE caller = :caller AND request_id = :request_id
+""")
+
+_GET = NamedSQL.compile(f"SELECT {MEMORY_COLUMNS} FROM user_memories WHERE id = :id AND {_VISIBLE}")
+_VERSION = NamedSQL.compile(f"SELECT version FROM user_memories WHERE id = :id AND {_VISIBLE}")
+
+_DELETE = NamedSQL.compile(f"""
+DELETE FROM user_memories
+WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_VISIBLE}
+RETURNING id
+""")
+
+_GET_INTERACTION = f"SELECT {INTERACTION_COLUMNS} FROM memory_interactions WHERE id = $1"
 
 _LIST = NamedSQL.compile(f"""
 SELECT {MEMORY_COLUMNS} FROM user_memories
-WHERE user_id = :user_id
+WHERE user_id = :user_id AND {_VISIBLE}
   AND (expires_at IS NULL OR expires_at > now())
   AND (:assistant_profile_id::int IS NULL OR assistant_profile_id = :assistant_profile_id)
   AND (cardinality(:categories::text[]) = 0 OR category = ANY(:categories::text[]))
@@ -69,9 +113,11 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit
 """)
 
-_FEEDBACK = NamedSQL.compile(f"""
-WITH old AS (
-    SELECT id, importance FROM user_memories WHERE id = :memory_id FOR UPDATE
+_FEEDBACK_TEMPLATE = """
+WITH {key}old AS (
+    SELECT id, importance FROM user_memories
+    WHERE id = :id AND {visible} {key_exists}
+    FOR UPDATE
 ), m AS (
     UPDATE user_memories u
     SET importance = least(1.0, greatest(0.0,
@@ -80,22 +126,57 @@ WITH old AS (
     FROM old WHERE u.id = old.id
     RETURNING u.*, old.importance AS importance_before
 ), logged AS (
-    INSERT INTO memory_interactions (memory_id, user_id, interaction_type, context, feedback)
-    SELECT id, user_id, 'feedback', :context::jsonb,
+    INSERT INTO memory_interactions ({interaction_id}memory_id, user_id, interaction_type,
+                                     context, feedback)
+    SELECT {interaction_value}id, user_id, 'feedback', :context::jsonb,
            :feedback::jsonb || jsonb_build_object('importance_before', importance_before,
                                                   'importance_after', importance)
     FROM m
-    RETURNING {INTERACTION_COLUMNS}
+    RETURNING {interaction_columns}
 )
-SELECT {", ".join("m." + c.strip() for c in MEMORY_COLUMNS.split(","))},
+SELECT {memory_columns},
        logged.id AS i_id, logged."timestamp" AS i_timestamp,
        logged.context AS i_context, logged.feedback AS i_feedback
 FROM m, logged
-""")
+"""
+
+# As _STORE_ONCE: the key row claims the interaction's id; a replayed key
+# leaves `key` empty and so the whole statement a no-op.
+_FEEDBACK_KEY = """key AS (
+    INSERT INTO idempotency_keys (caller, request_id, method, request_hash, user_id,
+                                  memory_id, interaction_id)
+    SELECT :caller, :request_id, 'RecordFeedback', :request_hash, user_id, id,
+           nextval(pg_get_serial_sequence('memory_interactions', 'id'))
+    FROM user_memories WHERE id = :id AND {visible}
+    ON CONFLICT DO NOTHING
+    RETURNING interaction_id
+), """
+
+
+def _feedback_sql(once: bool) -> NamedSQL:
+    return NamedSQL.compile(
+        _FEEDBACK_TEMPLATE.format(
+            key=_FEEDBACK_KEY.format(visible=_VISIBLE) if once else "",
+            visible=_VISIBLE,
+            key_exists="AND EXISTS (SELECT 1 FROM key)" if once else "",
+            interaction_id="id, " if once else "",
+            interaction_value="(SELECT interaction_id FROM key), " if once else "",
+            interaction_columns=INTERACTION_COLUMNS,
+            memory_columns=", ".join("m." + c.strip() for c in MEMORY_COLUMNS.split(",")),
+        )
+    )
+
+
+_FEEDBACK = _feedback_sql(once=False)
+_FEEDBACK_ONCE = _feedback_sql(once=True)
 
 _LIST_INTERACTIONS = NamedSQL.compile(f"""
-SELECT {INTERACTION_COLUMNS} FROM memory_interactions
+SELECT {INTERACTION_COLUMNS} FROM memory_interactions i
 WHERE (:user_id::uuid IS NULL OR user_id = :user_id)
+  AND (:owner::uuid IS NULL OR user_id = :owner)
+  AND (:profiles::int[] IS NULL OR EXISTS (
+      SELECT 1 FROM user_memories m WHERE m.id = i.memory_id
+      AND (m.assistant_profile_id IS NULL OR m.assistant_profile_id = ANY(:profiles::int[]))))
   AND (:memory_id::bigint IS NULL OR memory_id = :memory_id)
   AND (:type::text IS NULL OR interaction_type = :type)
   AND (:start_time::timestamptz IS NULL OR "timestamp" >= :start_time)
@@ -109,6 +190,14 @@ _SWEEP = """
 DELETE FROM user_memories WHERE id IN (
     SELECT id FROM user_memories WHERE expires_at <= now()
     ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+"""
+
+IDEMPOTENCY_KEY_DAYS = 7
+_SWEEP_KEYS = f"""
+DELETE FROM idempotency_keys WHERE ctid IN (
+    SELECT ctid FROM idempotency_keys
+    WHERE created_at < now() - interval '{IDEMPOTENCY_KEY_DAYS} days' LIMIT $1
 )
 """
 
@@ -143,6 +232,8 @@ WITH top AS (
                :w_relevance::float8 * {relevance} AS relevance_score
         FROM {source}
         WHERE user_id = :user_id
+          AND (:profiles::int[] IS NULL OR assistant_profile_id IS NULL
+               OR assistant_profile_id = ANY(:profiles::int[]))
           AND (expires_at IS NULL OR expires_at > now())
           {match}
           AND (:assistant_profile_id::int IS NULL OR assistant_profile_id IS NULL
@@ -213,12 +304,25 @@ def _missing_reference(exc: asyncpg.ForeignKeyViolationError, memory: NewMemory 
     return NotFound(resource, key)
 
 
+def _visible(v: Visibility) -> dict[str, Any]:
+    return {"owner": v.user_id, "profiles": v.profile_list}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """A client request id, scoped to its caller, with a hash of the request it names."""
+
+    caller: str
+    request_id: str
+    request_hash: str
+
+
 class MemoryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def store(self, memory: NewMemory) -> Memory:
-        params = {
+    async def store(self, memory: NewMemory, key: RequestKey | None = None) -> Memory:
+        params: dict[str, Any] = {
             "user_id": memory.user_id,
             "assistant_profile_id": memory.assistant_profile_id,
             "content": memory.content,
@@ -231,60 +335,111 @@ class MemoryStore:
             "expires_at": memory.expires_at,
             "metadata": memory.metadata,
         }
+        statement = _STORE
+        if key is not None:
+            statement = _STORE_ONCE
+            params |= {
+                "caller": key.caller,
+                "request_id": key.request_id,
+                "request_hash": key.request_hash,
+            }
         try:
-            row = await self._db.fetchrow(_STORE.sql, *_STORE.args(params))
+            async with self._db.connection() as conn:
+                row = await conn.fetchrow(statement.sql, *statement.args(params))
+                if row is None:  # the key was taken: a retry
+                    assert key is not None
+                    first = await self._replayed(conn, key, "StoreMemory")
+                    row = await self._fetch_visible(conn, first["memory_id"], EVERYTHING)
         except asyncpg.ForeignKeyViolationError as exc:
             raise _missing_reference(exc, memory) from exc
-        assert row is not None
         return memory_from_row(row)
 
-    async def get(self, memory_id: int) -> Memory:
-        row = await self._db.fetchrow(_GET, memory_id)
+    @staticmethod
+    async def _replayed(conn: asyncpg.Connection, key: RequestKey, method: str) -> asyncpg.Record:
+        first = await conn.fetchrow(
+            _KEY.sql, *_KEY.args({"caller": key.caller, "request_id": key.request_id})
+        )
+        if first is None:
+            raise AssertionError("request key vanished inside its transaction")
+        if first["method"] != method or first["request_hash"] != key.request_hash:
+            raise InvalidArgument.one(
+                "request_id", "was already used by this caller for a different request"
+            )
+        return first
+
+    @staticmethod
+    async def _fetch_visible(
+        conn: asyncpg.Connection, memory_id: int, visibility: Visibility
+    ) -> asyncpg.Record:
+        row = await conn.fetchrow(_GET.sql, *_GET.args({"id": memory_id} | _visible(visibility)))
         if row is None:
             raise NotFound("memory", memory_id)
-        return memory_from_row(row)
+        return row
 
-    async def update(self, patch: MemoryPatch, changed_paths: list[str]) -> Memory:
+    async def get(self, memory_id: int, visibility: Visibility) -> Memory:
+        async with self._db.connection() as conn:
+            return memory_from_row(await self._fetch_visible(conn, memory_id, visibility))
+
+    async def update(
+        self, patch: MemoryPatch, changed_paths: list[str], visibility: Visibility
+    ) -> Memory:
         columns = list(patch.values)
-        assignments = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
-        sql = f"""
+        assignments = ", ".join(f"{c} = :v_{c}" for c in columns)
+        statement = NamedSQL.compile(f"""
 WITH m AS (
     UPDATE user_memories SET {assignments}, version = version + 1
-    WHERE id = $1 AND ($2::int IS NULL OR version = $2)
+    WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_VISIBLE}
     RETURNING {MEMORY_COLUMNS}
 ), logged AS (
     INSERT INTO memory_interactions (memory_id, user_id, interaction_type, context)
-    SELECT id, user_id, 'update', ${len(columns) + 3}::jsonb FROM m
+    SELECT id, user_id, 'update', :paths::jsonb FROM m
 )
-SELECT {MEMORY_COLUMNS} FROM m"""
-        args = [patch.memory_id, patch.expected_version, *patch.values.values()]
+SELECT {MEMORY_COLUMNS} FROM m""")
+        params = {
+            "id": patch.memory_id,
+            "version": patch.expected_version,
+            "paths": {"paths": changed_paths},
+            **{f"v_{c}": v for c, v in patch.values.items()},
+            **_visible(visibility),
+        }
         try:
-            async with self._db.transaction() as conn:
-                row = await conn.fetchrow(sql, *args, {"paths": changed_paths})
+            async with self._db.connection() as conn:
+                row = await conn.fetchrow(statement.sql, *statement.args(params))
                 if row is None:
-                    await self._raise_missing_or_stale(conn, patch.memory_id)
+                    await self._raise_missing_or_stale(conn, patch.memory_id, visibility)
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound("assistant_profile", patch.values.get("assistant_profile_id")) from exc
         assert row is not None
         return memory_from_row(row)
 
-    async def delete(self, memory_id: int, expected_version: int | None) -> None:
-        async with self._db.transaction() as conn:
-            deleted = await conn.fetchval(_DELETE, memory_id, expected_version)
+    async def delete(
+        self, memory_id: int, expected_version: int | None, visibility: Visibility
+    ) -> None:
+        params = {"id": memory_id, "version": expected_version, **_visible(visibility)}
+        async with self._db.connection() as conn:
+            deleted = await conn.fetchval(_DELETE.sql, *_DELETE.args(params))
             if deleted is None:
-                await self._raise_missing_or_stale(conn, memory_id)
+                await self._raise_missing_or_stale(conn, memory_id, visibility)
 
     @staticmethod
-    async def _raise_missing_or_stale(conn: asyncpg.Connection, memory_id: int) -> None:
-        version = await conn.fetchval(_VERSION, memory_id)
+    async def _raise_missing_or_stale(
+        conn: asyncpg.Connection, memory_id: int, visibility: Visibility
+    ) -> None:
+        params = {"id": memory_id, **_visible(visibility)}
+        version = await conn.fetchval(_VERSION.sql, *_VERSION.args(params))
         if version is None:
             raise NotFound("memory", memory_id)
         raise StaleEtag(f"memory {memory_id} has changed (now at version {version}); re-read it")
 
     async def list_memories(
-        self, f: MemoryFilter, after: tuple[datetime, int] | None, limit: int
+        self,
+        f: MemoryFilter,
+        after: tuple[datetime, int] | None,
+        limit: int,
+        visibility: Visibility,
     ) -> Page[Memory]:
         params = {
+            **_visible(visibility),
             "user_id": f.user_id,
             "assistant_profile_id": f.assistant_profile_id,
             "categories": f.categories,
@@ -298,9 +453,12 @@ SELECT {MEMORY_COLUMNS} FROM m"""
         last = items[-1] if len(rows) > limit else None
         return Page(items, [last.created_at, last.id] if last else None)
 
-    async def recall(self, q: RecallQuery, *, log: bool) -> list[ScoredMemory]:
+    async def recall(
+        self, q: RecallQuery, visibility: Visibility, *, log: bool
+    ) -> list[ScoredMemory]:
         statement = _recall_sql(bool(q.query), log)
         params: dict[str, Any] = {
+            "profiles": visibility.profile_list,
             "user_id": q.user_id,
             "query": q.query,
             "logged_query": q.query,
@@ -331,7 +489,12 @@ SELECT {MEMORY_COLUMNS} FROM m"""
         ]
 
     async def record_feedback(
-        self, feedback: Feedback, target: float, learning_rate: float
+        self,
+        feedback: Feedback,
+        target: float,
+        learning_rate: float,
+        visibility: Visibility,
+        key: RequestKey | None = None,
     ) -> tuple[Memory, Interaction]:
         given: dict[str, Any] = (
             {"helpful": feedback.helpful}
@@ -340,32 +503,61 @@ SELECT {MEMORY_COLUMNS} FROM m"""
         )
         if feedback.comment:
             given["comment"] = feedback.comment
-        params = {
-            "memory_id": feedback.memory_id,
+        params: dict[str, Any] = {
+            "id": feedback.memory_id,
             "learning_rate": learning_rate,
             "target": target,
             "context": feedback.context,
             "feedback": given,
+            **_visible(visibility),
         }
-        row = await self._db.fetchrow(_FEEDBACK.sql, *_FEEDBACK.args(params))
-        if row is None:
-            raise NotFound("memory", feedback.memory_id)
-        memory = memory_from_row(row)
-        interaction = Interaction(
-            id=row["i_id"],
-            memory_id=memory.id,
-            user_id=memory.user_id,
-            type=InteractionType.FEEDBACK,
-            created_at=row["i_timestamp"],
-            context=row["i_context"],
-            feedback=row["i_feedback"],
-        )
-        return memory, interaction
+        statement = _FEEDBACK
+        if key is not None:
+            statement = _FEEDBACK_ONCE
+            params |= {
+                "caller": key.caller,
+                "request_id": key.request_id,
+                "request_hash": key.request_hash,
+            }
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(statement.sql, *statement.args(params))
+            if row is not None:
+                memory = memory_from_row(row)
+                interaction = Interaction(
+                    id=row["i_id"],
+                    memory_id=memory.id,
+                    user_id=memory.user_id,
+                    type=InteractionType.FEEDBACK,
+                    created_at=row["i_timestamp"],
+                    context=row["i_context"],
+                    feedback=row["i_feedback"],
+                )
+                return memory, interaction
+            if key is None:
+                raise NotFound("memory", feedback.memory_id)
+            first = await conn.fetchrow(
+                _KEY.sql, *_KEY.args({"caller": key.caller, "request_id": key.request_id})
+            )
+            if first is None:  # no key and no update: the memory is not there
+                raise NotFound("memory", feedback.memory_id)
+            await self._replayed(conn, key, "RecordFeedback")
+            memory = memory_from_row(
+                await self._fetch_visible(conn, first["memory_id"], visibility)
+            )
+            logged = await conn.fetchrow(_GET_INTERACTION, first["interaction_id"])
+            if logged is None:  # the memory was deleted since, with its interactions
+                raise NotFound("memory", feedback.memory_id)
+            return memory, _interaction(logged)
 
     async def list_interactions(
-        self, f: InteractionFilter, after: tuple[datetime, int] | None, limit: int
+        self,
+        f: InteractionFilter,
+        after: tuple[datetime, int] | None,
+        limit: int,
+        visibility: Visibility,
     ) -> Page[Interaction]:
         params = {
+            **_visible(visibility),
             "user_id": f.user_id,
             "memory_id": f.memory_id,
             "type": f.type.value if f.type else None,
@@ -384,4 +576,10 @@ SELECT {MEMORY_COLUMNS} FROM m"""
         """Delete up to batch_size expired memories; return how many went."""
         async with self._db.connection() as conn:
             status: str = await conn.execute(_SWEEP, batch_size)
+        return int(status.split()[-1])
+
+    async def sweep_request_keys(self, batch_size: int) -> int:
+        """Delete up to batch_size request keys older than IDEMPOTENCY_KEY_DAYS."""
+        async with self._db.connection() as conn:
+            status: str = await conn.execute(_SWEEP_KEYS, batch_size)
         return int(status.split()[-1])

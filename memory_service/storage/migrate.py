@@ -89,3 +89,15 @@ async def upgrade(database_url: str, revision: str = "head") -> None:
 async def downgrade(database_url: str, revision: str = "base") -> None:
     """Downgrade the database to `revision` (default: empty, no migrations applied)."""
     await asyncio.to_thread(_run_command, command.downgrade, alembic_config(database_url), revision)
+
+
+def app_role_url(owner_url: str) -> str:
+    """The same server and database, logged in as the service role (no password).
+
+    For servers with trust or peer authentication (the embedded server, CI);
+    elsewhere configure the service role's own URL with its password.
+    """
+    from memory_service.storage.tables import APP_ROLE
+
+    url = make_url(owner_url).set(username=APP_ROLE)._replace(password=None)
+    return url.render_as_string(hide_password=False)

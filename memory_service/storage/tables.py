@@ -317,6 +317,54 @@ memory_interactions = Table(
     Index("ix_memory_interactions_memory_id_timestamp", "memory_id", text('"timestamp" DESC')),
 )
 
+# Append-only record of sensitive operations and denied calls. The service
+# role may INSERT and SELECT here, never UPDATE or DELETE (migration 0002).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor_kind", String(20), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("method", String(200), nullable=False),
+    Column("outcome", String(40), nullable=False),
+    Column("peer", String(255)),
+    Column("resource", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Index("ix_audit_log_occurred_at", "occurred_at"),
+    Index("ix_audit_log_actor", "actor", "occurred_at"),
+)
+
+# Client request ids of idempotent writes (StoreMemory, RecordFeedback),
+# keyed by caller so one caller's key can never collide with, or reveal,
+# another's.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("caller", String(300), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("method", String(100), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
+    Column("memory_id", BigInteger, nullable=False),
+    Column("interaction_id", BigInteger),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+    Index("ix_idempotency_keys_user_id", "user_id"),
+)
+
+# The role the service connects as: it owns nothing, so FORCE ROW LEVEL
+# SECURITY holds for it (migration 0002 creates it and its grants).
+APP_ROLE = "faraday_app"
+# User-owned tables under row-level security, with their owner column.
+RLS_TABLES = {
+    "users": "id",
+    "user_preferences": "user_id",
+    "lessons": "user_id",
+    "user_memories": "user_id",
+    "memory_interactions": "user_id",
+    "idempotency_keys": "user_id",
+}
+
 # Tables whose updated_at a BEFORE UPDATE trigger maintains. On user_memories
 # the trigger fires only when `version` changes, so recall's last_accessed
 # bump leaves updated_at (and so recency) alone.

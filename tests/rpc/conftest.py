@@ -56,8 +56,14 @@ async def _clean_tables(database_url: str) -> AsyncIterator[None]:
 
 
 @pytest.fixture(scope="session")
-async def server(database_url: str) -> AsyncIterator[RunningServer]:
-    running = await start(TEST_SETTINGS, database_url)
+def app_url(database_url: str) -> str:
+    """The same database as the service role, which row-level security binds."""
+    return migrate.app_role_url(database_url)
+
+
+@pytest.fixture(scope="session")
+async def server(app_url: str) -> AsyncIterator[RunningServer]:
+    running = await start(TEST_SETTINGS, app_url)
     yield running
     await running.stop(1.0)
 
@@ -158,9 +164,9 @@ class CachedStubs:
 
 @pytest.fixture(scope="session")
 async def _cached_server(
-    database_url: str, redis_url: str
+    app_url: str, redis_url: str
 ) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel, aioredis.Redis]]:
-    running = await start(TEST_SETTINGS.with_overrides(redis_url=redis_url), database_url)
+    running = await start(TEST_SETTINGS.with_overrides(redis_url=redis_url), app_url)
     client = aioredis.from_url(redis_url)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
         yield running, ch, client

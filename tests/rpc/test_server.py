@@ -149,7 +149,8 @@ async def test_database_outage_gives_unavailable_and_the_pool_heals(own_postgres
     from faraday.memory.v1 import admin_service_pb2_grpc
 
     pg, url = own_postgres
-    running = await start(TEST_SETTINGS.with_overrides(pool_timeout_seconds=2.0), url)
+    app_url = migrate.app_role_url(url)
+    running = await start(TEST_SETTINGS.with_overrides(pool_timeout_seconds=2.0), app_url)
     restarted = None
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:

@@ -240,14 +240,14 @@ async def test_concurrent_upgrades_across_processes(scratch_database_url: str) -
     for process in processes:
         output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
         assert process.returncode == 0, output.decode()
-    assert await _version(scratch_database_url) == "0001"
+    assert await _version(scratch_database_url) == _head()
 
 
 async def test_concurrent_upgrades_in_one_process(scratch_database_url: str) -> None:
     # Alembic's proxies are process-global; migrate.py must serialise runs.
     upgrades = (migrate.upgrade(scratch_database_url) for _ in range(3))
     await asyncio.wait_for(asyncio.gather(*upgrades), timeout=60)
-    assert await _version(scratch_database_url) == "0001"
+    assert await _version(scratch_database_url) == _head()
 
 
 async def test_constraints(db: str) -> None:
@@ -279,3 +279,13 @@ async def test_constraints(db: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM memory_interactions") == 0
     finally:
         await conn.close()
+
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(
+        migrate.alembic_config("postgresql://unused")
+    ).get_current_head()
+    assert head is not None
+    return head

@@ -34,9 +34,10 @@ class MemoryServiceStub:
     Authentication (when the server has it configured, see README): every call
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
-    a token without the RPC's scope gives PERMISSION_DENIED. Reads need scope
-    `memories:read`, writes (store, update, delete, recall, feedback)
-    `memories:write`. A user-scoped caller only ever sees its own user's
+    a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
+    list, recall, list interactions) need scope `memories:read` (recall's
+    interaction log is part of reading); writes (store, update, delete,
+    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
@@ -121,9 +122,10 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     Authentication (when the server has it configured, see README): every call
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
-    a token without the RPC's scope gives PERMISSION_DENIED. Reads need scope
-    `memories:read`, writes (store, update, delete, recall, feedback)
-    `memories:write`. A user-scoped caller only ever sees its own user's
+    a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
+    list, recall, list interactions) need scope `memories:read` (recall's
+    interaction log is part of reading); writes (store, update, delete,
+    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
@@ -204,9 +206,10 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     Authentication (when the server has it configured, see README): every call
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
-    a token without the RPC's scope gives PERMISSION_DENIED. Reads need scope
-    `memories:read`, writes (store, update, delete, recall, feedback)
-    `memories:write`. A user-scoped caller only ever sees its own user's
+    a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
+    list, recall, list interactions) need scope `memories:read` (recall's
+    interaction log is part of reading); writes (store, update, delete,
+    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the

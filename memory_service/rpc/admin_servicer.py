@@ -2,17 +2,85 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
 from faraday.memory.v1 import admin_service_pb2, admin_service_pb2_grpc, lesson_pb2, registry_pb2
 from google.protobuf import empty_pb2
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
-from memory_service.rpc import lesson_messages, registry_messages
-from memory_service.rpc.errors import translate_errors
+from memory_service.domain import validation as check
+from memory_service.domain.errors import DomainError
+from memory_service.domain.models import Interaction, Lesson, Memory, User, UserPreferences
+from memory_service.rpc import lesson_messages, memory_messages, registry_messages
+from memory_service.rpc.errors import abort, translate_errors
 from memory_service.services.admin import Admin
 
+logger = logging.getLogger(__name__)
+
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# What Admin.export_user_data yields (storage.user_data.ExportRecord, spelled
+# out here so that rpc/ names domain types only).
+ExportRecord = User | UserPreferences | Memory | Interaction | Lesson
+
+_EXPORT_FORMATS = (
+    admin_service_pb2.EXPORT_FORMAT_UNSPECIFIED,
+    admin_service_pb2.EXPORT_FORMAT_PROTOBUF,
+    admin_service_pb2.EXPORT_FORMAT_JSON_LINES,
+)
+
+
+def _user_id(value: str) -> uuid.UUID:
+    v = check.Violations()
+    result = check.user_id(v, "user_id", value)
+    v.check()
+    assert result is not None
+    return result
+
+
+def _json_lines(value: int) -> bool:
+    """Whether the export is JSON Lines (else protobuf); an unknown format is a violation."""
+    v = check.Violations()
+    if value not in _EXPORT_FORMATS:
+        v.add("format", f"unknown export format {value}")
+    v.check()
+    return value == admin_service_pb2.EXPORT_FORMAT_JSON_LINES
+
+
+def _export_record(record: ExportRecord) -> tuple[str, Message]:
+    """The record's kind (the response's oneof field, and "kind" in JSON Lines) and message."""
+    if isinstance(record, User):
+        return "user", registry_messages.user_message(record)
+    if isinstance(record, UserPreferences):
+        return "preferences", registry_messages.preferences_message(record)
+    if isinstance(record, Memory):
+        return "memory", memory_messages.memory_message(record)
+    if isinstance(record, Interaction):
+        return "interaction", memory_messages.interaction_message(record)
+    if isinstance(record, Lesson):
+        return "lesson", lesson_messages.lesson_message(record)
+    raise TypeError(f"not an exportable record: {type(record).__name__}")
+
+
+def _export_response(
+    record: ExportRecord, json_lines: bool
+) -> admin_service_pb2.ExportUserDataResponse:
+    kind, message = _export_record(record)
+    if json_lines:
+        data = MessageToDict(message, preserving_proto_field_name=True)
+        line = json.dumps({"kind": kind, "data": data}) + "\n"
+        return admin_service_pb2.ExportUserDataResponse(json_line=line)
+    response = admin_service_pb2.ExportUserDataResponse()
+    getattr(response, kind).CopyFrom(message)
+    return response
 
 
 @translate_errors
@@ -59,3 +127,45 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     ) -> empty_pb2.Empty:
         await self._admin.delete_lesson(lesson_messages.lesson_id(request.id))
         return empty_pb2.Empty()
+
+    async def DeleteUserData(
+        self, request: admin_service_pb2.DeleteUserDataRequest, context: Context
+    ) -> admin_service_pb2.DeleteUserDataResponse:
+        erased = await self._admin.delete_user_data(_user_id(request.user_id))
+        return admin_service_pb2.DeleteUserDataResponse(
+            memories=erased.memories,
+            interactions=erased.interactions,
+            lessons=erased.lessons,
+            preferences=erased.preferences,
+        )
+
+    # An async generator: translate_errors wraps coroutine functions only, so
+    # this method translates its own errors, the same way. The user is read
+    # before the first record is yielded, so NOT_FOUND (like INVALID_ARGUMENT)
+    # is the call's status with no message sent; a failure mid-stream (the
+    # database going away) ends the stream with its status after the records
+    # sent so far.
+    async def ExportUserData(
+        self, request: admin_service_pb2.ExportUserDataRequest, context: Context
+    ) -> AsyncIterator[admin_service_pb2.ExportUserDataResponse]:
+        try:
+            user_id = _user_id(request.user_id)
+            json_lines = _json_lines(request.format)
+            # aclosing: when the caller goes away mid-export, grpc closes this
+            # generator, and this closes the store's, which gives the
+            # database connection (and its snapshot) back at once.
+            async with aclosing(self._admin.export_user_data(user_id)) as records:
+                async for record in records:
+                    yield _export_response(record, json_lines)
+        except asyncio.CancelledError:
+            raise
+        except DomainError as error:
+            await abort(context, error)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            error_id = uuid.uuid4().hex[:12]
+            logger.exception("internal error %s in AdminServicer.ExportUserData", error_id)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (error id {error_id}); see server log"
+            )

@@ -7,6 +7,9 @@ would let a concurrent GetLesson re-cache the old row).
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncGenerator
+
 from memory_service.domain.models import (
     AssistantProfile,
     Lesson,
@@ -17,15 +20,21 @@ from memory_service.domain.models import (
 from memory_service.storage.cache import LessonCache
 from memory_service.storage.lessons import LessonStore
 from memory_service.storage.registry import RegistryStore
+from memory_service.storage.user_data import ErasedUserData, ExportRecord, UserDataStore
 
 
 class Admin:
     def __init__(
-        self, registry: RegistryStore, lessons: LessonStore, cache: LessonCache | None
+        self,
+        registry: RegistryStore,
+        lessons: LessonStore,
+        cache: LessonCache | None,
+        user_data: UserDataStore | None = None,
     ) -> None:
         self._registry = registry
         self._lessons = lessons
         self._cache = cache
+        self._user_data = user_data or UserDataStore(registry.database)
 
     async def upsert_user(self, user: User) -> User:
         return await self._registry.upsert_user(user)
@@ -64,3 +73,20 @@ class Admin:
         await self._lessons.delete(lesson_id)
         if self._cache is not None:
             await self._cache.invalidate(lesson_id)
+
+    async def delete_user_data(self, user_id: uuid.UUID) -> ErasedUserData:
+        """Erase the user and all their data; NotFound if the user does not exist."""
+        erased = await self._user_data.erase_user(user_id)
+        # After the commit: GetLesson must not find the deleted lessons in
+        # the cache, and invalidating earlier would let it re-cache them.
+        if self._cache is not None:
+            await self._cache.invalidate(*erased.lesson_ids)
+        return erased
+
+    def export_user_data(self, user_id: uuid.UUID) -> AsyncGenerator[ExportRecord, None]:
+        """Every record of the user, the user first; NotFound before any record if none.
+
+        The caller should close the generator (contextlib.aclosing) so that an
+        abandoned export gives its database connection back at once.
+        """
+        return self._user_data.export_user(user_id)

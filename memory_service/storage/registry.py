@@ -208,6 +208,11 @@ class RegistryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @property
+    def database(self) -> Database:
+        """The pool this store uses, for stores built beside it (services.admin)."""
+        return self._db
+
     async def upsert_user(self, user: User) -> User:
         """Create or replace a user, matched by id if it has one, else by email."""
         params = {c: getattr(user, c) for c in _USER_FIELDS}
@@ -259,7 +264,7 @@ class RegistryStore:
             "is_active": category.is_active,
             "metadata": category.metadata,
         }
-        async with self._db.transaction() as conn:
+        async with self._db.connection() as conn:
             await conn.execute(_LOCK_CATEGORIES)
             place = await conn.fetchrow(_PLACE_CATEGORY.sql, *_PLACE_CATEGORY.args(params))
             assert place is not None
@@ -309,7 +314,7 @@ class RegistryStore:
         caps = profile.capabilities
         statement = _UPSERT_PROFILE if profile.id is None else _UPDATE_PROFILE
         try:
-            async with self._db.transaction() as conn:
+            async with self._db.connection() as conn:
                 row = await conn.fetchrow(statement.sql, *statement.args(params))
                 if row is None:
                     raise NotFound("assistant_profile", profile.id)

@@ -89,3 +89,9 @@ class RateLimited(DomainError):
     def __init__(self, retry_after_seconds: float) -> None:
         super().__init__(f"rate limit exceeded; retry in {retry_after_seconds:.2f} s")
         self.retry_after_seconds = retry_after_seconds
+
+
+class DeadlineExceeded(DomainError):
+    """The work ran past its time (the caller's deadline or the statement timeout)."""
+
+    reason = "DEADLINE_EXCEEDED"

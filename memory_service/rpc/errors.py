@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 
 from memory_service.domain.errors import (
     AlreadyExists,
+    DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -48,6 +49,7 @@ STATUS_CODES: dict[type[DomainError], int] = {
     Unauthenticated: code_pb2.UNAUTHENTICATED,
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     RateLimited: code_pb2.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from memory_service.domain.errors import Unavailable
+from memory_service.domain.errors import DeadlineExceeded, Unavailable
 from memory_service.storage import session
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ class PoolSettings:
 
 
 def is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return False  # 57014: our own statement timeout, not an outage
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         return state[:2] in _UNAVAILABLE_CLASSES
@@ -143,11 +145,14 @@ class Database:
         try:
             yield conn
             await conn.execute("COMMIT")
-        except Exception as exc:
-            _raise_if_unavailable(exc)
+        except BaseException as exc:
+            await _roll_back(conn)
+            if isinstance(exc, asyncpg.QueryCanceledError):
+                raise DeadlineExceeded("the statement ran out of time and was cancelled") from exc
+            if isinstance(exc, Exception):
+                _raise_if_unavailable(exc)
             raise
         finally:
-            # Rolls back whatever is still open (asyncpg's reset on release).
             await self._pool.release(conn)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -167,6 +172,21 @@ class Database:
             return True
         except Unavailable:
             return False
+
+
+async def _roll_back(conn: asyncpg.Connection) -> None:
+    """End a failed transaction before the connection goes back to the pool.
+
+    Also after a cancellation (the caller's deadline passed): asyncpg has
+    cancelled the running query, and one more statement on this task is
+    fine. A connection that cannot even roll back is closed, never reused.
+    """
+    if conn.is_closed() or not conn.is_in_transaction():
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:
+        conn.terminate()
 
 
 def _raise_if_unavailable(exc: Exception) -> None:

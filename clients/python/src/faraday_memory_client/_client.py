@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from types import TracebackType
@@ -52,15 +53,27 @@ def _date(value: date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
 
+def _request_id(value: str | None) -> str:
+    """The idempotency key of one logical write: `value`, or a fresh UUID4.
+
+    Drawn once per call, before the first attempt, so that every retry of
+    the call carries the same key.
+    """
+    return str(uuid.uuid4()) if value is None else value
+
+
 class MemoryClient:
     """Asyncio client of MemoryService and LessonService.
 
     Methods return the generated protobuf messages and raise
     ``grpc.aio.AioRpcError`` on failure (see :func:`field_violations` for the
     details of INVALID_ARGUMENT). Every call has a deadline: `timeout_seconds`
-    or the configured default. Reads (get, list, search) are retried on
-    UNAVAILABLE within that deadline; writes, and :meth:`recall`, which logs
-    interactions, are never retried.
+    or the configured default. Only what is safe to repeat is retried, on
+    UNAVAILABLE only and within that deadline: the reads (get, list, search),
+    and :meth:`store_memory` and :meth:`record_feedback`, which carry a
+    request id that makes the server apply a repeated request once.
+    :meth:`update_memory`, :meth:`delete_memory` and :meth:`recall` (which
+    logs interactions) are never retried.
     """
 
     def __init__(
@@ -145,9 +158,27 @@ class MemoryClient:
         assistant_profile_id: int = 0,
         expire_time: datetime | None = None,
         metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
         timeout_seconds: float | None = None,
     ) -> memory_pb2.Memory:
-        """Store a new memory (importance defaults to 0.5 on the server). Not retried."""
+        """Store a new memory (importance defaults to 0.5 on the server).
+
+        `request_id` is the idempotency key of this store (1..128 printable
+        ASCII characters); None, the default, draws a fresh UUID4 for the
+        call. Every attempt of the call sends the same key, and the server
+        stores at most one memory per key and caller, answering a repeat
+        with the memory the first attempt stored. That makes the call safe
+        to retry, so it is retried on UNAVAILABLE, where a response may have
+        been lost after the memory was stored. Pass the same `request_id`
+        yourself to retry across calls (e.g. after a crash); reusing it for
+        different content fails with INVALID_ARGUMENT on ``request_id``. An
+        empty string sends no key: nothing is deduplicated and the call is
+        not retried.
+
+        DEADLINE_EXCEEDED is not retried, although the key would make a
+        retry harmless: the deadline is the caller's budget for the whole
+        call, all attempts included, and it is already spent.
+        """
         memory = memory_pb2.Memory(
             user_id=user_id,
             content=content,
@@ -161,8 +192,11 @@ class MemoryClient:
             expire_time=None if expire_time is None else _timestamp(expire_time),
             metadata=None if metadata is None else _struct(metadata),
         )
-        request = memory_service_pb2.StoreMemoryRequest(memory=memory)
-        return await self._call(self._memories.StoreMemory, request, timeout_seconds, retry=False)
+        request_id = _request_id(request_id)
+        request = memory_service_pb2.StoreMemoryRequest(memory=memory, request_id=request_id)
+        return await self._call(
+            self._memories.StoreMemory, request, timeout_seconds, retry=bool(request_id)
+        )
 
     async def get_memory(
         self, id: int, *, timeout_seconds: float | None = None
@@ -181,7 +215,9 @@ class MemoryClient:
         """Change the fields of `memory.id` named in `update_mask` to their
         values in `memory`; a named field left unset is cleared. With
         `memory.etag` set, fails with ABORTED if the memory changed since it
-        was read. Not retried."""
+        was read. Not retried: without an etag a repeat would log a second
+        update; with one, a repeat after a lost response fails with ABORTED
+        although the first attempt succeeded."""
         request = memory_service_pb2.UpdateMemoryRequest(
             memory=memory, update_mask=field_mask_pb2.FieldMask(paths=update_mask)
         )
@@ -190,7 +226,11 @@ class MemoryClient:
     async def delete_memory(
         self, id: int, etag: str = "", *, timeout_seconds: float | None = None
     ) -> None:
-        """Delete a memory and its interactions, only at `etag` if given. Not retried."""
+        """Delete a memory and its interactions, only at `etag` if given.
+
+        Not retried: a repeat after a lost response would fail with NOT_FOUND
+        (or ABORTED) for a delete that succeeded.
+        """
         request = memory_service_pb2.DeleteMemoryRequest(id=id, etag=etag)
         await self._call(self._memories.DeleteMemory, request, timeout_seconds, retry=False)
 
@@ -307,23 +347,32 @@ class MemoryClient:
         rating: int | None = None,
         comment: str = "",
         context: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
         timeout_seconds: float | None = None,
     ) -> memory_service_pb2.RecordFeedbackResponse:
         """Record feedback on a memory: exactly one of `helpful` and `rating`
-        (1..5), else ValueError. Moves the memory's importance. Not retried."""
+        (1..5), else ValueError. Moves the memory's importance.
+
+        `request_id` is the idempotency key, as in :meth:`store_memory`
+        (None: a fresh UUID4 per call): the server applies the feedback once
+        per key and answers a repeat with the first interaction and the
+        memory as it is now. Retried on UNAVAILABLE only, for the same
+        reasons; an empty string sends no key and disables the retries.
+        """
         if (helpful is None) == (rating is None):
             raise ValueError("pass exactly one of helpful and rating")
         request = memory_service_pb2.RecordFeedbackRequest(
             memory_id=memory_id,
             comment=comment,
             context=None if context is None else _struct(context),
+            request_id=_request_id(request_id),
         )
         if helpful is not None:
             request.helpful = helpful
         if rating is not None:
             request.rating = rating
         return await self._call(
-            self._memories.RecordFeedback, request, timeout_seconds, retry=False
+            self._memories.RecordFeedback, request, timeout_seconds, retry=bool(request.request_id)
         )
 
     async def list_interactions(

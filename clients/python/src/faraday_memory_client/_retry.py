@@ -48,12 +48,18 @@ async def call_unary(
 ) -> ResponseT:
     """Call `method`, retrying UNAVAILABLE errors if `retry` is set.
 
+    Set `retry` only for calls the server may safely receive twice: reads,
+    and writes carrying an idempotency key (the same `request` object, hence
+    the same key, is sent on every attempt).
+
     `timeout_seconds` bounds the whole call: each attempt gets what is left of
     it, and no retry starts whose backoff would end past it. Backoff is
     exponential with full jitter: a uniform draw from 0 to
     ``min(max_backoff, initial_backoff * 2 ** (attempt - 1))``. Every other
     status code (DEADLINE_EXCEEDED, INVALID_ARGUMENT, NOT_FOUND, ...) is
-    raised at once.
+    raised at once. DEADLINE_EXCEEDED in particular is never retried, even
+    for an idempotent call: the deadline is the caller's budget for the whole
+    call, and once it has passed there is no time left for another attempt.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_seconds

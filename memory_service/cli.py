@@ -1,4 +1,4 @@
-"""`memory-service serve | migrate | seed-demo`: the command line."""
+"""`memory-service serve | migrate | seed-demo | new-token`: the command line."""
 
 from __future__ import annotations
 
@@ -122,9 +122,37 @@ async def _seed(settings: Settings) -> None:
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
+def _new_token(args: argparse.Namespace) -> None:
+    """Print a fresh service token (give it to the caller) and its entry for the tokens file."""
+    import json
+
+    from memory_service.auth import new_token, token_hash
+
+    token = new_token()
+    entry: dict[str, object] = {
+        "name": args.name,
+        "sha256": token_hash(token),
+        "scopes": args.scopes,
+    }
+    if args.assistant_profile_ids:
+        entry["assistant_profile_ids"] = args.assistant_profile_ids
+    print(f"token (shown once, store it as a secret): {token}")
+    print('entry for FARADAY_SERVICE_TOKENS_FILE\'s "tokens" list:')
+    print(json.dumps(entry))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="memory-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    token_parser = commands.add_parser("new-token", help="mint a service token and its hash")
+    token_parser.add_argument("--name", required=True, help="who the token is for")
+    token_parser.add_argument(
+        "--scopes",
+        nargs="+",
+        default=["memories:read", "memories:write", "lessons:read"],
+        choices=["memories:read", "memories:write", "lessons:read", "admin"],
+    )
+    token_parser.add_argument("--assistant-profile-ids", nargs="*", type=int, default=[])
     for name, help_text in (
         ("serve", "run the gRPC server (embedded PostgreSQL unless a database URL is set)"),
         ("migrate", "upgrade the database to the latest schema"),
@@ -132,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     ):
         _add_setting_flags(commands.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
+    if args.command == "new-token":
+        _new_token(args)
+        return
     settings = _settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -118,7 +119,8 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
 
     limiter = RateLimiter(
         settings.rate_limit_per_second,
-        settings.rate_limit_burst,
+        # No burst configured: one second's worth of calls.
+        settings.rate_limit_burst or max(1, math.ceil(settings.rate_limit_per_second)),
         settings.redis_url,
         settings.redis_timeout_seconds,
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 

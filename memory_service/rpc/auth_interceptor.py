@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from faraday.memory.v1 import admin_service_pb2
 
 from memory_service.auth import Authenticator
 from memory_service.domain.errors import DomainError, RateLimited
@@ -151,16 +152,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if method not in AUDITED:
                 return await behavior(request, context)
             peer = context.peer()
-            outcome = "CANCELLED"
+            outcome, summary = "CANCELLED", {}
             try:
                 response = await behavior(request, context)
-                outcome = "OK"
+                outcome, summary = "OK", _summary(response)
                 return response
             except grpc.aio.AbortError:
                 outcome = _outcome(context)
                 raise
             finally:
-                await self._record(method, principal, outcome, request, peer)
+                await self._record(method, principal, outcome, request, peer, summary)
 
         return guarded
 
@@ -188,7 +189,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return guarded
 
     async def _record(
-        self, method: str, principal: Principal | None, outcome: str, request: Any, peer: str
+        self,
+        method: str,
+        principal: Principal | None,
+        outcome: str,
+        request: Any,
+        peer: str,
+        summary: dict[str, Any] | None = None,
     ) -> None:
         await self._audit.record(
             AuditEvent(
@@ -197,9 +204,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 method=method,
                 outcome=outcome,
                 peer=peer,
-                resource=_resource(request),
+                resource=_resource(request) | (summary or {}),
             )
         )
+
+
+def _summary(response: Any) -> dict[str, Any]:
+    """What an erasure removed: the audit log keeps the counts, never the data."""
+    if isinstance(response, admin_service_pb2.DeleteUserDataResponse):
+        return {
+            "erased": {
+                "memories": response.memories,
+                "interactions": response.interactions,
+                "lessons": response.lessons,
+                "preferences": response.preferences,
+            }
+        }
+    return {}
 
 
 def _outcome(context: Any) -> str:

@@ -474,6 +474,11 @@ async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, da
     await _code(
         world.memory.GetMemory(memory_service_pb2.GetMemoryRequest(id=1), metadata=bearer("nope"))
     )
+    erased_user = await _user(world, "erased")
+    await _memory(world, erased_user, "gone soon", admin)
+    await world.admin.DeleteUserData(
+        admin_service_pb2.DeleteUserDataRequest(user_id=erased_user), metadata=bearer(admin)
+    )
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
@@ -487,4 +492,9 @@ async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, da
     assert ("anonymous", "GetMemory", "UNAUTHENTICATED") in events
     delete = next(r for r in rows if r["method"].endswith("DeleteMemory"))
     assert json.loads(delete["resource"]) == {"id": memory.id}
+    erasure = next(r for r in rows if r["method"].endswith("DeleteUserData"))
+    assert json.loads(erasure["resource"]) == {
+        "user_id": erased_user,
+        "erased": {"memories": 1, "interactions": 1, "lessons": 0, "preferences": 0},
+    }
     assert delete["peer"].startswith("ipv4:127.0.0.1")

@@ -12,11 +12,8 @@ from datetime import timedelta
 import grpc
 from faraday.memory.v1 import (
     admin_service_pb2,
-    admin_service_pb2_grpc,
     lesson_service_pb2,
-    lesson_service_pb2_grpc,
     memory_service_pb2,
-    memory_service_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # the public alias health.aio is untyped
@@ -26,6 +23,7 @@ from memory_service import sweeper, tls
 from memory_service.auth import Authenticator, auth_configured
 from memory_service.config import Settings
 from memory_service.domain import ranking
+from memory_service.rpc import decoding
 from memory_service.rpc.admin_servicer import AdminServicer
 from memory_service.rpc.auth_interceptor import AuthInterceptor
 from memory_service.rpc.lesson_servicer import LessonServicer
@@ -133,11 +131,20 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
         ],
     )
-    memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
-        MemoryServicer(memories, default_weights), server
+    # Undecodable request bytes get INVALID_ARGUMENT, not grpc's UNKNOWN.
+    decoding.add_servicer(
+        MemoryServicer(memories, default_weights),
+        memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"],
+        server,
     )
-    lesson_service_pb2_grpc.add_LessonServiceServicer_to_server(LessonServicer(lessons), server)
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(admin), server)
+    decoding.add_servicer(
+        LessonServicer(lessons),
+        lesson_service_pb2.DESCRIPTOR.services_by_name["LessonService"],
+        server,
+    )
+    decoding.add_servicer(
+        AdminServicer(admin), admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"], server
+    )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -13,12 +13,13 @@ import base64
 import binascii
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from memory_service.domain.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
+_BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigint
 MAX_PAGE_SIZE = 500
 
 
@@ -71,9 +72,11 @@ def decode_time_and_id(token: str, filters: Any) -> tuple[datetime, int] | None:
     moment, ident = position
     try:
         parsed = datetime.fromisoformat(moment)
-    except (TypeError, ValueError) as exc:
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(UTC)  # overflows here, not in the driver
+    except (TypeError, ValueError, OverflowError) as exc:
         raise _bad_token() from exc
-    if parsed.tzinfo is None or type(ident) is not int:
+    if parsed.tzinfo is None or type(ident) is not int or not 0 < ident <= _BIGINT_MAX:
         raise _bad_token()
     return parsed, ident
 

@@ -60,7 +60,9 @@ def version_from_etag(field: str, value: str) -> int | None:
     if not value:
         return None
     body = value.removeprefix("W/").strip('"')
-    if not body.isdigit() or not 0 < int(body) < 2**31:
+    # isdigit() alone also admits "²" or "①", which int() rejects with a
+    # ValueError (an INTERNAL error), and "١٢", which int() reads as 12.
+    if not (body.isascii() and body.isdigit()) or not 0 < int(body) < 2**31:
         raise InvalidArgument.one(field, "is not an etag this service issued")
     return int(body)
 

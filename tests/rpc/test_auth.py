@@ -492,7 +492,12 @@ async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, da
     assert ("anonymous", "GetMemory", "UNAUTHENTICATED") in events
     delete = next(r for r in rows if r["method"].endswith("DeleteMemory"))
     assert json.loads(delete["resource"]) == {"id": memory.id}
-    erasure = next(r for r in rows if r["method"].endswith("DeleteUserData"))
+    erasure = next(
+        r
+        for r in rows
+        if r["method"].endswith("DeleteUserData")
+        and json.loads(r["resource"])["user_id"] == erased_user
+    )
     assert json.loads(erasure["resource"]) == {
         "user_id": erased_user,
         "erased": {"memories": 1, "interactions": 1, "lessons": 0, "preferences": 0},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import fields
@@ -13,6 +14,11 @@ from typing import Any
 
 from memory_service import config
 from memory_service.config import Settings
+
+# The embedded PostgreSQL is started and stopped with pg_ctl through fork()
+# from this process, which also runs gRPC; grpc's fork handlers can crash
+# such a child (grpc/grpc#13998), and the service never forks to use gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 logger = logging.getLogger("memory_service")
 

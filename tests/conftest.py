@@ -8,6 +8,12 @@ database there; the suite creates and drops its own scratch databases).
 from __future__ import annotations
 
 import os
+
+# The embedded server's pg_ctl runs as another user (the tests may run as
+# root), so it is started with a plain fork() from a process that runs gRPC;
+# grpc's fork handlers then crash the child now and then (grpc/grpc#13998).
+# Nothing here forks to use gRPC, so the handlers are not needed.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -122,10 +123,10 @@ class Database:
                 await conn.execute(begin)
                 return conn
             except asyncio.CancelledError:
-                await self._pool.release(conn)
+                await self._release(conn)
                 raise
             except Exception as exc:
-                await self._pool.release(conn)
+                await self._release(conn)
                 if attempt + 1 == attempts or not is_unavailable(exc):
                     raise
                 logger.info("pre-ping: dropping a dead pooled connection (%s)", exc)
@@ -153,7 +154,21 @@ class Database:
                 _raise_if_unavailable(exc)
             raise
         finally:
+            await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        """Give a connection back; a dead one is dropped, never raised.
+
+        Raising here would replace the block's real outcome: a COMMIT that
+        succeeded would be reported as an error, or Unavailable as INTERNAL.
+        """
+        assert self._pool is not None
+        try:
             await self._pool.release(conn)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            logger.info("pool: dropped a broken connection on release (%s)", exc)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self.connection() as conn:
@@ -181,12 +196,15 @@ async def _roll_back(conn: asyncpg.Connection) -> None:
     cancelled the running query, and one more statement on this task is
     fine. A connection that cannot even roll back is closed, never reused.
     """
-    if conn.is_closed() or not conn.is_in_transaction():
-        return
     try:
+        if conn.is_closed() or not conn.is_in_transaction():
+            return
         await conn.execute("ROLLBACK")
     except Exception:
-        conn.terminate()
+        # A connection PostgreSQL dropped mid-statement is already back in
+        # the pool (asyncpg did that), and then even terminate() refuses.
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
 
 
 def _raise_if_unavailable(exc: Exception) -> None:

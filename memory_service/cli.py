@@ -95,6 +95,9 @@ async def _serve(settings: Settings) -> None:
     owner_url, app_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await migrate.upgrade(owner_url)
+    if settings.workers > 1:
+        await _serve_workers(settings, app_url)
+        return
     try:
         running = await start(settings, app_url)
     except ValueError as exc:
@@ -107,6 +110,59 @@ async def _serve(settings: Settings) -> None:
     await stop.wait()
     logger.info("shutting down: %.1f s grace for in-flight calls", settings.grace_period_seconds)
     await running.stop(settings.grace_period_seconds)
+
+
+async def _serve_workers(settings: Settings, app_url: str) -> None:
+    """Run `workers` server processes on one port (SO_REUSEPORT); the kernel spreads connections.
+
+    This process keeps the embedded PostgreSQL (if any) and forwards SIGTERM/SIGINT;
+    only the first worker runs the expiry sweep.
+    """
+    if settings.port == 0:
+        sys.exit("configuration error: --workers needs a fixed --port")
+    children = []
+    for n in range(settings.workers):
+        env = {
+            **os.environ,
+            **_as_env(settings),
+            "FARADAY_DATABASE_URL": app_url,
+            "FARADAY_WORKERS": "1",
+            "FARADAY_REUSE_PORT": "true",
+            "FARADAY_MIGRATE_ON_START": "false",
+        }
+        if n > 0:
+            env["FARADAY_SWEEP_INTERVAL_SECONDS"] = "0"
+        # Every setting, flags included, reaches the workers through the environment.
+        children.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "memory_service.cli", "serve", env=env
+            )
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiting = [asyncio.create_task(child.wait()) for child in children]
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopped, *waiting], return_when=asyncio.FIRST_COMPLETED)
+    for child in children:
+        if child.returncode is None:
+            child.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*waiting), settings.grace_period_seconds + 10)
+    stopped.cancel()
+
+
+def _as_env(settings: Settings) -> dict[str, str]:
+    """The settings as FARADAY_* variables, so workers see the flags given to the parent."""
+    env = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if value is None or f.name in ("database_url", "workers", "reuse_port"):
+            continue
+        env[f"FARADAY_{f.name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
 
 
 async def _migrate(settings: Settings) -> None:

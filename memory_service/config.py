@@ -33,6 +33,11 @@ class Settings:
     # gRPC listen address.
     host: str = "127.0.0.1"
     port: int = 50051
+    # Server processes sharing the port (SO_REUSEPORT): how the service uses
+    # more cores. Each has its own pool of pool_size connections.
+    workers: int = 1
+    # Set for each worker by --workers; leave it alone.
+    reuse_port: bool = False
     # Largest request message accepted, in bytes; larger ones are rejected by gRPC.
     max_message_bytes: int = 1024 * 1024
     # Seconds in-flight calls get to finish after SIGTERM/SIGINT.

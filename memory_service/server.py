@@ -125,8 +125,9 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(authenticator, limiter, AuditLog(database))],
         options=[
-            # A second server on a busy port must fail, not share traffic.
-            ("grpc.so_reuseport", 0),
+            # A second server on a busy port must fail, not share traffic,
+            # unless it is one of the --workers meant to share it.
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
         ],

@@ -52,6 +52,19 @@ def is_unavailable(exc: BaseException) -> bool:
     )
 
 
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset query (RESET ALL, UNLISTEN *, ...) on release.
+
+    That query costs a round trip per RPC. This service keeps no session
+    state: every setting it makes is transaction-local (set_config(..., true)
+    in connection()), it never LISTENs, holds session advisory locks or
+    leaves cursors open past a transaction, and asyncpg still rolls back an
+    open transaction before calling this. tests/storage/test_database.py
+    proves one request's acting user never reaches the next (PITFALLS: a
+    no-op reset once leaked a session-level SET of a user id).
+    """
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects.
     await conn.set_type_codec(
@@ -88,6 +101,7 @@ class Database:
             timeout=s.connect_timeout_seconds,
             command_timeout=s.statement_timeout_seconds,
             init=_init_connection,
+            reset=_nothing_to_reset,
             server_settings={"application_name": "faraday-memory"},
         )
 

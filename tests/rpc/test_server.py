@@ -179,3 +179,51 @@ async def test_database_outage_gives_unavailable_and_the_pool_heals(own_postgres
         await running.stop(1.0)
         if restarted is not None:
             await asyncio.to_thread(restarted.cleanup)
+
+
+@pytest.mark.slow
+async def test_workers_share_one_port_and_stop_together(app_url: str) -> None:
+    import psutil
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FARADAY_DATABASE_URL": app_url,
+        "FARADAY_LOG_LEVEL": "WARNING",
+    }
+    proc = _spawn_workers(env, port)
+    try:
+        target = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while len(workers) < 2 or not await _answers(target):
+            assert proc.poll() is None and time.monotonic() < deadline, "workers did not start"
+            workers = psutil.Process(proc.pid).children()
+            await asyncio.sleep(0.2)
+        for _ in range(20):  # fresh connections spread over the workers
+            assert await _answers(target)
+        assert len(workers) == 2
+    finally:
+        assert _terminate(proc) == 0
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def _spawn_workers(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    command = ["serve", "--port", str(port), "--workers", "2", "--pool-size", "2"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "memory_service.cli", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def _answers(target: str) -> bool:
+    async with grpc.aio.insecure_channel(target) as ch:
+        try:
+            response = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING

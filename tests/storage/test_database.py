@@ -1,0 +1,77 @@
+"""The pool: per-request session state is transaction-local and never leaks to the next request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from memory_service.storage import migrate, session
+from memory_service.storage.database import Database, PoolSettings
+from tests.conftest import create_scratch_database, drop_scratch_database
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+async def one_connection_pool(pg_admin_url: str) -> AsyncIterator[Database]:
+    owner_url = await create_scratch_database(pg_admin_url)
+    await migrate.upgrade(owner_url)
+    db = Database(PoolSettings(url=migrate.app_role_url(owner_url), size=1, max_overflow=0))
+    await db.open()
+    try:
+        with session.acting_as(session.ALL_USERS):
+            async with db.connection() as conn:
+                for n in range(2):
+                    user = await conn.fetchval(
+                        "INSERT INTO users (email) VALUES ($1) RETURNING id", f"u{n}@x.example"
+                    )
+                    await conn.execute(
+                        "INSERT INTO user_memories (user_id, content, category)"
+                        " VALUES ($1, 'm', 'c')",
+                        user,
+                    )
+        yield db
+    finally:
+        await db.close()
+        await drop_scratch_database(pg_admin_url, owner_url)
+
+
+async def test_acting_user_and_timeout_never_reach_the_next_request(
+    one_connection_pool: Database,
+) -> None:
+    db = one_connection_pool  # one connection: every block below reuses it
+    async with db.connection() as conn:
+        users = [r["user_id"] for r in await conn.fetch("SELECT user_id FROM user_memories")]
+    assert users == []  # no acting user: row-level security shows nothing
+    with session.acting_as(session.ALL_USERS):
+        async with db.connection() as conn:
+            users = [r["user_id"] for r in await conn.fetch("SELECT user_id FROM user_memories")]
+    assert len(users) == 2
+    with session.acting_as(users[0]):
+        async with db.connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            seen = await conn.fetch("SELECT user_id FROM user_memories")  # no WHERE clause
+            assert [r["user_id"] for r in seen] == [users[0]]
+    token = session.deadline.set(None)
+    try:
+        async with db.connection() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # same connection
+            assert await conn.fetchval("SELECT current_setting('faraday.acting_user', true)") == ""
+            assert await conn.fetchval("SELECT count(*) FROM user_memories") == 0
+            assert await conn.fetchval("SHOW statement_timeout") == "30s"
+    finally:
+        session.deadline.reset(token)
+
+
+async def test_a_failed_block_rolls_back_and_the_connection_stays_usable(
+    one_connection_pool: Database,
+) -> None:
+    db = one_connection_pool
+    with session.acting_as(session.ALL_USERS), pytest.raises(RuntimeError):
+        async with db.connection() as conn:
+            await conn.execute("DELETE FROM user_memories")
+            raise RuntimeError("the handler failed half-way")
+    with session.acting_as(session.ALL_USERS):
+        async with db.connection() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM user_memories") == 2

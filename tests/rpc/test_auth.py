@@ -404,9 +404,7 @@ async def test_profile_limited_token_sees_only_its_profiles(
             }
         )
     )
-    limited_server = await start(
-        TEST_SETTINGS.with_overrides(service_tokens_file=path), app_url
-    )
+    limited_server = await start(TEST_SETTINGS.with_overrides(service_tokens_file=path), app_url)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{limited_server.port}") as ch:
             stub = memory_service_pb2_grpc.MemoryServiceStub(ch)

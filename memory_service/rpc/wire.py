@@ -51,9 +51,16 @@ def timestamp(
         return None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def fill_timestamp(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
+    # Integer arithmetic on the timedelta: exact to the microsecond, and several
+    # times cheaper than Timestamp.FromDatetime, which recall pays 40 times a call.
     if value is not None:
-        target.FromDatetime(value)
+        delta = value - _EPOCH
+        target.seconds = delta.days * 86400 + delta.seconds
+        target.nanos = delta.microseconds * 1000
 
 
 def duration(v: Violations, field: str, message: duration_pb2.Duration) -> timedelta | None:

@@ -202,40 +202,10 @@ DELETE FROM idempotency_keys WHERE ctid IN (
 """
 
 
-@functools.cache
-def _recall_sql(with_query: bool, log: bool) -> NamedSQL:
-    """One statement ranks, bumps last_accessed and logs: one round trip per recall.
-
-    The score here must match domain.ranking.score_parts.
-    """
-    if with_query:
-        # OR of the query's stemmed words: a memory matching any word is a
-        # candidate, and ts_rank_cd rewards matching more of them. A query of
-        # stop words only has no lexemes (numnode 0) and filters nothing.
-        source = (
-            "(SELECT replace(plainto_tsquery('english', :query)::text, ' & ', ' | ')::tsquery"
-            " AS tsq) q, user_memories"
-        )
-        relevance = "ts_rank_cd(to_tsvector('english', content), q.tsq, 32)"
-        match = "AND (numnode(q.tsq) = 0 OR to_tsvector('english', content) @@ q.tsq)"
-    else:
-        source, relevance, match = "user_memories", "0.0", ""
-    order = "score DESC, created_at DESC, id DESC"
-    sql = f"""
-WITH top AS (
-    SELECT *, importance_score + recency_score + relevance_score AS score FROM (
-        SELECT {MEMORY_COLUMNS},
-               :w_importance::float8 * importance AS importance_score,
-               :w_recency::float8 * power(0.5::float8,
-                   greatest(extract(epoch FROM now() - updated_at)::float8, 0.0)
-                   / :half_life_seconds::float8) AS recency_score,
-               :w_relevance::float8 * {relevance} AS relevance_score
-        FROM {source}
-        WHERE user_id = :user_id
+_RECALL_FILTERS = """user_id = :user_id
           AND (:profiles::int[] IS NULL OR assistant_profile_id IS NULL
                OR assistant_profile_id = ANY(:profiles::int[]))
           AND (expires_at IS NULL OR expires_at > now())
-          {match}
           AND (:assistant_profile_id::int IS NULL OR assistant_profile_id IS NULL
                OR assistant_profile_id = :assistant_profile_id)
           AND (cardinality(:categories::text[]) = 0 OR category = ANY(:categories::text[]))
@@ -244,8 +214,54 @@ WITH top AS (
           AND (:context::jsonb IS NULL OR context @> :context::jsonb)
           AND importance >= :min_importance::float8
           AND (:created_from::timestamptz IS NULL OR created_at >= :created_from)
-          AND (:created_before::timestamptz IS NULL OR created_at < :created_before)
-    ) candidates
+          AND (:created_before::timestamptz IS NULL OR created_at < :created_before)"""
+
+_RECALL_PARTS = f"""{MEMORY_COLUMNS},
+               :w_importance::float8 * importance AS importance_score,
+               :w_recency::float8 * power(0.5::float8,
+                   greatest(extract(epoch FROM now() - updated_at)::float8, 0.0)
+                   / :half_life_seconds::float8) AS recency_score"""
+
+
+@functools.cache
+def _recall_sql(with_query: bool, log: bool) -> NamedSQL:
+    """One statement ranks, bumps last_accessed and logs: one round trip per recall.
+
+    The score here must match domain.ranking.score_parts.
+    """
+    if with_query:
+        # OR of the query's stemmed words: a memory matching any word is a
+        # candidate, and ts_rank_cd rewards matching more of them, ranked on
+        # the stored content_tsv. A query of stop words only has no lexemes
+        # (numnode 0) and filters nothing. The two branches are gated by
+        # one-time filters, so only one runs, and the matching branch can
+        # use the GIN index (an OR with "query is empty" could not).
+        candidates = f"""q AS MATERIALIZED (
+    SELECT tsq, numnode(tsq) = 0 AS empty FROM (
+        SELECT replace(plainto_tsquery('english', :query)::text, ' & ', ' | ')::tsquery AS tsq
+    ) parsed
+), candidates AS (
+        SELECT {_RECALL_PARTS},
+               :w_relevance::float8
+                   * ts_rank_cd(content_tsv, (SELECT tsq FROM q), 32) AS relevance_score
+        FROM user_memories
+        WHERE {_RECALL_FILTERS}
+          AND content_tsv @@ (SELECT tsq FROM q) AND NOT (SELECT empty FROM q)
+    UNION ALL
+        SELECT {_RECALL_PARTS}, 0.0::float8 AS relevance_score
+        FROM user_memories
+        WHERE {_RECALL_FILTERS} AND (SELECT empty FROM q)
+)"""
+    else:
+        candidates = f"""candidates AS (
+        SELECT {_RECALL_PARTS}, 0.0::float8 AS relevance_score
+        FROM user_memories
+        WHERE {_RECALL_FILTERS}
+)"""
+    order = "score DESC, created_at DESC, id DESC"
+    sql = f"""
+WITH {candidates}, top AS (
+    SELECT *, importance_score + recency_score + relevance_score AS score FROM candidates
     ORDER BY {order}
     LIMIT :limit
 )"""

@@ -87,6 +87,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._authenticator = authenticator
         self._limiter = limiter
         self._audit = audit
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -99,36 +100,43 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method: str = details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        authorization = metadata.get("authorization")
+        # One wrapped handler per method, built once: the credentials are read
+        # from each call's context, so nothing per call is allocated here.
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrapped[method] = self._wrap(handler, method)
+        return wrapped
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, authorization),
+                self._unary(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method, authorization),  # type: ignore[arg-type]
+                self._stream(handler.unary_stream, method),  # type: ignore[arg-type]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler  # no streaming-request methods in this API
 
-    async def _admit(
-        self, method: str, authorization: str | None, request: Any, context: Any
-    ) -> Principal:
+    async def _admit(self, method: str, request: Any, context: Any) -> Principal:
         """Authenticate, authorize, rate-limit; abort (and audit) a denied call."""
         principal: Principal | None = None
         try:
-            principal = self._authenticator.authenticate(authorization)
+            principal = self._authenticator.authenticate(_authorization(context))
             scope = METHOD_SCOPES.get(method)
             if scope is None:
                 raise DomainError(f"{method} is not callable")  # -> INTERNAL: a wiring bug
             principal.require(scope)
-            wait = await self._limiter.check(principal.key)
-            if wait > 0:
-                raise RateLimited(wait)
+            if self._limiter.enabled:
+                wait = await self._limiter.check(principal.key)
+                if wait > 0:
+                    raise RateLimited(wait)
         except DomainError as error:
             if not isinstance(error, RateLimited):
                 await self._record(method, principal, error.reason, request, context.peer())
@@ -144,10 +152,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         session.deadline.set(time.monotonic() + remaining if remaining is not None else None)
 
     def _unary(
-        self, behavior: Callable[[Any, Any], Awaitable[Any]], method: str, auth: str | None
+        self, behavior: Callable[[Any, Any], Awaitable[Any]], method: str
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def guarded(request: Any, context: Any) -> Any:
-            principal = await self._admit(method, auth, request, context)
+            principal = await self._admit(method, request, context)
             self._enter(principal, context)
             if method not in AUDITED:
                 return await behavior(request, context)
@@ -166,10 +174,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return guarded
 
     def _stream(
-        self, behavior: Callable[[Any, Any], AsyncIterator[Any]], method: str, auth: str | None
+        self, behavior: Callable[[Any, Any], AsyncIterator[Any]], method: str
     ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def guarded(request: Any, context: Any) -> AsyncIterator[Any]:
-            principal = await self._admit(method, auth, request, context)
+            principal = await self._admit(method, request, context)
             self._enter(principal, context)
             # Read now: after a client cancel the call is gone, and asking a
             # finished call for its peer crashes inside grpc's C core.
@@ -221,6 +229,13 @@ def _summary(response: Any) -> dict[str, Any]:
             }
         }
     return {}
+
+
+def _authorization(context: Any) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            return value
+    return None
 
 
 def _outcome(context: Any) -> str:

@@ -404,7 +404,7 @@ async def test_delete_user_data_rejects_a_bad_user_id(admin_stub, user_id) -> No
     assert field_violations(error) == ["user_id"]
 
 
-async def _wait_for(database_url: str, sql: str, *, timeout_seconds: float = 10.0) -> None:
+async def _wait_for(database_url: str, sql: str, *, timeout_seconds: float = 30.0) -> None:
     """Poll `sql` (one boolean) until it is true."""
     deadline = asyncio.get_running_loop().time() + timeout_seconds
     while not (await _fetch(database_url, sql))[0][0]:
@@ -450,7 +450,7 @@ async def test_an_abandoned_export_gives_its_connection_back(admin_stub, databas
     await _fetch(
         database_url,
         "INSERT INTO user_memories (user_id, content, category)"
-        " SELECT $1, repeat('x', 8000), 'fact' FROM generate_series(1, 500)",
+        " SELECT $1, repeat('x', 8000), 'fact' FROM generate_series(1, 2000)",
         user_id,
     )
     exporting = (

@@ -223,46 +223,6 @@ _RECALL_PARTS = f"""{MEMORY_COLUMNS},
                    / :half_life_seconds::float8) AS recency_score"""
 
 
-# Without a query the score is wi*importance + wr*recency, and a user may own
-# tens of thousands of memories. Instead of scoring them all, score the
-# :k most important and the :k most recently changed (two index scans).
-# Any other memory has importance <= the k-th importance and recency <= the
-# k-th recency, so its score is at most `bound`; when the limit-th best
-# preselected score beats that bound, the preselection holds the exact
-# answer. Otherwise (rare: weights that favour neither signal), one-time
-# filters switch to scoring every memory of the user, so the answer is
-# always the same as a full scan.
-_PRESELECTED_CANDIDATES = f"""by_importance AS (
-        SELECT {_RECALL_PARTS} FROM user_memories
-        WHERE {_RECALL_FILTERS} ORDER BY importance DESC LIMIT :k
-), by_recency AS (
-        SELECT {_RECALL_PARTS} FROM user_memories
-        WHERE {_RECALL_FILTERS} ORDER BY updated_at DESC LIMIT :k
-), preselected AS (
-        SELECT DISTINCT ON (id) *, 0.0::float8 AS relevance_score
-        FROM (SELECT * FROM by_importance UNION ALL SELECT * FROM by_recency) both_lists
-        ORDER BY id
-), preselected_top AS (
-        SELECT importance_score + recency_score AS score FROM preselected
-        ORDER BY score DESC LIMIT :limit
-), exact AS MATERIALIZED (
-        SELECT (SELECT count(*) FROM by_importance) < :k
-            OR ((SELECT count(*) FROM preselected_top) = :limit
-                AND (SELECT min(score) FROM preselected_top)
-                    > (SELECT min(importance_score) FROM by_importance)
-                      + (SELECT min(recency_score) FROM by_recency)) AS holds
-), candidates AS (
-        SELECT * FROM preselected WHERE (SELECT holds FROM exact)
-    UNION ALL
-        SELECT {_RECALL_PARTS}, 0.0::float8 AS relevance_score
-        FROM user_memories
-        WHERE {_RECALL_FILTERS} AND NOT (SELECT holds FROM exact)
-)"""
-
-# How many memories each preselection list takes (see _PRESELECTED_CANDIDATES).
-PRESELECT_PER_LIST = 100
-
-
 @functools.cache
 def _recall_sql(with_query: bool, log: bool) -> NamedSQL:
     """One statement ranks, bumps last_accessed and logs: one round trip per recall.
@@ -293,7 +253,11 @@ def _recall_sql(with_query: bool, log: bool) -> NamedSQL:
         WHERE {_RECALL_FILTERS} AND (SELECT empty FROM q)
 )"""
     else:
-        candidates = _PRESELECTED_CANDIDATES
+        candidates = f"""candidates AS (
+        SELECT {_RECALL_PARTS}, 0.0::float8 AS relevance_score
+        FROM user_memories
+        WHERE {_RECALL_FILTERS}
+)"""
     order = "score DESC, created_at DESC, id DESC"
     sql = f"""
 WITH {candidates}, top AS (
@@ -510,7 +474,6 @@ SELECT {MEMORY_COLUMNS} FROM m""")
     ) -> list[ScoredMemory]:
         statement = _recall_sql(bool(q.query), log)
         params: dict[str, Any] = {
-            "k": max(PRESELECT_PER_LIST, q.limit),
             "profiles": visibility.profile_list,
             "user_id": q.user_id,
             "query": q.query,

@@ -272,8 +272,6 @@ user_memories = Table(
         "ix_user_memories_user_id_created_at", "user_id", text("created_at DESC"), text("id DESC")
     ),
     Index("ix_user_memories_user_id_importance", "user_id", text("importance DESC")),
-    # Recall's recency preselection (storage/memories.py).
-    Index("ix_user_memories_user_id_updated_at", "user_id", text("updated_at DESC")),
     Index("ix_user_memories_user_id_category", "user_id", "category"),
     Index("ix_user_memories_assistant_profile_id", "assistant_profile_id"),
     Index("ix_user_memories_tags", "tags", postgresql_using="gin"),

@@ -1,4 +1,4 @@
-"""Recall indexes: a stored full-text vector, and (user_id, updated_at) for recency.
+"""Store the memories' full-text vector instead of recomputing it.
 
 Revision ID: 0003
 Revises: 0002
@@ -8,10 +8,6 @@ re-parsing the content of every candidate: at 1M memories that was most of
 a query recall's database time (bench/). A stored generated column, GIN
 indexed, is parsed once per write; the expression index it replaces is
 dropped. The service role's grants cover the new column (table-level).
-
-Recall without a query preselects a user's most important and most recently
-changed memories instead of scoring all of them; the second list needs an
-index on (user_id, updated_at DESC).
 """
 
 from __future__ import annotations
@@ -45,15 +41,9 @@ def upgrade() -> None:
         postgresql_using="gin",
     )
     op.drop_index(op.f("ix_user_memories_content_fts"), table_name="user_memories")
-    op.create_index(
-        op.f("ix_user_memories_user_id_updated_at"),
-        "user_memories",
-        ["user_id", sa.text("updated_at DESC")],
-    )
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_user_memories_user_id_updated_at"), table_name="user_memories")
     op.create_index(
         op.f("ix_user_memories_content_fts"),
         "user_memories",

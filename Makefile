@@ -39,5 +39,15 @@ checkgenerate: generate ## Fail if the committed generated code is stale
 	  && test -z "$$(git status --porcelain -- clients/python/src/faraday)" \
 	  || (echo "generated code is stale: run 'make generate' and commit" && exit 1)
 
+.PHONY: bench
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) $(BENCH_STAMP) ## Run the performance benchmark (bench/README.md); ARGS=--quick for a smoke run
+	$(BIN)/python bench/run.py $(ARGS)
+
 clean: ## Remove the virtualenv and caches (not the embedded database)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

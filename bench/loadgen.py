@@ -1,0 +1,474 @@
+"""The load generator: its own process, driving one target at a time.
+
+The driver (bench/run.py) starts it once and sends one JSON command per line
+on stdin; each answer is one JSON line on stdout. A `run` command drives one
+cell: an RPC kind against a target at a concurrency, `concurrency` tasks
+each issuing calls back to back for `warmup` seconds, then for `duration`
+seconds during which every completed call's latency is kept. At the window's
+start and end it reads the CPU time of the server's process tree and of
+PostgreSQL's, and it samples the server's RSS throughout.
+
+Targets:
+  grpc     a gRPC server at `address` (the service, or the grpc floor): one
+           grpc.aio channel, the generated stub, a 10 s deadline per call.
+  asyncpg  no gRPC at all: the same statements as the grpc floor
+           (bench/floor_sql.py) through the service's `Database`, in this
+           process. Its "server" CPU is this process's own.
+  redis    no gRPC: GET of the service's cache key and json.loads of the entry,
+           what the redis floor does before building its message.
+
+Request pools are built before the window from the workload file written by
+the driver (bench/dataset.py `workload`), so the window spends its CPU on
+calls, not on building requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import floor_sql
+import grpc
+import numpy as np
+import psutil
+from faraday.memory.v1 import (
+    lesson_service_pb2,
+    lesson_service_pb2_grpc,
+    memory_pb2,
+    memory_service_pb2,
+    memory_service_pb2_grpc,
+)
+
+from memory_service import config
+from memory_service.server import pool_settings
+from memory_service.storage import cache, session
+from memory_service.storage.database import Database
+
+CALL_TIMEOUT_SECONDS = 10.0
+POOL_SIZE = 4096
+
+# rpc kind -> (service, method)
+METHODS = {
+    "recall": ("memory", "RecallMemories"),
+    "recall_query": ("memory", "RecallMemories"),
+    "recall_nolog": ("memory", "RecallMemories"),
+    "recall_query_nolog": ("memory", "RecallMemories"),
+    "recall_one_user": ("memory", "RecallMemories"),
+    "probe_recall": ("memory", "RecallMemories"),
+    "probe_recall_query": ("memory", "RecallMemories"),
+    "store": ("memory", "StoreMemory"),
+    "feedback": ("memory", "RecordFeedback"),
+    "get_lesson": ("lesson", "GetLesson"),
+    "get_lesson_cached": ("lesson", "GetLesson"),
+    "list_lessons": ("lesson", "ListLessons"),
+    "search_lessons": ("lesson", "SearchLessons"),
+}
+
+
+def build_requests(kind: str, w: dict[str, Any]) -> list[Any]:
+    """POOL_SIZE requests of one kind, drawn from the workload (deterministic)."""
+    n = POOL_SIZE
+    if kind in ("recall", "recall_nolog"):
+        return [
+            memory_service_pb2.RecallMemoriesRequest(user_id=u, limit=10)
+            for u in w["recall_users"][:n]
+        ]
+    if kind in ("recall_query", "recall_query_nolog"):
+        return [
+            memory_service_pb2.RecallMemoriesRequest(user_id=u, query=q, limit=10)
+            for u, q in zip(w["recall_users"][:n], w["queries"], strict=False)
+        ]
+    probes = w["probe_users"]
+    if kind == "recall_one_user":  # concurrent recalls of one teacher (several assistants)
+        return [memory_service_pb2.RecallMemoriesRequest(user_id=probes[0], limit=10)]
+    if kind == "probe_recall":  # worker k of 16 always asks for probe user k
+        return [memory_service_pb2.RecallMemoriesRequest(user_id=u, limit=10) for u in probes]
+    if kind == "probe_recall_query":
+        return [
+            memory_service_pb2.RecallMemoriesRequest(
+                user_id=probes[i % len(probes)], query=w["queries"][i // len(probes)], limit=10
+            )
+            for i in range(len(probes) * 64)
+        ]
+    if kind == "store":
+        requests = []
+        for i, user in enumerate(w["store_users"][:n]):
+            m = w["store_memories"][i % len(w["store_memories"])]
+            memory = memory_pb2.Memory(
+                user_id=user,
+                content=m["content"],
+                category=m["category"],
+                importance=m["importance"],
+                tags=m["tags"],
+                source=m["source"],
+                assistant_profile_id=m["assistant_profile_id"],
+            )
+            memory.context.update(m["context"])
+            requests.append(memory_service_pb2.StoreMemoryRequest(memory=memory))
+        return requests
+    if kind == "feedback":
+        requests = []
+        for i, memory_id in enumerate(w["memory_ids"][:n]):
+            request = memory_service_pb2.RecordFeedbackRequest(memory_id=memory_id)
+            if i % 3 == 2:
+                request.rating = 1 + i % 5
+            else:
+                request.helpful = i % 4 != 0
+            if i % 2:
+                request.comment = "Useful for planning the next unit."
+            requests.append(request)
+        return requests
+    if kind == "get_lesson":
+        return [lesson_service_pb2.GetLessonRequest(id=i) for i in w["lesson_ids"][:n]]
+    if kind == "get_lesson_cached":
+        return [lesson_service_pb2.GetLessonRequest(id=i) for i in w["hot_lesson_ids"]]
+    if kind == "list_lessons":
+        return [
+            lesson_service_pb2.ListLessonsRequest(user_id=u, page_size=20)
+            for u in w["lesson_owners"][:n]
+        ]
+    if kind == "search_lessons":
+        return [
+            lesson_service_pb2.SearchLessonsRequest(query=q, page_size=10)
+            for q in w["lesson_queries"][:n]
+        ]
+    raise ValueError(f"unknown rpc kind {kind!r}")
+
+
+def _sql_call(kind: str, db: Database) -> Callable[[Any], Awaitable[Any]]:
+    """The asyncpg floor of one kind: the statement, prepared from the request beforehand."""
+    log = not kind.endswith("_nolog")
+    to_sql: dict[str, Callable[[Any], floor_sql.Statement]] = {
+        "store": floor_sql.store,
+        "feedback": floor_sql.feedback,
+        "get_lesson": floor_sql.get_lesson,
+        "list_lessons": floor_sql.list_lessons,
+        "search_lessons": floor_sql.search_lessons,
+    }
+    single = kind in ("store", "feedback", "get_lesson")
+    convert = to_sql.get(kind) or (lambda request: floor_sql.recall(request, log))
+
+    def prepare(request: Any) -> Any:
+        return convert(request)
+
+    async def call(prepared: Any) -> Any:
+        sql, args = prepared
+        if single:
+            return await db.fetchrow(sql, *args)
+        return await db.fetch(sql, *args)
+
+    call.prepare = prepare  # type: ignore[attr-defined]
+    return call
+
+
+class Targets:
+    """Open channels, pools and clients, reused across cells."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, grpc.aio.Channel] = {}
+        self.databases: dict[str, Database] = {}
+        self.redis: dict[str, Any] = {}
+        self.workloads: dict[str, dict[str, Any]] = {}
+
+    def workload(self, path: str) -> dict[str, Any]:
+        if path not in self.workloads:
+            with open(path) as f:
+                self.workloads[path] = json.load(f)
+        return self.workloads[path]
+
+    async def grpc_call(self, address: str, kind: str) -> Callable[[Any], Awaitable[Any]]:
+        channel = self.channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address)
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            self.channels[address] = channel
+        service, method = METHODS[kind]
+        stub: Any = (
+            memory_service_pb2_grpc.MemoryServiceStub(channel)
+            if service == "memory"
+            else lesson_service_pb2_grpc.LessonServiceStub(channel)
+        )
+        rpc = getattr(stub, method)
+
+        async def call(request: Any) -> Any:
+            return await rpc(request, timeout=CALL_TIMEOUT_SECONDS)
+
+        return call
+
+    async def sql_call(self, url: str, kind: str) -> Callable[[Any], Awaitable[Any]]:
+        db = self.databases.get(url)
+        if db is None:
+            db = Database(pool_settings(config.from_environment(), url))
+            await db.open()
+            self.databases[url] = db
+        return _sql_call(kind, db)
+
+    async def redis_call(self, url: str) -> Callable[[Any], Awaitable[Any]]:
+        from floor_server import redis_client
+
+        client = self.redis.get(url)
+        if client is None:
+            client = redis_client(url, config.from_environment().redis_timeout_seconds)
+            self.redis[url] = client
+
+        async def call(request: Any) -> Any:
+            raw = await client.get(cache.key(request.id))
+            if not raw:
+                raise LookupError(f"lesson {request.id} is not cached")
+            return json.loads(raw)
+
+        return call
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+        for db in self.databases.values():
+            await db.close()
+        for client in self.redis.values():
+            await client.aclose()
+        self.channels, self.databases, self.redis = {}, {}, {}
+
+
+def _tree(pids: list[int]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            found += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _cpu(processes: list[psutil.Process]) -> dict[int, float]:
+    times = {}
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            times[p.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return times
+
+
+def _rss(processes: list[psutil.Process]) -> float:
+    total = 0
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+def _delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+async def run_cell(targets: Targets, cmd: dict[str, Any]) -> dict[str, Any]:
+    kind = cmd["rpc"]
+    requests = build_requests(kind, targets.workload(cmd["workload"]))
+    target = cmd["target"]
+    if target == "grpc":
+        call = await targets.grpc_call(cmd["address"], kind)
+        items = requests
+    elif target == "asyncpg":
+        call = await targets.sql_call(cmd["database_url"], kind)
+        items = [call.prepare(r) for r in requests]  # type: ignore[attr-defined]
+    elif target == "redis":
+        call = await targets.redis_call(cmd["redis_url"])
+        items = requests
+    else:
+        raise ValueError(f"unknown target {target!r}")
+
+    concurrency = int(cmd["concurrency"])
+    server_pids = cmd.get("server_pids") or [os.getpid()]
+    pg_pids = [cmd["pg_pid"]] if cmd.get("pg_pid") else []
+    helper_pids = cmd.get("helper_pids") or []  # redis-server: not noise, not the server
+    latencies: list[float] = []
+    errors: list[str] = []
+    counts = {"calls": 0, "errors": 0}
+    start = time.perf_counter()
+    window_start = start + float(cmd["warmup"])
+    window_end = window_start + float(cmd["duration"])
+
+    async def worker(offset: int) -> None:
+        i = offset
+        n = len(items)
+        perf = time.perf_counter
+        while True:
+            item = items[i % n]
+            i += concurrency
+            t0 = perf()
+            if t0 >= window_end:
+                return
+            try:
+                await call(item)
+                ok = True
+            except Exception as exc:  # counted (warm-up included), reported, never fatal
+                ok = False
+                counts["errors"] += 1
+                if len(errors) < 3:
+                    errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+            t1 = perf()
+            if ok and t0 >= window_start and t1 <= window_end:
+                latencies.append(t1 - t0)
+                counts["calls"] += 1
+
+    monitor: dict[str, Any] = {"rss": 0.0}
+
+    async def watch() -> None:
+        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+        servers, pgs, helpers = _tree(server_pids), _tree(pg_pids), _tree(helper_pids)
+        monitor["cpu0"] = _cpu(servers)
+        monitor["pg0"] = _cpu(pgs)
+        monitor["helpers0"] = _cpu(helpers)
+        monitor["machine0"] = psutil.cpu_times()
+        monitor["self0"] = time.process_time()
+        monitor["t0"] = time.perf_counter()
+        while time.perf_counter() < window_end - 0.2:
+            monitor["rss"] = max(monitor["rss"], _rss(servers))
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
+        monitor["t1"] = time.perf_counter()
+        monitor["cpu1"] = _cpu(_tree(server_pids))
+        monitor["pg1"] = _cpu(_tree(pg_pids))
+        monitor["helpers1"] = _cpu(_tree(helper_pids))
+        monitor["machine1"] = psutil.cpu_times()
+        monitor["self1"] = time.process_time()
+        monitor["rss"] = max(monitor["rss"], _rss(servers))
+
+    await asyncio.gather(watch(), *(worker(k) for k in range(concurrency)))
+    window = monitor["t1"] - monitor["t0"]
+    calls = counts["calls"]
+    result: dict[str, Any] = {
+        "calls": calls,
+        "errors": counts["errors"],
+        "error_samples": errors,
+        "window_s": round(window, 3),
+        "throughput": calls / window if window > 0 else 0.0,
+        "server_cpu_s": _delta(monitor["cpu0"], monitor["cpu1"]),
+        "pg_cpu_s": _delta(monitor["pg0"], monitor["pg1"]),
+        "loadgen_cpu_s": monitor["self1"] - monitor["self0"],
+        "server_rss_mb": monitor["rss"],
+    }
+    # Whatever else ran on the machine in the window (other sessions, the
+    # kernel, the hypervisor's steal): the noise that makes a cell unreliable.
+    before, after = monitor["machine0"], monitor["machine1"]
+    busy = sum(
+        getattr(after, f) - getattr(before, f)
+        for f in ("user", "nice", "system", "irq", "softirq")
+        if hasattr(after, f)
+    )
+    ours = (
+        result["server_cpu_s"]
+        + result["pg_cpu_s"]
+        + result["loadgen_cpu_s"]
+        + _delta(monitor["helpers0"], monitor["helpers1"])
+    )
+    if target == "asyncpg":  # the floor runs in this process: its CPU is the "server" CPU
+        result["server_cpu_s"] = result["loadgen_cpu_s"]
+        ours -= result["loadgen_cpu_s"]  # counted once: server and load generator are one
+    result["other_cpu_s"] = max(0.0, busy - ours)
+    result["steal_s"] = getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)
+    result["latencies_us"] = [round(x * 1e6) for x in latencies]
+    if calls:
+        ms = np.array(latencies) * 1000.0
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        result |= {
+            "p50_ms": float(p50),
+            "p95_ms": float(p95),
+            "p99_ms": float(p99),
+            "mean_ms": float(ms.mean()),
+            "max_ms": float(ms.max()),
+            "server_cpu_ms_per_call": result["server_cpu_s"] * 1000 / calls,
+            "pg_cpu_ms_per_call": result["pg_cpu_s"] * 1000 / calls,
+            "loadgen_cpu_ms_per_call": result["loadgen_cpu_s"] * 1000 / calls,
+        }
+    return result
+
+
+VERIFIED_KINDS = ("recall", "recall_query", "get_lesson", "list_lessons", "search_lessons")
+
+
+def _difference(kind: str, service: Any, floor: Any) -> str | None:
+    """None if the floor answered as the service did (what may differ between calls aside)."""
+    if kind.startswith("recall"):
+        a, b = list(service.memories), list(floor.memories)
+        if len(a) != len(b):
+            return f"{len(a)} memories from the service, {len(b)} from the floor"
+        for x, y in zip(a, b, strict=True):
+            # last_access_time moves with every logged recall, recency with the clock.
+            for m in (x, y):
+                m.memory.ClearField("last_access_time")
+            if x.memory != y.memory:
+                return f"memory {x.memory.id} vs {y.memory.id} differs"
+            for part in ("score", "importance_score", "recency_score", "relevance_score"):
+                if abs(getattr(x, part) - getattr(y, part)) > 1e-5:
+                    return f"memory {x.memory.id}: {part} {getattr(x, part)} vs {getattr(y, part)}"
+        return None
+    if kind == "list_lessons":
+        same = list(service.lessons) == list(floor.lessons)
+        return None if same else "the lessons differ"
+    if kind == "search_lessons":
+        a = [(m.lesson, round(m.rank, 9)) for m in service.matches]
+        b = [(m.lesson, round(m.rank, 9)) for m in floor.matches]
+        return None if a == b else "the matches differ"
+    return None if service == floor else "the lesson differs"
+
+
+async def verify(targets: Targets, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Ask the service and the grpc floor the same few questions; compare the answers."""
+    w = targets.workload(cmd["workload"])
+    found: dict[str, Any] = {}
+    for kind in VERIFIED_KINDS:
+        service = await targets.grpc_call(cmd["service"], kind)
+        floor = await targets.grpc_call(cmd["floor"], kind)
+        same, differences = 0, []
+        requests = build_requests(kind, w)[: int(cmd.get("requests", 5))]
+        for request in requests:
+            try:
+                difference = _difference(kind, await service(request), await floor(request))
+            except Exception as exc:
+                difference = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if difference is None:
+                same += 1
+            elif len(differences) < 2:
+                differences.append(difference)
+        found[kind] = {"same": same, "asked": len(requests), "differences": differences}
+    return found
+
+
+async def main() -> None:
+    session.acting_user.set(session.ALL_USERS)  # the asyncpg floor acts as the service does
+    targets = Targets()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        cmd = json.loads(line)
+        try:
+            if cmd["op"] == "run":
+                answer = await run_cell(targets, cmd)
+            elif cmd["op"] == "verify":
+                answer = await verify(targets, cmd)
+            elif cmd["op"] == "close":
+                await targets.close()
+                answer = {"closed": True}
+            else:
+                raise ValueError(f"unknown op {cmd['op']!r}")
+        except Exception as exc:
+            answer = {"failed": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(answer), flush=True)
+    await targets.close()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    import uvloop
+
+    uvloop.run(main())

@@ -1,0 +1,376 @@
+"""Markdown tables, PASS/FAIL lines and the PNG chart, from a run's results.json.
+
+    .venv/bin/python bench/report.py bench/results/<timestamp>/results.json
+
+re-renders results.md and latency.png next to it (bench/run.py calls the same
+functions at the end of a run).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+LABELS = {
+    "recall": "RecallMemories",
+    "recall_query": "RecallMemories (query text)",
+    "recall_nolog": "RecallMemories, logging off",
+    "recall_query_nolog": "RecallMemories (query), logging off",
+    "recall_one_user": "RecallMemories, every caller on one user",
+    "store": "StoreMemory",
+    "feedback": "RecordFeedback",
+    "get_lesson": "GetLesson (not cached)",
+    "get_lesson_cached": "GetLesson (Redis cache)",
+    "list_lessons": "ListLessons",
+    "search_lessons": "SearchLessons",
+    "probe_recall": "RecallMemories, probe user",
+    "probe_recall_query": "RecallMemories (query), probe user",
+}
+TARGET_ORDER = ("service", "grpc floor", "direct floor")
+# Cores used outside the benchmark's processes above which a cell is flagged.
+NOISE_CORES = 0.2
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _cells(results: dict[str, Any], phase: str = "grid") -> list[dict[str, Any]]:
+    return [c for c in results["cells"] if c["phase"] == phase]
+
+
+def find(results: dict[str, Any], rpc: str, target: str, concurrency: int) -> dict[str, Any] | None:
+    for c in _cells(results):
+        if c["rpc"] == rpc and c["target"] == target and c["concurrency"] == concurrency:
+            return c
+    return None
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    if not a or not b or not b.get("throughput"):
+        return None
+    return float(a["throughput"]) / float(b["throughput"])
+
+
+def grid_table(results: dict[str, Any]) -> str:
+    lines = [
+        "| RPC | target | c | calls/s | p50 ms | p95 ms | p99 ms | server CPU ms/call"
+        " | PG CPU ms/call | server RSS MB | ÷ grpc floor | ÷ direct floor |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    rpcs = list(dict.fromkeys(c["rpc"] for c in _cells(results)))
+    for rpc in rpcs:
+        levels = sorted({c["concurrency"] for c in _cells(results) if c["rpc"] == rpc})
+        for level in levels:
+            floor = find(results, rpc, "grpc floor", level)
+            direct = find(results, rpc, "direct floor", level)
+            for target in TARGET_ORDER:
+                c = find(results, rpc, target, level)
+                if c is None:
+                    continue
+                vs_grpc = _ratio(c, floor) if target == "service" else None
+                vs_direct = _ratio(c, direct) if target != "direct floor" else None
+                errors = f" ({c['errors']} errors)" if c.get("errors") else ""
+                lines.append(
+                    f"| {LABELS.get(rpc, rpc)} | {c['target_label']} | {level}"
+                    f" | {c.get('throughput', 0):.0f}{errors} | {_f(c.get('p50_ms'))}"
+                    f" | {_f(c.get('p95_ms'))} | {_f(c.get('p99_ms'))}"
+                    f" | {_f(c.get('server_cpu_ms_per_call'), 3)}"
+                    f" | {_f(c.get('pg_cpu_ms_per_call'), 3)}"
+                    f" | {_f(c.get('server_rss_mb') or None, 0)}"
+                    f" | {_f(vs_grpc)} | {_f(vs_direct)} |"
+                )
+    return "\n".join(lines)
+
+
+def growth_table(results: dict[str, Any]) -> str:
+    cells = _cells(results, "growth")
+    if not cells:
+        return "(growth not measured)"
+    lines = [
+        "| memories in table | RPC | c | calls/s | p50 ms | p95 ms | p99 ms | server CPU ms/call"
+        " | PG CPU ms/call |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for c in sorted(cells, key=lambda c: (c["rpc"], c["concurrency"], c["size"])):
+        errors = f" ({c['errors']} errors)" if c.get("errors") else ""
+        lines.append(
+            f"| {c['size']:,} | {LABELS.get(c['rpc'], c['rpc'])} | {c['concurrency']}"
+            f" | {c.get('throughput', 0):.0f}{errors} | {_f(c.get('p50_ms'))}"
+            f" | {_f(c.get('p95_ms'))}"
+            f" | {_f(c.get('p99_ms'))} | {_f(c.get('server_cpu_ms_per_call'), 3)}"
+            f" | {_f(c.get('pg_cpu_ms_per_call'), 3)} |"
+        )
+    return "\n".join(lines)
+
+
+def checks(results: dict[str, Any], level: int = 16) -> list[dict[str, Any]]:
+    """The issue's targets, each judged on this run's own numbers."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, ok: bool | None, detail: str) -> None:
+        out.append({"check": name, "result": "SKIP" if ok is None else "PASS" if ok else "FAIL",
+                    "detail": detail})  # fmt: skip
+
+    for rpc in ("recall", "recall_query"):
+        service = find(results, rpc, "service", level)
+        floor = find(results, rpc, "grpc floor", level)
+        name = f"{LABELS[rpc]} with interaction logging, c={level}"
+        if service is None or service.get("p50_ms") is None:
+            add(name, None, "not measured in this run")
+            continue
+        add(f"{name}: p50 < 3 ms", service["p50_ms"] < 3, f"p50 {service['p50_ms']:.2f} ms")
+        add(f"{name}: p99 < 15 ms", service["p99_ms"] < 15, f"p99 {service['p99_ms']:.2f} ms")
+        ratio = _ratio(service, floor)
+        if floor is None or ratio is None:
+            add(f"{name}: throughput >= 85% of the grpc floor", None, "no floor measured")
+        else:
+            add(
+                f"{name}: throughput >= 85% of the grpc floor",
+                ratio >= 0.85,
+                _ratio_detail(service, floor, ratio),
+            )
+    for rpc in ("store", "feedback"):
+        service = find(results, rpc, "service", level)
+        floor = find(results, rpc, "grpc floor", level)
+        ratio = _ratio(service, floor)
+        name = f"{LABELS[rpc]}, c={level}: throughput >= 85% of the grpc floor"
+        if service is None or floor is None or ratio is None:
+            add(name, None, "not measured in this run")
+        else:
+            add(name, ratio >= 0.85, _ratio_detail(service, floor, ratio))
+    check = results.get("floor_check") or {}
+    if check:
+        differ = {k: v for k, v in check.items() if v["same"] != v["asked"]}
+        add(
+            "The grpc floor answers as the service does (same rows, same messages)",
+            not differ,
+            ", ".join(f"{k} {v['same']}/{v['asked']}" for k, v in check.items())
+            + "".join(f"; {k}: {v['differences'][0]}" for k, v in differ.items()),
+        )
+    failed = [c for c in results["cells"] if c.get("errors") and c["target"] == "service"]
+    add(
+        "The service answers every call without error",
+        not failed,
+        "no errors"
+        if not failed
+        else "; ".join(
+            f"{c['rpc']} c={c['concurrency']}: {c['errors']} errors, e.g."
+            f" {(c['error_samples'] or ['?'])[0][:160]!r}"
+            for c in failed
+        ),
+    )
+    service = find(results, "get_lesson_cached", "service", level)
+    floor = find(results, "get_lesson_cached", "grpc floor", level)
+    ratio = _ratio(service, floor)
+    name = f"GetLesson from cache, c={level}: throughput >= 90% of a grpc.aio server on Redis"
+    if service is None or floor is None or ratio is None:
+        add(name, None, results.get("redis", {}).get("skipped") or "not measured in this run")
+    else:
+        add(name, ratio >= 0.90, _ratio_detail(service, floor, ratio))
+    rss = results.get("rss", {}).get("service_max_mb")
+    largest = results.get("rss", {}).get("service_max_process_mb")
+    workers = results["config"].get("workers", 1)
+    add(
+        "Server RSS < 200 MB through the whole run",
+        None if rss is None else rss < 200,
+        "no service measured"
+        if rss is None
+        else f"max {rss:.0f} MB, sampled twice a second from every service process tree"
+        + (f" ({workers} workers; largest single process {largest:.0f} MB)" if workers > 1 else ""),
+    )
+    growth = results.get("growth_summary") or {}
+    for rpc, g in growth.items():
+        add(
+            f"{LABELS.get(rpc, rpc)} stays flat with size (p50 at the largest size"
+            " <= 1.5 x the smallest, c=1)",
+            g["ratio"] <= 1.5,
+            f"p50 {g['first_p50_ms']:.2f} ms at {g['first_size']:,} -> {g['last_p50_ms']:.2f} ms"
+            f" at {g['last_size']:,} ({g['ratio']:.2f}x)",
+        )
+    return out
+
+
+def _ratio_detail(service: dict[str, Any], floor: dict[str, Any], ratio: float) -> str:
+    return f"{service['throughput']:.0f}/s vs floor {floor['throughput']:.0f}/s = {ratio:.0%}"
+
+
+def growth_summary(results: dict[str, Any]) -> dict[str, Any]:
+    summary = {}
+    for rpc in ("probe_recall", "probe_recall_query"):
+        cells = sorted(
+            (
+                c
+                for c in _cells(results, "growth")
+                if c["rpc"] == rpc and c["concurrency"] == 1 and c.get("p50_ms")
+            ),
+            key=lambda c: c["size"],
+        )
+        if len(cells) >= 2:
+            first, last = cells[0], cells[-1]
+            summary[rpc] = {
+                "first_size": first["size"],
+                "last_size": last["size"],
+                "first_p50_ms": first["p50_ms"],
+                "last_p50_ms": last["p50_ms"],
+                "ratio": last["p50_ms"] / first["p50_ms"],
+            }
+    return summary
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    env = results["environment"]
+    lines = [
+        f"# Benchmark run {results['started']}",
+        "",
+        f"{cfg['memories']:,} memories, {cfg['users']:,} users, {cfg['lessons']:,} lessons;"
+        f" {cfg['duration']} s per cell after {cfg['warmup']} s warm-up;"
+        f" concurrency {', '.join(map(str, cfg['concurrency']))};"
+        f" {env['cpus']} CPUs shared by the load generator, the server and PostgreSQL"
+        f" ({env['postgres']}); service workers: {cfg['workers']}.",
+        "",
+        "Ratios are throughput divided by the floor's at the same concurrency, measured side"
+        " by side in interleaved rounds of this run: *grpc floor* is a minimal grpc.aio server"
+        " running the service's own SQL (or, for the cached GetLesson, answering from Redis);"
+        " *direct floor* is the same SQL through asyncpg (or the same Redis GET) with no gRPC."
+        " Compare ratios across machines, not absolute times (bench/README.md).",
+        "",
+    ]
+    start, end = env.get("git_at_start"), env.get("git")
+    if start in (None, end):
+        lines.append(f"Code: {end}.")
+    else:
+        lines.append(
+            f"**The code changed during the run**: {start} at the start, {end} at the end;"
+            " servers started after the change ran the new code."
+        )
+    lines += ["", "## Targets", ""]
+    for c in results["checks"]:
+        lines.append(f"- **{c['result']}** {c['check']}: {c['detail']}")
+    lines += ["", "## Every RPC", "", grid_table(results), ""]
+    noisy = [c for c in results["cells"] if c.get("other_cores", 0) > NOISE_CORES]
+    if noisy:
+        lines.append(
+            f"Noise: in {len(noisy)} of {len(results['cells'])} cells, processes outside the"
+            f" benchmark (or the hypervisor) took more than {NOISE_CORES} of a core; treat"
+            " those figures with care: "
+            + ", ".join(
+                f"{c['rpc']}/{c['target']}/c={c['concurrency']}"
+                + (f"@{c['size']:,}" if c["phase"] == "growth" else "")
+                + f" ({c['other_cores']:.2f})"
+                for c in noisy
+            )
+            + "."
+        )
+    else:
+        lines.append(
+            f"Noise: no cell saw more than {NOISE_CORES} of a core used outside the benchmark."
+        )
+    lines.append("")
+    lines += ["## Growth: the probe user's recall as the table grows", ""]
+    probe = cfg.get("probe_memories")
+    lines += [
+        f"Sixteen probe users own {probe} memories each at every size (one per concurrent"
+        " caller); the other users' memories grow with the table.",
+        "",
+        growth_table(results),
+        "",
+    ]
+    load = results.get("load", [])
+    if load:
+        lines += ["## Loading", ""]
+        for stage in load:
+            lines.append(
+                f"- up to {stage['size']:,} memories: {stage['memories']:,} memories and"
+                f" {stage['interactions']:,} interactions in {stage.get('total_s', 0):.1f} s"
+            )
+        lines.append("")
+    lines.append(f"Total run time: {results.get('total_s', 0):.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = _cells(results)
+    rpcs = list(dict.fromkeys(c["rpc"] for c in grid))
+    panels = len(rpcs) + 1
+    cols = 3
+    rows = (panels + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    styles = {"service": "C0", "grpc floor": "C1", "direct floor": "C2"}
+    for ax, rpc in zip(axes.flat, rpcs, strict=False):
+        for target, color in styles.items():
+            cells = sorted(
+                (c for c in grid if c["rpc"] == rpc and c["target"] == target and c.get("p50_ms")),
+                key=lambda c: c["concurrency"],
+            )
+            if not cells:
+                continue
+            x = [c["concurrency"] for c in cells]
+            label = cells[0]["target_label"]
+            ax.plot(x, [c["p50_ms"] for c in cells], "o-", color=color, label=f"{label} p50")
+            ax.plot(x, [c["p99_ms"] for c in cells], "x:", color=color, label=f"{label} p99")
+        ax.set_title(LABELS.get(rpc, rpc), fontsize=10)
+        ax.set_xscale("log", base=2)
+        levels = sorted({c["concurrency"] for c in grid if c["rpc"] == rpc})
+        ax.set_xticks(levels, [str(level) for level in levels])
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel("latency, ms")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    ax = axes.flat[len(rpcs)]
+    growth = _cells(results, "growth")
+    for n, rpc in enumerate(("probe_recall", "probe_recall_query")):
+        for level, marker in ((1, "o"), (16, "s")):
+            cells = sorted(
+                (
+                    c
+                    for c in growth
+                    if c["rpc"] == rpc and c["concurrency"] == level and c.get("p50_ms")
+                ),
+                key=lambda c: c["size"],
+            )
+            if not cells:
+                continue
+            x = [c["size"] for c in cells]
+            name = "query" if "query" in rpc else "no query"
+            ax.plot(x, [c["p50_ms"] for c in cells], f"{marker}-", color=f"C{n * 2 + level % 2}",
+                    label=f"{name}, c={level} p50")  # fmt: skip
+            ax.plot(x, [c["p99_ms"] for c in cells], f"{marker}:", color=f"C{n * 2 + level % 2}",
+                    label=f"{name}, c={level} p99")  # fmt: skip
+    ax.set_title("Probe user's recall vs memories in the table", fontsize=10)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("memories (all users)")
+    ax.set_ylabel("latency, ms")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6)
+    for extra in list(axes.flat)[panels:]:
+        extra.set_visible(False)
+    fig.suptitle(f"faraday memory service benchmark, {results['started']}", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(results: dict[str, Any], directory: Path) -> str:
+    text = markdown(results)
+    (directory / "results.md").write_text(text)
+    chart(results, directory / "latency.png")
+    return text
+
+
+if __name__ == "__main__":
+    source = Path(sys.argv[1])
+    data = json.loads(source.read_text())
+    data["growth_summary"] = growth_summary(data)
+    data["checks"] = checks(data)
+    print(render(data, source.parent))

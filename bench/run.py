@@ -1,0 +1,766 @@
+"""The performance benchmark (`make bench`): the service against its floors, on one machine.
+
+    .venv/bin/python bench/run.py              # 1M memories, 10k users: a few minutes
+    .venv/bin/python bench/run.py --quick      # small smoke run (about a minute)
+    .venv/bin/python bench/run.py --only recall store --concurrency 16
+
+Starts a throwaway embedded PostgreSQL (or uses --database-url, the schema
+owner's URL to an empty database), migrates it, loads the data set
+(bench/dataset.py) in growth stages, and starts a private redis-server when
+the binary exists. Then:
+
+1. growth: at 10k, 100k, ... memories, the real service recalls (with and
+   without query text) for the probe user, whose size never changes;
+2. the grid: every RPC kind at every concurrency against three targets, side
+   by side: the service (`memory-service serve`, its own process), the grpc
+   floor (bench/floor_server.py: a bare grpc.aio server doing the service's
+   SQL) and the direct floor (the same SQL through asyncpg, no gRPC; for the
+   cached GetLesson, a Redis GET). The load comes from bench/loadgen.py, a
+   process of its own.
+
+Writes bench/results/<timestamp>/{results.json, results.md, latency.png} and
+prints the Markdown (tables, and PASS/FAIL for the issue's targets) to stdout.
+bench/README.md explains how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import dataset
+import pg
+import psutil
+import report
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+GRID_KINDS = (
+    "recall",
+    "recall_query",
+    "store",
+    "feedback",
+    "get_lesson",
+    "list_lessons",
+    "search_lessons",
+    "get_lesson_cached",
+)
+# Not in the default grid (--only): recall with logging off, and every caller
+# recalling for the same user at once.
+EXTRA_KINDS = ("recall_nolog", "recall_query_nolog", "recall_one_user")
+GROWTH_KINDS = ("probe_recall", "probe_recall_query")
+GROWTH_CONCURRENCY = (1, 16)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
+
+
+class Server:
+    """A server process (the service, a floor, redis) and its log."""
+
+    def __init__(self, label: str, command: list[str], env: dict[str, str], logs: Path) -> None:
+        self.label = label
+        self.port = free_port()
+        self.command = [part.replace("{port}", str(self.port)) for part in command]
+        self.log_path = logs / f"{label.replace(' ', '-')}.log"
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        wait_port(self.port, self.process, label)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def rss_mb(self) -> tuple[float, float]:
+        """Resident memory of the process tree: (total, largest single process), in MB."""
+        sizes = [0]
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(self.pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    sizes.append(p.memory_info().rss)
+        return sum(sizes) / 2**20, max(sizes) / 2**20
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+class RssWatch(threading.Thread):
+    """Samples every running server's RSS twice a second for the whole run."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.servers: dict[str, Server] = {}
+        self.max_mb: dict[str, float] = {}  # process tree
+        self.max_process_mb: dict[str, float] = {}  # largest single process
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, server in list(self.servers.items()):
+                total, largest = server.rss_mb()
+                self.max_mb[name] = max(self.max_mb.get(name, 0.0), total)
+                self.max_process_mb[name] = max(self.max_process_mb.get(name, 0.0), largest)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class LoadGen:
+    """The load-generator process: one JSON command in, one JSON answer out."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self._stderr = (logs / "loadgen.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(BENCH / "loadgen.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=ROOT,
+            text=True,
+        )
+
+    def ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the load generator died (see loadgen.log)")
+        answer: dict[str, Any] = json.loads(line)
+        if "failed" in answer:
+            raise RuntimeError(f"load generator: {answer['failed']}")
+        return answer
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._stderr.close()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+        self.args = args
+        self.out = out
+        self.logs = out / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"}
+        self.servers: dict[str, Server] = {}
+        self.rss = RssWatch()
+        self.loadgen: LoadGen | None = None
+        self.owner_url = ""
+        self.app_url = ""
+        self.redis_url: str | None = None
+        self.redis_skipped: str | None = None
+        self.pg_pid: int | None = None
+        self.redis_pid: int | None = None
+        self.cells: list[dict[str, Any]] = []
+        self.load: list[dict[str, Any]] = []
+        self.first_cell: set[tuple[str, str]] = set()
+        self.floor_check: dict[str, Any] = {}
+        self.git_at_start = git_describe()
+
+    # ------------------------------------------------------------ servers
+
+    def service_command(self) -> list[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "memory_service.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+        ]
+        if self.args.workers > 1:
+            command += ["--workers", str(self.args.workers)]
+        return command
+
+    def server(self, name: str) -> Server:
+        """The named server, started on first use."""
+        if name in self.servers:
+            return self.servers[name]
+        env = dict(self.env)
+        floor = [sys.executable, str(BENCH / "floor_server.py"), "--port", "{port}"]
+        if self.args.workers > 1:
+            floor += ["--workers", str(self.args.workers)]
+        for key in ("FARADAY_REDIS_URL", "FARADAY_LOG_RECALL_INTERACTIONS", "FARADAY_PORT"):
+            env.pop(key, None)
+        env["FARADAY_DATABASE_URL"] = self.app_url
+        if name == "service":
+            command, label = self.service_command(), "service"
+        elif name == "service redis":
+            assert self.redis_url is not None
+            env["FARADAY_REDIS_URL"] = self.redis_url
+            command, label = self.service_command(), "service with Redis"
+        elif name == "service nolog":
+            env["FARADAY_LOG_RECALL_INTERACTIONS"] = "false"
+            command, label = self.service_command(), "service, recall logging off"
+        elif name == "floor":
+            command, label = [*floor, "--database-url", self.app_url], "grpc floor"
+        elif name == "floor nolog":
+            command = [*floor, "--database-url", self.app_url, "--no-log-recalls"]
+            label = "grpc floor, recall logging off"
+        elif name == "floor redis":
+            assert self.redis_url is not None
+            command = [*floor, "--mode", "redis", "--redis-url", self.redis_url]
+            label = "grpc floor on Redis"
+        else:
+            raise KeyError(name)
+        log(f"  starting {label}")
+        server = Server(name, command, env, self.logs)
+        server.label = label
+        self.servers[name] = server
+        self.rss.servers[name] = server
+        return server
+
+    def stop_server(self, name: str) -> None:
+        server = self.servers.pop(name, None)
+        if server is not None:
+            if self.loadgen is not None:  # drop channels to it (and the rest; reopened lazily)
+                self.loadgen.ask({"op": "close"})
+            self.rss.servers.pop(name, None)
+            server.stop()
+
+    def stop_all(self) -> None:
+        if self.loadgen is not None:
+            with contextlib.suppress(Exception):
+                self.loadgen.ask({"op": "close"})
+        for name in list(self.servers):
+            self.stop_server(name)
+
+    def start_redis(self) -> Server | None:
+        if self.args.redis_url:
+            self.redis_url = self.args.redis_url
+            return None
+        binary = shutil.which("redis-server")
+        if binary is None:
+            self.redis_skipped = "skipped: no redis-server binary on PATH (or pass --redis-url)"
+            log(f"  Redis: {self.redis_skipped}")
+            return None
+        command = [
+            binary,
+            "--port",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        redis = Server("redis", command, self.env, self.logs)
+        self.redis_url = f"redis://127.0.0.1:{redis.port}/0"
+        self.redis_pid = redis.pid
+        return redis
+
+    # ------------------------------------------------------------ cells
+
+    def targets(self, kind: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(target key, label, load-generator command fields) for one RPC kind."""
+        if kind == "get_lesson_cached":
+            if self.redis_url is None:
+                return []
+            return [
+                ("service", "service (Redis)", self._grpc("service redis")),
+                ("grpc floor", "grpc.aio + Redis", self._grpc("floor redis")),
+                ("direct floor", "redis-py GET", {"target": "redis", "redis_url": self.redis_url}),
+            ]
+        nolog = kind.endswith("_nolog")
+        direct = {"target": "asyncpg", "database_url": self.app_url}
+        return [
+            ("service", "service", self._grpc("service nolog" if nolog else "service")),
+            ("grpc floor", "grpc.aio + asyncpg", self._grpc("floor nolog" if nolog else "floor")),
+            ("direct floor", "asyncpg", direct),
+        ]
+
+    def _grpc(self, name: str) -> dict[str, Any]:
+        server = self.server(name)
+        return {"target": "grpc", "address": server.address, "server_pids": [server.pid]}
+
+    def measure(
+        self,
+        phase: str,
+        kind: str,
+        targets: list[tuple[str, str, dict[str, Any]]],
+        concurrency: int,
+        size: int,
+        workload: Path,
+        duration: float | None = None,
+    ) -> None:
+        """One cell per target, measured in interleaved rounds (A B C A B C ...).
+
+        Rounds spread the targets of a comparison over the same stretch of
+        time, so a checkpoint, an autovacuum or a noisy neighbour lands on all
+        of them rather than on whichever happened to be running.
+        """
+        assert self.loadgen is not None
+        rounds = max(1, self.args.rounds)
+        duration = duration or self.args.duration
+        parts: dict[str, list[dict[str, Any]]] = {t[0]: [] for t in targets}
+        for _ in range(rounds):
+            for target, _label, fields in targets:
+                first = (kind, target) not in self.first_cell
+                self.first_cell.add((kind, target))
+                parts[target].append(
+                    self.loadgen.ask(
+                        {
+                            "op": "run",
+                            "rpc": kind,
+                            "concurrency": concurrency,
+                            "warmup": self.args.warmup * (3 if first else 1),
+                            "duration": duration / rounds,
+                            "workload": str(workload),
+                            "pg_pid": self.pg_pid,
+                            "helper_pids": [self.redis_pid] if self.redis_pid else [],
+                            **fields,
+                        }
+                    )
+                )
+        for target, label, _fields in targets:
+            cell = {
+                "phase": phase,
+                "rpc": kind,
+                "target": target,
+                "target_label": label,
+                "concurrency": concurrency,
+                "size": size,
+                **combine(parts[target]),
+            }
+            self.cells.append(cell)
+            errors = ""
+            if cell["errors"]:
+                errors = f", {cell['errors']} ERRORS {cell['error_samples'][:1]}"
+            log(
+                f"  {kind:<20} {label:<20} c={concurrency:<3} {cell['throughput']:7.0f}/s"
+                f"  p50 {cell.get('p50_ms', 0):7.2f}  p99 {cell.get('p99_ms', 0):7.2f} ms"
+                f"  cpu/call {cell.get('server_cpu_ms_per_call', 0):.3f} ms{errors}"
+            )
+
+    # ------------------------------------------------------------ phases
+
+    async def load_to(self, plan: dataset.Plan, start: int, size: int) -> None:
+        log(f"loading memories {start:,} .. {size:,}")
+        conn = await asyncpg.connect(self.owner_url)
+        try:
+            stats = await dataset.load_memories(conn, plan, start, size)
+        finally:
+            await conn.close()
+        stats["size"] = size
+        self.load.append(stats)
+        log(f"  {stats}")
+
+    def write_workload(self, plan: dataset.Plan, size: int) -> Path:
+        path = self.out / f"workload-{size}.json"
+        path.write_text(
+            json.dumps(dataset.workload(plan, size, traffic_exponent=self.args.traffic_exponent))
+        )
+        return path
+
+    def growth_stage(self, plan: dataset.Plan, size: int) -> None:
+        workload = self.write_workload(plan, size)
+        log(f"growth: probe user's recall at {size:,} memories")
+        targets = [("service", "service", self._grpc("service"))]
+        for kind in GROWTH_KINDS:
+            for level in GROWTH_CONCURRENCY:
+                # Two thirds of a grid cell: 12 cells, and their answer is a trend.
+                duration = self.args.duration * 2 / 3
+                self.measure("growth", kind, targets, level, size, workload, duration)
+
+    def verify_floor(self, workload: Path) -> None:
+        """Check the grpc floor answers as the service does, so it is the same work."""
+        assert self.loadgen is not None
+        self.floor_check = self.loadgen.ask(
+            {
+                "op": "verify",
+                "service": self.server("service").address,
+                "floor": self.server("floor").address,
+                "workload": str(workload),
+            }
+        )
+        for kind, found in self.floor_check.items():
+            flag = "" if found["same"] == found["asked"] else f"  DIFFERENT: {found['differences']}"
+            log(f"  floor check {kind}: {found['same']}/{found['asked']} identical{flag}")
+
+    def grid(self, plan: dataset.Plan, size: int) -> None:
+        workload = self.write_workload(plan, size)
+        self.verify_floor(workload)
+        kinds = self.args.only or GRID_KINDS
+        for kind in kinds:
+            targets = self.targets(kind)
+            if not targets:
+                log(f"{kind}: {self.redis_skipped}")
+                continue
+            log(f"{kind}:")
+            for level in self.args.concurrency:
+                self.measure("grid", kind, targets, level, size, workload)
+            if kind == "get_lesson_cached":  # only they need these two
+                self.stop_server("service redis")
+                self.stop_server("floor redis")
+            if kind.endswith("_nolog"):
+                self.stop_server("service nolog")
+                self.stop_server("floor nolog")
+
+    async def environment(self) -> dict[str, Any]:
+        conn = await asyncpg.connect(self.owner_url)
+        try:
+            version = await conn.fetchval("SHOW server_version")
+            settings = {
+                r["name"]: r["value"]
+                for r in await conn.fetch(
+                    "SELECT name, current_setting(name) AS value FROM pg_settings"
+                    " WHERE name = ANY($1::text[])",
+                    [
+                        "shared_buffers",
+                        "max_connections",
+                        "synchronous_commit",
+                        "work_mem",
+                        "effective_cache_size",
+                        "jit",
+                        "max_parallel_workers_per_gather",
+                    ],
+                )
+            }
+            tables = await dataset.table_stats(conn)
+        finally:
+            await conn.close()
+        import grpc
+
+        return {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+            "asyncpg": asyncpg.__version__,
+            "postgres": f"PostgreSQL {version}",
+            "postgres_settings": settings,
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "git": git_describe(),
+            "git_at_start": self.git_at_start,
+            "tables": tables,
+        }
+
+
+def git_describe() -> str:
+    """The commit, and a digest of the service's code (which others may be editing)."""
+    import hashlib
+
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    digest = hashlib.sha1()
+    for folder in ("memory_service", "migrations"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return f"{commit} (service code {digest.hexdigest()[:10]})"
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell's figures from its rounds."""
+    import numpy as np
+
+    calls = sum(p["calls"] for p in parts)
+    window = sum(p["window_s"] for p in parts)
+    cell: dict[str, Any] = {
+        "calls": calls,
+        "errors": sum(p["errors"] for p in parts),
+        "error_samples": [e for p in parts for e in p["error_samples"]][:3],
+        "window_s": round(window, 3),
+        "rounds": len(parts),
+        "round_throughputs": [round(p["throughput"], 1) for p in parts],
+        "throughput": calls / window if window else 0.0,
+        "server_cpu_s": sum(p["server_cpu_s"] for p in parts),
+        "pg_cpu_s": sum(p["pg_cpu_s"] for p in parts),
+        "loadgen_cpu_s": sum(p["loadgen_cpu_s"] for p in parts),
+        "server_rss_mb": max(p["server_rss_mb"] for p in parts),
+        "other_cpu_s": sum(p["other_cpu_s"] for p in parts),
+        "steal_s": sum(p["steal_s"] for p in parts),
+    }
+    # Cores busy outside the benchmark's processes during the windows.
+    cell["other_cores"] = (cell["other_cpu_s"] + cell["steal_s"]) / window if window else 0.0
+    if calls:
+        ms = np.concatenate([np.array(p["latencies_us"], dtype=np.float64) for p in parts]) / 1e3
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        cell |= {
+            "p50_ms": float(p50),
+            "p95_ms": float(p95),
+            "p99_ms": float(p99),
+            "mean_ms": float(ms.mean()),
+            "max_ms": float(ms.max()),
+            "server_cpu_ms_per_call": cell["server_cpu_s"] * 1000 / calls,
+            "pg_cpu_ms_per_call": cell["pg_cpu_s"] * 1000 / calls,
+            "loadgen_cpu_ms_per_call": cell["loadgen_cpu_s"] * 1000 / calls,
+        }
+    return cell
+
+
+def stages(memories: int, max_size: int) -> tuple[list[int], list[int]]:
+    """Growth sizes up to the grid's size, and beyond it (up to --max-size)."""
+    sizes = dataset.growth_sizes(max(memories, max_size))
+    sizes = sorted({*(s for s in sizes if s < memories), memories, *sizes})
+    return [s for s in sizes if s <= memories], [s for s in sizes if s > memories]
+
+
+def enough_disk(path: Path, memories: int) -> bool:
+    # ~1.3 KB per memory with its interactions and indexes, measured at 1M; twice that free.
+    return shutil.disk_usage(path).free > 2 * 1300 * memories
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = datetime.now(UTC)
+    out = args.results_dir / started.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, out)
+    t0 = time.perf_counter()
+    spec = dataset.Spec(
+        users=args.users,
+        memories=max(args.memories, args.max_size),
+        lessons=args.lessons,
+        interactions_per_memory=args.interactions_per_memory,
+        probe_memories=args.probe_memories,
+        seed=args.seed,
+    )
+    within, beyond = stages(args.memories, args.max_size)
+    if args.skip_growth:
+        within, beyond = [args.memories], []
+    tmp = Path(tempfile.mkdtemp(prefix="faraday-bench-"))
+    embedded: pg.Embedded | None = None
+    redis: Server | None = None
+    try:
+        if args.database_url:
+            bench.owner_url = args.database_url
+        else:
+            log(f"starting PostgreSQL in {tmp}")
+            embedded = pg.Embedded.start(tmp, pg.settings_of(args.pg_setting))
+            bench.owner_url = embedded.url
+            bench.pg_pid = embedded.postmaster_pid
+        from memory_service.storage import migrate
+
+        await migrate.upgrade(bench.owner_url)
+        bench.app_url = migrate.app_role_url(bench.owner_url)
+        conn = await asyncpg.connect(bench.owner_url)
+        try:
+            if await conn.fetchval("SELECT count(*) FROM user_memories"):
+                raise SystemExit("the database already holds memories: give an empty one")
+            plan = dataset.Plan.build(spec)
+            log("loading users, preferences, subjects, profiles, lessons")
+            registry = await dataset.load_registry(conn, plan)
+        finally:
+            await conn.close()
+        redis = bench.start_redis()
+        bench.rss.start()
+        bench.loadgen = LoadGen(bench.env, bench.logs)
+        loaded = 0
+        for size in within:
+            await bench.load_to(plan, loaded, size)
+            loaded = size
+            if not args.skip_growth:
+                bench.growth_stage(plan, size)
+            if size != args.memories:
+                bench.stop_server("service")
+        log(f"grid at {args.memories:,} memories")
+        bench.grid(plan, args.memories)
+        for size in beyond:
+            bench.stop_all()
+            if not enough_disk(tmp, size):
+                log(f"growth: not enough free disk for {size:,} memories; stopping there")
+                break
+            await bench.load_to(plan, loaded, size)
+            loaded = size
+            bench.growth_stage(plan, size)
+        bench.stop_all()
+        environment = await bench.environment()
+    finally:
+        bench.stop_all()
+        bench.rss.stop()
+        if bench.loadgen is not None:
+            bench.loadgen.stop()
+        if redis is not None:
+            redis.stop()
+        if embedded is not None:
+            embedded.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    config = {
+        **{k: v for k, v in vars(args).items() if k not in ("results_dir",)},
+        "spec": asdict(spec),
+        "growth_sizes": within + beyond,
+        "workers_flag": args.workers > 1,
+    }
+    results: dict[str, Any] = {
+        "started": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "config": config,
+        "environment": environment,
+        "registry": registry,
+        "load": bench.load,
+        "cells": bench.cells,
+        "redis": {"url": bench.redis_url, "skipped": bench.redis_skipped},
+        "floor_check": bench.floor_check,
+        "rss": {
+            "max_mb_by_server": bench.rss.max_mb,
+            "max_process_mb_by_server": bench.rss.max_process_mb,
+            "service_max_mb": max(
+                (v for k, v in bench.rss.max_mb.items() if k.startswith("service")),
+                default=None,
+            ),
+            "service_max_process_mb": max(
+                (v for k, v in bench.rss.max_process_mb.items() if k.startswith("service")),
+                default=None,
+            ),
+        },
+        "total_s": time.perf_counter() - t0,
+    }
+    results["growth_summary"] = report.growth_summary(results)
+    results["checks"] = report.checks(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print(report.render(results, out))
+    log(f"results in {out}")
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    size = parser.add_argument_group("data set")
+    size.add_argument("--memories", type=int, default=1_000_000, help="memories for the grid")
+    size.add_argument("--users", type=int, default=10_000)
+    size.add_argument("--lessons", type=int, default=20_000)
+    size.add_argument("--interactions-per-memory", type=float, default=1.5)
+    size.add_argument("--probe-memories", type=int, default=200)
+    size.add_argument("--seed", type=int, default=42)
+    size.add_argument(
+        "--max-size",
+        type=int,
+        default=0,
+        help="keep growing past --memories up to this many for the growth curve (e.g. 10000000)",
+    )
+    load = parser.add_argument_group("load")
+    load.add_argument("--duration", type=float, default=3.0, help="measured seconds per cell")
+    load.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="split each cell's duration into this many rounds, interleaved across targets",
+    )
+    load.add_argument(
+        "--warmup",
+        type=float,
+        default=0.2,
+        help="warm-up seconds before each round (three times this for a target's first one)",
+    )
+    load.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    load.add_argument(
+        "--only",
+        nargs="+",
+        choices=GRID_KINDS + EXTRA_KINDS,
+        help="RPC kinds for the grid (default: all but the *_nolog ones)",
+    )
+    load.add_argument(
+        "--traffic-exponent",
+        type=float,
+        default=0.5,
+        help="recall users drawn with weight memory_count ** this (0 uniform, 1 proportional)",
+    )
+    load.add_argument("--skip-growth", action="store_true", help="load once, no growth curve")
+    load.add_argument("--workers", type=int, default=1, help="memory-service serve --workers N")
+    where = parser.add_argument_group("where")
+    where.add_argument("--database-url", help="schema owner's URL to an empty database")
+    where.add_argument("--redis-url", help="an existing Redis instead of a private redis-server")
+    where.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra setting for the embedded PostgreSQL (repeatable)",
+    )
+    where.add_argument("--results-dir", type=Path, default=BENCH / "results")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20k memories, 500 users, 1,000 lessons, 0.5 s cells",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        defaults = {"memories": 1_000_000, "users": 10_000, "lessons": 20_000, "duration": 3.0}
+        quick = {"memories": 20_000, "users": 500, "lessons": 1_000, "duration": 0.5}
+        for name, value in quick.items():
+            if getattr(args, name) == defaults[name]:  # explicit flags win
+                setattr(args, name, value)
+        if args.warmup == 0.2:
+            args.warmup = 0.1
+        if args.rounds == 3:
+            args.rounds = 1
+    if args.workers > 1:
+        help_text = subprocess.run(
+            [sys.executable, "-m", "memory_service.cli", "serve", "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout
+        if "--workers" not in help_text:
+            parser.error("this memory-service has no --workers flag")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

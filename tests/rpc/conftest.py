@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -87,68 +81,6 @@ def lesson_stub(channel: grpc.aio.Channel) -> lesson_service_pb2_grpc.LessonServ
 @pytest.fixture
 def admin_stub(channel: grpc.aio.Channel) -> admin_service_pb2_grpc.AdminServiceStub:
     return admin_service_pb2_grpc.AdminServiceStub(channel)
-
-
-def _redis_answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """FARADAY_TEST_REDIS_URL, else a Redis on 127.0.0.1:6379, else one started here."""
-    url = os.environ.get("FARADAY_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    if _redis_answers("127.0.0.1", 6379):
-        # Database 15: keep clear of anything else on the machine's Redis.
-        yield "redis://127.0.0.1:6379/15"
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip(
-            "no Redis: set FARADAY_TEST_REDIS_URL, run one on 127.0.0.1:6379,"
-            " or install redis-server"
-        )
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="faraday-test-redis-") as tmp:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while not _redis_answers("127.0.0.1", port):
-                if time.monotonic() > deadline:
-                    pytest.fail("redis-server did not start within 10 s")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(5)
 
 
 @dataclass

@@ -240,7 +240,11 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     start, end = env.get("git_at_start"), env.get("git")
-    if start in (None, end):
+
+    def code(describe: str | None) -> str | None:  # the service code's digest
+        return describe.rpartition("service code ")[2] if describe else None
+
+    if start is None or code(start) == code(end):
         lines.append(f"Code: {end}.")
     else:
         lines.append(

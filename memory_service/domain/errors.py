@@ -95,3 +95,9 @@ class DeadlineExceeded(DomainError):
     """The work ran past its time (the caller's deadline or the statement timeout)."""
 
     reason = "DEADLINE_EXCEEDED"
+
+
+class Contention(DomainError):
+    """Concurrent transactions collided (deadlock, serialization); retrying may work."""
+
+    reason = "CONCURRENT_UPDATE"

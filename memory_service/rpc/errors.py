@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 
 from memory_service.domain.errors import (
     AlreadyExists,
+    Contention,
     DeadlineExceeded,
     DomainError,
     FailedPrecondition,
@@ -44,6 +45,7 @@ STATUS_CODES: dict[type[DomainError], int] = {
     NotFound: code_pb2.NOT_FOUND,
     AlreadyExists: code_pb2.ALREADY_EXISTS,
     StaleEtag: code_pb2.ABORTED,
+    Contention: code_pb2.ABORTED,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     Unavailable: code_pb2.UNAVAILABLE,
     Unauthenticated: code_pb2.UNAUTHENTICATED,

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from memory_service.domain.errors import DeadlineExceeded, Unavailable
+from memory_service.domain.errors import Contention, DeadlineExceeded, Unavailable
 from memory_service.storage import session
 
 logger = logging.getLogger(__name__)
@@ -164,6 +164,8 @@ class Database:
             await _roll_back(conn)
             if isinstance(exc, asyncpg.QueryCanceledError):
                 raise DeadlineExceeded("the statement ran out of time and was cancelled") from exc
+            if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
+                raise Contention("a concurrent update got in the way; retry the call") from exc
             if isinstance(exc, Exception):
                 _raise_if_unavailable(exc)
             raise

@@ -171,3 +171,28 @@ async def test_oversized_messages_are_rejected_before_any_work(
         await memory_stub.StoreMemory(_store(user, "x" * (2 * 1024 * 1024), ""))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert await _count(database_url, "SELECT count(*) FROM user_memories") == 0
+
+
+async def test_concurrent_recalls_of_one_user_neither_wait_nor_deadlock(
+    memory_stub, admin_stub, database_url
+) -> None:
+    user = await register_user(admin_stub)
+    for n in range(30):
+        await memory_stub.StoreMemory(_store(user, f"fractions lesson note {n}", ""))
+    requests = [
+        memory_service_pb2.RecallMemoriesRequest(user_id=user, query=q, limit=20)
+        for q in ("", "fractions", "lesson note", "note fractions")
+    ]
+    results = await asyncio.gather(
+        *(memory_stub.RecallMemories(requests[n % 4], timeout=10) for n in range(64)),
+        return_exceptions=True,
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors == []
+    # Every recall still logged its interactions, whoever bumped last_accessed.
+    assert await _count(
+        database_url,
+        "SELECT count(*) FROM memory_interactions WHERE user_id = $1"
+        " AND interaction_type = 'recall'",
+        uuid.UUID(user),
+    ) == sum(len(r.memories) for r in results)

@@ -13,7 +13,7 @@ from typing import Any
 
 from memory_service.domain import feedback as feedback_rule
 from memory_service.domain import page_token
-from memory_service.domain.errors import InvalidArgument
+from memory_service.domain.errors import Contention, InvalidArgument
 from memory_service.domain.models import (
     Feedback,
     Interaction,
@@ -92,9 +92,15 @@ class Memories:
         caller.user_filter(query.user_id)
         if query.assistant_profile_id is not None:
             caller.require_profile(query.assistant_profile_id, "assistant_profile_id")
-        return await self._store.recall(
-            query, caller.visibility, log=self._policy.log_recall_interactions
-        )
+        log = self._policy.log_recall_interactions
+        try:
+            return await self._store.recall(query, caller.visibility, log=log)
+        except Contention:
+            # Concurrent recalls of one user can still deadlock, rarely, on
+            # the foreign-key checks of their interaction rows against each
+            # other's last_accessed bumps. The statement is atomic and was
+            # rolled back whole, so running it again is safe.
+            return await self._store.recall(query, caller.visibility, log=log)
 
     async def record_feedback(
         self, caller: Principal, feedback: Feedback, request_id: str = "", request_hash: str = ""

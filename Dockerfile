@@ -1,7 +1,11 @@
 # syntax=docker/dockerfile:1
 # Small image running the server as a non-root user. Point it at PostgreSQL
-# with FARADAY_DATABASE_URL (the embedded default is for laptops, not
-# containers) and run `memory-service migrate` once per release.
+# with FARADAY_DATABASE_URL (the faraday_app role; the embedded default is
+# for laptops, not containers) and run `memory-service migrate` once per
+# release with FARADAY_MIGRATION_DATABASE_URL (the schema owner). It listens
+# on 0.0.0.0, so it refuses to start without authentication: mount a tokens
+# file (FARADAY_SERVICE_TOKENS_FILE) and/or set the JWT variables, and TLS
+# (docs/security.md). FARADAY_ALLOW_INSECURE=true is for local experiments.
 
 FROM python:3.11-slim AS build
 WORKDIR /src

@@ -27,10 +27,10 @@ from faraday.memory.v1 import (
     memory_pb2,
     memory_service_pb2,
 )
-from google.protobuf import struct_pb2
 
 from memory_service.domain import ranking
 from memory_service.domain.feedback import DEFAULT_LEARNING_RATE
+from memory_service.rpc.wire import fill_value, struct_to_dict
 from memory_service.storage import lessons as lesson_sql
 from memory_service.storage import memories as memory_sql
 from memory_service.storage.named_sql import NamedSQL
@@ -39,19 +39,6 @@ Statement = tuple[str, list[Any]]
 
 RECALL_DEFAULT_LIMIT = 10
 HALF_LIFE_SECONDS = ranking.DEFAULT_WEIGHTS.half_life.total_seconds()
-
-
-def struct_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    return {k: _value(v) for k, v in message.fields.items()}
-
-
-def _value(v: struct_pb2.Value) -> Any:
-    kind = v.WhichOneof("kind")
-    if kind == "struct_value":
-        return struct_dict(v.struct_value)
-    if kind == "list_value":
-        return [_value(x) for x in v.list_value.values]
-    return None if kind in (None, "null_value") else getattr(v, kind)
 
 
 def _bind(statement: NamedSQL, params: dict[str, Any], rpc: str) -> Statement:
@@ -97,14 +84,14 @@ def store(request: memory_service_pb2.StoreMemoryRequest) -> Statement:
         "user_id": uuid.UUID(m.user_id),
         "assistant_profile_id": m.assistant_profile_id or None,
         "content": m.content,
-        "context": struct_dict(m.context),
+        "context": struct_to_dict(m.context),
         "importance": m.importance if m.HasField("importance") else 0.5,
         "category": m.category,
         "tags": list(m.tags),
         "source": m.source or None,
         "confidence": m.confidence if m.HasField("confidence") else None,
         "expires_at": None,
-        "metadata": struct_dict(m.metadata),
+        "metadata": struct_to_dict(m.metadata),
     }
     return _bind(memory_sql._STORE, params, "StoreMemory")
 
@@ -121,7 +108,7 @@ def feedback(request: memory_service_pb2.RecordFeedbackRequest) -> Statement:
         "id": request.memory_id,
         "learning_rate": DEFAULT_LEARNING_RATE,
         "target": target,
-        "context": struct_dict(request.context),
+        "context": struct_to_dict(request.context),
         "feedback": given,
         "owner": None,
         "profiles": None,
@@ -153,19 +140,6 @@ def search_lessons(request: lesson_service_pb2.SearchLessonsRequest) -> Statemen
 
 
 # ---------------------------------------------------------------- rows -> messages
-
-
-def _fill_value(target: struct_pb2.Value, value: Any) -> None:
-    if isinstance(value, dict):
-        target.struct_value.update(value)
-    elif isinstance(value, list):
-        target.list_value.extend(value)
-    elif isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int | float):
-        target.number_value = value
-    elif isinstance(value, str):
-        target.string_value = value
 
 
 def _timestamp(target: Any, value: datetime | str | None) -> None:
@@ -262,7 +236,7 @@ def lesson(row: Mapping[str, Any]) -> lesson_pb2.Lesson:
         out.lesson_data.update(row["lesson_data"])
     for name in _LESSON_VALUES:
         if row[name] is not None:
-            _fill_value(getattr(out, name), row[name])
+            fill_value(getattr(out, name), row[name])
     _timestamp(out.create_time, row["created_at"])
     _timestamp(out.update_time, row["updated_at"])
     return out

@@ -53,13 +53,13 @@ _RETURNED = ", ".join(("id", *_WRITABLE, "created_at", "updated_at"))
 
 # LEFT JOINs: the platform's documentation joins with inner joins, which
 # would hide every lesson without a subject or an assistant.
-_NAMES = """
+LESSON_NAMES_JOIN = """
 LEFT JOIN subject_categories sc ON sc.id = l.subject_category_id
 LEFT JOIN assistant_profiles ap ON ap.id = l.assistant_profile_id"""
 
 # Ids travel as int64 on the wire but lessons.id is an int4: comparing with
 # a bigint parameter makes an out-of-range id simply not found.
-_GET = f"SELECT {LESSON_COLUMNS} FROM lessons l {_NAMES} WHERE l.id = $1::bigint"
+_GET = f"SELECT {LESSON_COLUMNS} FROM lessons l {LESSON_NAMES_JOIN} WHERE l.id = $1::bigint"
 
 _INSERT = NamedSQL.compile(f"""
 WITH l AS (
@@ -67,7 +67,7 @@ WITH l AS (
     VALUES ({", ".join(f":{c}" for c in _WRITABLE)})
     RETURNING {_RETURNED}
 )
-SELECT {LESSON_COLUMNS} FROM l {_NAMES}
+SELECT {LESSON_COLUMNS} FROM l {LESSON_NAMES_JOIN}
 """)
 
 _UPDATE = NamedSQL.compile(f"""
@@ -76,7 +76,7 @@ WITH l AS (
     WHERE id = :id::bigint
     RETURNING {_RETURNED}
 )
-SELECT {LESSON_COLUMNS} FROM l {_NAMES}
+SELECT {LESSON_COLUMNS} FROM l {LESSON_NAMES_JOIN}
 """)
 
 _DELETE = "DELETE FROM lessons WHERE id = $1::bigint RETURNING id"
@@ -117,7 +117,7 @@ _TSQUERY = "websearch_to_tsquery('english', :query)"
 def _list_sql(present: tuple[str, ...]) -> NamedSQL:
     where = " AND ".join(_CONDITIONS[name] for name in present) or "true"
     return NamedSQL.compile(f"""
-SELECT {LESSON_COLUMNS} FROM lessons l {_NAMES}
+SELECT {LESSON_COLUMNS} FROM lessons l {LESSON_NAMES_JOIN}
 WHERE {where}
 ORDER BY l.id DESC
 LIMIT :limit
@@ -130,7 +130,7 @@ def _search_sql(present: tuple[str, ...]) -> NamedSQL:
     # Normalization 32 maps the rank r to r / (r + 1): 0..1, as documented.
     return NamedSQL.compile(f"""
 SELECT {LESSON_COLUMNS}, ts_rank_cd(l.search_vector, {_TSQUERY}, 32) AS rank
-FROM lessons l {_NAMES}
+FROM lessons l {LESSON_NAMES_JOIN}
 WHERE l.search_vector @@ {_TSQUERY} {"AND " + where if where else ""}
 ORDER BY rank DESC, l.id DESC
 OFFSET :offset

@@ -309,7 +309,7 @@ def memory_from_row(row: asyncpg.Record) -> Memory:
     )
 
 
-def _interaction(row: asyncpg.Record) -> Interaction:
+def interaction_from_row(row: asyncpg.Record) -> Interaction:
     return Interaction(
         id=row["id"],
         memory_id=row["memory_id"],
@@ -572,7 +572,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             logged = await conn.fetchrow(_GET_INTERACTION, first["interaction_id"])
             if logged is None:  # the memory was deleted since, with its interactions
                 raise NotFound("memory", feedback.memory_id)
-            return memory, _interaction(logged)
+            return memory, interaction_from_row(logged)
 
     async def list_interactions(
         self,
@@ -593,7 +593,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             "limit": limit + 1,
         }
         rows = await self._db.fetch(_LIST_INTERACTIONS.sql, *_LIST_INTERACTIONS.args(params))
-        items = [_interaction(r) for r in rows[:limit]]
+        items = [interaction_from_row(r) for r in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         return Page(items, [last.created_at, last.id] if last else None)
 

@@ -160,7 +160,18 @@ SELECT * FROM saved ORDER BY priority DESC, name
 """
 
 
-def _user(row: asyncpg.Record) -> User:
+def preferences_from_row(row: asyncpg.Record) -> UserPreferences:
+    return UserPreferences(
+        user_id=row["user_id"],
+        theme=row["theme"],
+        notifications=row["notifications"],
+        language=row["language"],
+        timezone=row["timezone"],
+        updated_at=row["updated_at"],
+    )
+
+
+def user_from_row(row: asyncpg.Record) -> User:
     return User(
         id=row["id"],
         email=row["email"],
@@ -225,7 +236,7 @@ class RegistryStore:
         except asyncpg.CheckViolationError as exc:
             raise _rejected("user", exc) from exc
         assert row is not None
-        return _user(row)
+        return user_from_row(row)
 
     async def upsert_preferences(self, prefs: UserPreferences) -> UserPreferences:
         try:
@@ -242,14 +253,7 @@ class RegistryStore:
         except asyncpg.CheckViolationError as exc:
             raise _rejected("preferences", exc) from exc
         assert row is not None
-        return UserPreferences(
-            user_id=row["user_id"],
-            theme=row["theme"],
-            notifications=row["notifications"],
-            language=row["language"],
-            timezone=row["timezone"],
-            updated_at=row["updated_at"],
-        )
+        return preferences_from_row(row)
 
     async def upsert_subject_category(self, category: SubjectCategory) -> SubjectCategory:
         """Create or replace a category, matched by id if it has one (a rename), else by name.

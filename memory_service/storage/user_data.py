@@ -10,20 +10,17 @@ import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-import asyncpg
-
 from memory_service.domain.errors import NotFound
 from memory_service.domain.models import Interaction, Lesson, Memory, User, UserPreferences
 from memory_service.storage.database import Database
-from memory_service.storage.lessons import _NAMES as _LESSON_NAMES
-from memory_service.storage.lessons import LESSON_COLUMNS, lesson_from_row
+from memory_service.storage.lessons import LESSON_COLUMNS, LESSON_NAMES_JOIN, lesson_from_row
 from memory_service.storage.memories import (
     INTERACTION_COLUMNS,
     MEMORY_COLUMNS,
-    _interaction,
+    interaction_from_row,
     memory_from_row,
 )
-from memory_service.storage.registry import USER_COLUMNS, _user
+from memory_service.storage.registry import USER_COLUMNS, preferences_from_row, user_from_row
 
 # One exported record, in the order ExportUserData promises: the user, its
 # preferences, then memories, interactions and lessons.
@@ -85,7 +82,7 @@ SELECT {INTERACTION_COLUMNS} FROM memory_interactions WHERE user_id = $1 ORDER B
 
 # With the subject's and assistant's names, as GetLesson answers.
 _EXPORT_LESSONS = f"""
-SELECT {LESSON_COLUMNS} FROM lessons l {_LESSON_NAMES} WHERE l.user_id = $1 ORDER BY l.id
+SELECT {LESSON_COLUMNS} FROM lessons l {LESSON_NAMES_JOIN} WHERE l.user_id = $1 ORDER BY l.id
 """
 
 
@@ -101,18 +98,6 @@ class ErasedUserData:
     @property
     def lessons(self) -> int:
         return len(self.lesson_ids)
-
-
-def _preferences(row: asyncpg.Record) -> UserPreferences:
-    # storage/registry.py builds the same value inline in upsert_preferences.
-    return UserPreferences(
-        user_id=row["user_id"],
-        theme=row["theme"],
-        notifications=row["notifications"],
-        language=row["language"],
-        timezone=row["timezone"],
-        updated_at=row["updated_at"],
-    )
 
 
 class UserDataStore:
@@ -155,15 +140,15 @@ class UserDataStore:
             user_row = await conn.fetchrow(_EXPORT_USER, user_id)
             if user_row is None:
                 raise NotFound("user", user_id)
-            yield _user(user_row)
+            yield user_from_row(user_row)
             prefs_row = await conn.fetchrow(_EXPORT_PREFERENCES, user_id)
             if prefs_row is not None:
-                yield _preferences(prefs_row)
+                yield preferences_from_row(prefs_row)
             async for row in conn.cursor(_EXPORT_MEMORIES, user_id, prefetch=CURSOR_PREFETCH_ROWS):
                 yield memory_from_row(row)
             async for row in conn.cursor(
                 _EXPORT_INTERACTIONS, user_id, prefetch=CURSOR_PREFETCH_ROWS
             ):
-                yield _interaction(row)
+                yield interaction_from_row(row)
             async for row in conn.cursor(_EXPORT_LESSONS, user_id, prefetch=CURSOR_PREFETCH_ROWS):
                 yield lesson_from_row(row)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -17,13 +15,10 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from memory_service.domain import validation as check
-from memory_service.domain.errors import DomainError
 from memory_service.domain.models import Interaction, Lesson, Memory, User, UserPreferences
 from memory_service.rpc import lesson_messages, memory_messages, registry_messages
-from memory_service.rpc.errors import abort, translate_errors
+from memory_service.rpc.errors import translate_errors
 from memory_service.services.admin import Admin
-
-logger = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -139,33 +134,18 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             preferences=erased.preferences,
         )
 
-    # An async generator: translate_errors wraps coroutine functions only, so
-    # this method translates its own errors, the same way. The user is read
-    # before the first record is yielded, so NOT_FOUND (like INVALID_ARGUMENT)
-    # is the call's status with no message sent; a failure mid-stream (the
-    # database going away) ends the stream with its status after the records
-    # sent so far.
+    # The user is read before the first record is yielded, so NOT_FOUND (like
+    # INVALID_ARGUMENT) is the call's status with no message sent; a failure
+    # mid-stream (the database going away) ends the stream with its status
+    # after the records sent so far (translate_errors wraps streams too).
     async def ExportUserData(
         self, request: admin_service_pb2.ExportUserDataRequest, context: Context
     ) -> AsyncIterator[admin_service_pb2.ExportUserDataResponse]:
-        try:
-            user_id = _user_id(request.user_id)
-            json_lines = _json_lines(request.format)
-            # aclosing: when the caller goes away mid-export, grpc closes this
-            # generator, and this closes the store's, which gives the
-            # database connection (and its snapshot) back at once.
-            async with aclosing(self._admin.export_user_data(user_id)) as records:
-                async for record in records:
-                    yield _export_response(record, json_lines)
-        except asyncio.CancelledError:
-            raise
-        except DomainError as error:
-            await abort(context, error)
-        except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            error_id = uuid.uuid4().hex[:12]
-            logger.exception("internal error %s in AdminServicer.ExportUserData", error_id)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error (error id {error_id}); see server log"
-            )
+        user_id = _user_id(request.user_id)
+        json_lines = _json_lines(request.format)
+        # aclosing: when the caller goes away mid-export, grpc closes this
+        # generator, and this closes the store's, which gives the database
+        # connection (and its snapshot) back at once.
+        async with aclosing(self._admin.export_user_data(user_id)) as records:
+            async for record in records:
+                yield _export_response(record, json_lines)

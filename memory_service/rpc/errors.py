@@ -8,12 +8,11 @@ with an opaque error id, never with the exception's text.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -103,28 +102,54 @@ R = TypeVar("R")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
 
 
+async def _answer(
+    context: grpc.aio.ServicerContext[Any, Any], exc: Exception, where: str
+) -> NoReturn:
+    """The status for an exception a servicer raised (CancelledError never gets here)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    if isinstance(exc, DomainError):
+        await abort(context, exc)
+    error_id = uuid.uuid4().hex[:12]
+    logger.error("internal error %s in %s", error_id, where, exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error (error id {error_id}); see server log"
+    )
+    raise AssertionError("abort returned") from exc  # pragma: no cover
+
+
 def translated(handler: Handler[R]) -> Handler[R]:
-    """Wrap one servicer method: domain errors become statuses, bugs become INTERNAL."""
+    """Wrap one unary servicer method: domain errors become statuses, bugs INTERNAL.
+
+    CancelledError (the caller went away or its deadline passed) is a
+    BaseException and passes through untouched, so grpc and asyncpg (which
+    cancels the running query) see it.
+    """
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> R:
         try:
             return await handler(self, request, context)
-        except asyncio.CancelledError:
-            # The caller went away or its deadline passed: let grpc and
-            # asyncpg (which cancels the running query) see it.
-            raise
-        except DomainError as error:
-            await abort(context, error)
         except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            error_id = uuid.uuid4().hex[:12]
-            logger.exception("internal error %s in %s", error_id, handler.__qualname__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error (error id {error_id}); see server log"
-            )
-            raise AssertionError("abort returned") from exc  # pragma: no cover
+            await _answer(context, exc, handler.__qualname__)
+
+    return wrapper
+
+
+def translated_stream(
+    handler: Callable[..., AsyncIterator[Any]],
+) -> Callable[..., AsyncIterator[Any]]:
+    """The same for a response-streaming method: a failure ends the stream with its status."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in handler(self, request, context):
+                yield response
+        except Exception as exc:
+            await _answer(context, exc, handler.__qualname__)
 
     return wrapper
 
@@ -133,8 +158,12 @@ C = TypeVar("C", bound=type)
 
 
 def translate_errors(cls: C) -> C:
-    """Class decorator: apply `translated` to every RPC method the servicer defines."""
+    """Class decorator: wrap every RPC method the servicer defines (unary and streaming)."""
     for name, member in list(vars(cls).items()):
-        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+        if name.startswith("_"):
+            continue
+        if inspect.iscoroutinefunction(member):
             setattr(cls, name, translated(member))
+        elif inspect.isasyncgenfunction(member):
+            setattr(cls, name, translated_stream(member))
     return cls

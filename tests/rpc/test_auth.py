@@ -494,7 +494,7 @@ async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, da
         r
         for r in rows
         if r["method"].endswith("DeleteUserData")
-        and json.loads(r["resource"])["user_id"] == erased_user
+        and json.loads(r["resource"]).get("user_id") == erased_user
     )
     assert json.loads(erasure["resource"]) == {
         "user_id": erased_user,

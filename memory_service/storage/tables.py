@@ -230,6 +230,11 @@ lessons = Table(
     Index("ix_lessons_search_vector", "search_vector", postgresql_using="gin"),
 )
 
+# Importance 0.0..1.0 in tenths (1.0 is a band of its own); index and recall
+# must spell it the same way for PostgreSQL to match them.
+IMPORTANCE_BAND = "floor(importance * 10)::int"
+IMPORTANCE_BANDS = 11
+
 user_memories = Table(
     "user_memories",
     metadata,
@@ -271,7 +276,14 @@ user_memories = Table(
     Index(
         "ix_user_memories_user_id_created_at", "user_id", text("created_at DESC"), text("id DESC")
     ),
-    Index("ix_user_memories_user_id_importance", "user_id", text("importance DESC")),
+    # Recall without query text walks each importance band newest first
+    # (storage/memories.py); also serves "this user's rows by importance".
+    Index(
+        "ix_user_memories_user_id_importance_band",
+        "user_id",
+        text(f"({IMPORTANCE_BAND})"),
+        text("updated_at DESC"),
+    ),
     Index("ix_user_memories_user_id_category", "user_id", "category"),
     Index("ix_user_memories_assistant_profile_id", "assistant_profile_id"),
     Index("ix_user_memories_tags", "tags", postgresql_using="gin"),
@@ -286,7 +298,14 @@ user_memories = Table(
         "expires_at",
         postgresql_where=text("expires_at IS NOT NULL"),
     ),
-    Index("ix_user_memories_content_tsv", "content_tsv", postgresql_using="gin"),
+    # GIN on a uuid needs btree_gin (migration 0004); without user_id in it,
+    # a query recall read every user's matches of each word.
+    Index(
+        "ix_user_memories_user_id_content_tsv",
+        "user_id",
+        "content_tsv",
+        postgresql_using="gin",
+    ),
 )
 
 INTERACTION_TYPES = ("store", "recall", "update", "feedback")

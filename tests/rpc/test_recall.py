@@ -81,6 +81,16 @@ async def test_recency_decays_by_half_life_and_scores_match_the_formula(
         memory_stub, user, weights=memory_service_pb2.RecallWeights(recency_half_life=long)
     )
     assert [s.memory.id for s in slow] == [old.id, new.id]
+    # The shortest half-life on a year-old memory: 525,600 half-lives, which
+    # PostgreSQL's power() answered with an "underflow" error (INTERNAL).
+    await _age(database_url, old.id, 365)
+    short = duration_pb2.Duration()
+    short.FromTimedelta(ranking.MIN_HALF_LIFE)
+    fast = await _recall(
+        memory_stub, user, weights=memory_service_pb2.RecallWeights(recency_half_life=short)
+    )
+    assert [s.memory.id for s in fast] == [new.id, old.id]
+    assert 0 <= fast[1].recency_score < 1e-300
 
 
 async def test_query_keeps_matching_memories_and_ranks_better_matches_higher(

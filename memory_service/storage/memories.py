@@ -27,7 +27,7 @@ from memory_service.domain.models import (
 from memory_service.domain.principal import EVERYTHING, Visibility
 from memory_service.storage.database import Database
 from memory_service.storage.named_sql import NamedSQL
-from memory_service.storage.tables import IMPORTANCE_BAND, IMPORTANCE_BANDS
+from memory_service.storage.tables import IMPORTANCE_BANDS
 
 MEMORY_COLUMNS = (
     "id, user_id, assistant_profile_id, content, context, importance, category, tags, source,"
@@ -231,8 +231,8 @@ _RECALL_PARTS = f"""{MEMORY_COLUMNS},
 
 # Exact top-k without scoring every row of a heavy user. The score without
 # query text is w_i * importance + w_r * recency(updated_at), both weights
-# >= 0. Rows are grouped into importance bands (tenths; the index is on
-# user_id, band, updated_at DESC). Within a band a row scores at most
+# >= 0. importance_band is importance in tenths (the index is on user_id,
+# importance_band, updated_at DESC). Within a band a row scores at most
 # w_i * (band's upper edge) + w_r * recency(updated_at), so:
 #   seed   - the newest :limit rows of each band, scored: their :limit-th
 #            best score ("floor") is at most the true :limit-th best;
@@ -242,7 +242,9 @@ _RECALL_PARTS = f"""{MEMORY_COLUMNS},
 # Every row of the true top :limit scores >= floor, so it is in `banded`.
 # The floor is lowered by 1e-9 and the cut moved a second older, so float
 # rounding only admits more rows. For a user with 68,000 memories this
-# reads ~170 rows instead of all of them (0.4 ms instead of 205 ms). The
+# reads ~170 rows instead of all of them (0.4 ms instead of 205 ms). Under
+# row-level security only leakproof comparisons can be index conditions,
+# hence a stored band column rather than an expression (migration 0004). The
 # OFFSET 0 keeps the per-band scan a nested loop: pulled up into a join, a
 # generic plan hashed all of the user's rows (250 ms).
 _BANDED_CTES = f"""bands AS MATERIALIZED (
@@ -253,7 +255,7 @@ _BANDED_CTES = f"""bands AS MATERIALIZED (
     SELECT s.score FROM bands, LATERAL (
         SELECT :w_importance::float8 * importance + :w_recency::float8 * {_RECENCY} AS score
         FROM user_memories
-        WHERE {_RECALL_FILTERS} AND {IMPORTANCE_BAND} = bands.b
+        WHERE {_RECALL_FILTERS} AND importance_band = bands.b
         ORDER BY updated_at DESC
         LIMIT :limit
     ) s
@@ -273,7 +275,7 @@ _BANDED_CTES = f"""bands AS MATERIALIZED (
     SELECT c.* FROM cuts, LATERAL (
         SELECT {_RECALL_PARTS}, 0.0::float8 AS relevance_score
         FROM user_memories
-        WHERE {_RECALL_FILTERS} AND {IMPORTANCE_BAND} = cuts.b AND updated_at >= cuts.since
+        WHERE {_RECALL_FILTERS} AND importance_band = cuts.b AND updated_at >= cuts.since
         OFFSET 0
     ) c
 )"""
@@ -288,9 +290,13 @@ def _recall_sql(with_query: bool, log: bool) -> NamedSQL:
     if with_query:
         # OR of the query's stemmed words: a memory matching any word is a
         # candidate, and ts_rank_cd rewards matching more of them, ranked on
-        # the stored content_tsv (GIN on user_id, content_tsv). A query of
-        # stop words only has no lexemes (numnode 0) and ranks like no query.
-        # The two branches are gated by one-time filters, so only one runs.
+        # the stored content_tsv. No index can find the matches for the
+        # service role (under row-level security `@@` is not leakproof, see
+        # migration 0004): the user's rows are read through user_id and
+        # matched one by one, so the cost grows with the user's memories.
+        # A query of stop words only has no lexemes (numnode 0) and ranks
+        # like no query. The branches are gated by one-time filters, so
+        # only one runs.
         candidates = f"""q AS MATERIALIZED (
     SELECT tsq, numnode(tsq) = 0 AS empty FROM (
         SELECT replace(plainto_tsquery('english', :query)::text, ' & ', ' | ')::tsquery AS tsq

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -230,9 +231,7 @@ lessons = Table(
     Index("ix_lessons_search_vector", "search_vector", postgresql_using="gin"),
 )
 
-# Importance 0.0..1.0 in tenths (1.0 is a band of its own); index and recall
-# must spell it the same way for PostgreSQL to match them.
-IMPORTANCE_BAND = "floor(importance * 10)::int"
+# importance_band: importance 0.0..1.0 in tenths, 1.0 a band of its own.
 IMPORTANCE_BANDS = 11
 
 user_memories = Table(
@@ -266,6 +265,12 @@ user_memories = Table(
         Computed("to_tsvector('english'::regconfig, content)", persisted=True),
         nullable=False,
     ),
+    Column(
+        "importance_band",
+        SmallInteger,
+        Computed("floor(importance * 10)::smallint", persisted=True),
+        nullable=False,
+    ),
     CheckConstraint("importance >= 0.0 AND importance <= 1.0", name="importance_range"),
     CheckConstraint("confidence >= 0.0 AND confidence <= 1.0", name="confidence_range"),
     CheckConstraint("length(content) > 0", name="content_not_empty"),
@@ -276,36 +281,26 @@ user_memories = Table(
     Index(
         "ix_user_memories_user_id_created_at", "user_id", text("created_at DESC"), text("id DESC")
     ),
-    # Recall without query text walks each importance band newest first
-    # (storage/memories.py); also serves "this user's rows by importance".
+    # Recall walks each importance band newest first (storage/memories.py).
+    # A stored column, not an expression: under row-level security only
+    # leakproof comparisons can be index conditions (migration 0004), which
+    # is also why user_memories has no GIN index (tags, context, content_tsv).
     Index(
         "ix_user_memories_user_id_importance_band",
         "user_id",
-        text(f"({IMPORTANCE_BAND})"),
+        "importance_band",
         text("updated_at DESC"),
     ),
     Index("ix_user_memories_user_id_category", "user_id", "category"),
     Index("ix_user_memories_assistant_profile_id", "assistant_profile_id"),
-    Index("ix_user_memories_tags", "tags", postgresql_using="gin"),
-    Index(
-        "ix_user_memories_context",
-        "context",
-        postgresql_using="gin",
-        postgresql_ops={"context": "jsonb_path_ops"},
-    ),
     Index(
         "ix_user_memories_expires_at",
         "expires_at",
         postgresql_where=text("expires_at IS NOT NULL"),
     ),
-    # GIN on a uuid needs btree_gin (migration 0004); without user_id in it,
-    # a query recall read every user's matches of each word.
-    Index(
-        "ix_user_memories_user_id_content_tsv",
-        "user_id",
-        "content_tsv",
-        postgresql_using="gin",
-    ),
+    # Room on each page for recall's last_accessed bump to stay a HOT update
+    # (migration 0004).
+    postgresql_with={"fillfactor": 90},
 )
 
 INTERACTION_TYPES = ("store", "recall", "update", "feedback")

@@ -67,6 +67,13 @@ _CATALOG_QUERIES = {
         WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
         ORDER BY 1, 2
     """,
+    "storage": """
+        SELECT c.relname, c.reloptions
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+        ORDER BY 1
+    """,
     "indexes": """
         SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid)
         FROM pg_index x

@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -120,26 +121,25 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
         await drop_scratch_database(pg_admin_url, owner_url)
 
 
-def _query(user: uuid.UUID, weights: Weights, **fields: object) -> RecallQuery:
-    values: dict[str, object] = {
-        "user_id": user,
-        "query": "",
-        "assistant_profile_id": None,
-        "categories": [],
-        "tags": [],
-        "match_all_tags": False,
-        "context": None,
-        "min_importance": 0.0,
-        "created_from": None,
-        "created_before": None,
-        "limit": 10,
-        "weights": weights,
-    }
-    values.update(fields)
-    return RecallQuery(**values)  # type: ignore[arg-type]
+def _query(user: uuid.UUID, weights: Weights, **fields: Any) -> RecallQuery:
+    no_filters = RecallQuery(
+        user_id=user,
+        query="",
+        assistant_profile_id=None,
+        categories=[],
+        tags=[],
+        match_all_tags=False,
+        context=None,
+        min_importance=0.0,
+        created_from=None,
+        created_before=None,
+        limit=10,
+        weights=weights,
+    )
+    return replace(no_filters, **fields)
 
 
-def _cases() -> list[tuple[Weights, dict[str, object]]]:
+def _cases() -> list[tuple[Weights, dict[str, Any]]]:
     rng = random.Random(11)
     weights = [0.0, 0.05, 0.5, 1.0, 3.0, 10.0]
     half_lives = [
@@ -149,7 +149,7 @@ def _cases() -> list[tuple[Weights, dict[str, object]]]:
         timedelta(days=3650),
         ranking.MAX_HALF_LIFE,
     ]
-    cases: list[tuple[Weights, dict[str, object]]] = [
+    cases: list[tuple[Weights, dict[str, Any]]] = [
         (ranking.DEFAULT_WEIGHTS, {}),
         (ranking.DEFAULT_WEIGHTS, {"limit": 1}),
         (ranking.DEFAULT_WEIGHTS, {"limit": 100}),
@@ -160,7 +160,7 @@ def _cases() -> list[tuple[Weights, dict[str, object]]]:
     ]
     while len(cases) < 40:
         w = Weights(rng.choice(weights), rng.choice(weights), 1.0, rng.choice(half_lives))
-        fields: dict[str, object] = {"limit": rng.choice([1, 3, 10, 25, 100])}
+        fields: dict[str, Any] = {"limit": rng.choice([1, 3, 10, 25, 100])}
         if rng.random() < 0.3:
             fields["min_importance"] = rng.choice([0.1, 0.35, 0.85, 0.95, 1.0])
         if rng.random() < 0.3:
@@ -171,7 +171,7 @@ def _cases() -> list[tuple[Weights, dict[str, object]]]:
 
 @pytest.mark.parametrize(("weights", "fields"), _cases())
 async def test_recall_returns_the_true_top_k(
-    data: Data, weights: Weights, fields: dict[str, object]
+    data: Data, weights: Weights, fields: dict[str, Any]
 ) -> None:
     q = _query(data.user, weights, **fields)
     before = datetime.now(UTC)

@@ -107,8 +107,8 @@ class Memory(_message.Message):
     every assistant of the user). Must name a registered profile.
     """
     content: _builtins.str
-    """The memory itself, as natural-language text. Required. Indexed for
-    English full-text search (stemmed) by RecallMemories.
+    """The memory itself, as natural-language text. Required. Matched against
+    RecallMemories' `query` with English full-text search (stemmed).
     """
     importance: _builtins.float
     """How much the memory matters, 0.0 (trivial) to 1.0 (essential). Default

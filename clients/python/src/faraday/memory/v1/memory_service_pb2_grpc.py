@@ -181,7 +181,8 @@ class MemoryServiceServicer:
         score = importance_weight * importance
         + recency_weight * 0.5 ^ (age / recency_half_life)
         + relevance_weight * relevance
-        where age is now minus the memory's update_time and relevance is
+        where age is now minus the memory's update_time (recency stops decaying
+        after 1,000 half-lives, at 2^-1000) and relevance is
         PostgreSQL's ts_rank_cd of the content against `query` normalized to
         0..1 (rank / (rank + 1)). With `query` set, only memories that match at
         least one of its words (English stemming, stop words ignored) are

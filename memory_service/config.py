@@ -86,6 +86,13 @@ class Settings:
     # (0 disables). Redis-backed when redis_url is set.
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 0
+    # Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) each peer address may
+    # make: sustained per second and burst. Past them the address is refused
+    # before authentication, and its refusals are audited as one row per
+    # address every audit_refusals_interval_seconds (docs/security.md).
+    denied_calls_per_second: float = 1.0
+    denied_calls_burst: int = 20
+    audit_refusals_interval_seconds: float = 60.0
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -23,6 +23,8 @@ from memory_service import sweeper, tls
 from memory_service.auth import Authenticator, auth_configured
 from memory_service.config import Settings
 from memory_service.domain import ranking
+from memory_service.domain.denial_budget import DenialBudget
+from memory_service.domain.errors import Unavailable
 from memory_service.rpc import decoding
 from memory_service.rpc.admin_servicer import AdminServicer
 from memory_service.rpc.auth_interceptor import AuthInterceptor
@@ -59,6 +61,7 @@ class RunningServer:
     health: HealthServicer
     memories: Memories
     limiter: RateLimiter
+    interceptor: AuthInterceptor
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float) -> None:
@@ -69,6 +72,8 @@ class RunningServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(Unavailable):  # kept in the log line record_refusals wrote
+            await self.interceptor.record_refusals()
         if self.cache is not None:
             await self.cache.close()
         await self.limiter.close()
@@ -122,8 +127,14 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
         settings.redis_url,
         settings.redis_timeout_seconds,
     )
+    interceptor = AuthInterceptor(
+        authenticator,
+        limiter,
+        AuditLog(database),
+        DenialBudget(settings.denied_calls_per_second, settings.denied_calls_burst),
+    )
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(authenticator, limiter, AuditLog(database))],
+        interceptors=[interceptor],
         options=[
             # A second server on a busy port must fail, not share traffic,
             # unless it is one of the --workers meant to share it.
@@ -168,7 +179,19 @@ async def start(settings: Settings, database_url: str) -> RunningServer:
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, database, cache, health_servicer, memories, limiter)
+    running = RunningServer(
+        server, port, database, cache, health_servicer, memories, limiter, interceptor
+    )
+    running._tasks.append(
+        asyncio.create_task(
+            sweeper.run_periodically(
+                interceptor.record_refusals,
+                settings.audit_refusals_interval_seconds,
+                "audit rows for refused calls",
+            ),
+            name="audit-refusals",
+        )
+    )
     if settings.sweep_interval_seconds > 0:
         running._tasks.append(
             asyncio.create_task(

@@ -1,4 +1,5 @@
-"""The periodic sweep that deletes expired memories (the documentation's 'memory cleanup')."""
+"""Periodic maintenance jobs: the expiry sweep (the documentation's 'memory cleanup'),
+and writing the audit log's aggregated refusals."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ from memory_service.domain.errors import Unavailable
 logger = logging.getLogger(__name__)
 
 
-async def run_periodically(sweep: Callable[[], Awaitable[int]], interval_seconds: float) -> None:
-    """Call `sweep` every interval until cancelled; a failed sweep is logged, not fatal."""
+async def run_periodically(
+    job: Callable[[], Awaitable[int]], interval_seconds: float, name: str = "expiry sweep"
+) -> None:
+    """Call `job` every interval until cancelled; a failed run is logged, not fatal.
+
+    `job` returns how many things it handled (logged when not zero).
+    """
     while True:
         try:
-            deleted = await sweep()
-            if deleted:
-                logger.info("expiry sweep deleted %d memories", deleted)
+            handled = await job()
+            if handled:
+                logger.info("%s: %d", name, handled)
         except Unavailable:
-            logger.warning("expiry sweep skipped: database unavailable")
+            logger.warning("%s skipped: database unavailable", name)
         except Exception:
-            logger.exception("expiry sweep failed")
+            logger.exception("%s failed", name)
         await asyncio.sleep(interval_seconds)

@@ -1,32 +1,53 @@
 """Authentication, scopes, rate limits, deadlines and auditing for every RPC, in one place.
 
 A grpc.aio server interceptor wraps each method handler so that, before any
-servicer code runs, the caller is authenticated from the `authorization`
-metadata, checked against the scope the method needs and against its rate
-limit, and the request-scoped context is set: the caller (rpc/caller.py),
-the acting user for row-level security and the deadline for the statement
-timeout (storage/session.py). Health checking and reflection stay open.
-Denied calls and sensitive operations are written to the audit log with the
-caller, the peer address, the outcome and the ids named in the request.
+servicer code runs, the caller's address is checked against its budget of
+denied calls (domain.denial_budget), the caller is authenticated from the
+`authorization` metadata, checked against the scope the method needs and
+against its rate limit, and the request-scoped context is set: the caller
+(rpc/caller.py), the acting user for row-level security and the deadline
+for the statement timeout (storage/session.py). Health checking and
+reflection stay open.
+
+Audited calls (changes and every AdminService call) get a domain.audit
+event for their whole run: a change commits together with its audit row
+(storage/audit.py), and a call that committed nothing gets its row
+afterwards. Denied calls get a row while their address's budget lasts.
+Rows hold only what the server resolved or validated, never request text.
+
+Every way out of here is a documented status: anything unexpected,
+interceptor included, is INTERNAL with an error id (rpc/errors.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, NoReturn
 
 import grpc
-from faraday.memory.v1 import admin_service_pb2
 
 from memory_service.auth import Authenticator
-from memory_service.domain.errors import DomainError, RateLimited
+from memory_service.domain import audit
+from memory_service.domain.audit import AuditEvent
+from memory_service.domain.denial_budget import DenialBudget, peer_address
+from memory_service.domain.errors import (
+    DomainError,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+)
 from memory_service.domain.principal import Principal, Scope
 from memory_service.rpc import caller
-from memory_service.rpc.errors import abort
+from memory_service.rpc.errors import abort, answer
 from memory_service.storage import session
-from memory_service.storage.audit import AuditEvent, AuditLog
+from memory_service.storage.audit import AuditLog
 from memory_service.storage.rate_limit import RateLimiter
+
+logger = logging.getLogger(__name__)
 
 _MEMORY = "/faraday.memory.v1.MemoryService/"
 _LESSON = "/faraday.memory.v1.LessonService/"
@@ -65,28 +86,19 @@ AUDITED = frozenset(
 )
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-# Request fields worth recording in the audit log (ids, never content).
-_AUDIT_FIELDS = ("id", "user_id", "memory_id")
-_AUDIT_MESSAGES = ("memory", "lesson", "user", "preferences", "category", "profile")
-
-
-def _resource(request: Any) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for holder, prefix in [(request, "")] + [
-        (getattr(request, name), f"{name}.") for name in _AUDIT_MESSAGES if hasattr(request, name)
-    ]:
-        for name in _AUDIT_FIELDS:
-            value = getattr(holder, name, None)
-            if value not in (None, "", 0):
-                found[prefix + name] = value
-    return found
-
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, authenticator: Authenticator, limiter: RateLimiter, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter,
+        audit_log: AuditLog,
+        denials: DenialBudget,
+    ) -> None:
         self._authenticator = authenticator
         self._limiter = limiter
-        self._audit = audit
+        self._audit = audit_log
+        self._denials = denials
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
@@ -124,8 +136,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         return handler  # no streaming-request methods in this API
 
-    async def _admit(self, method: str, request: Any, context: Any) -> Principal:
+    async def _admit(self, method: str, context: Any) -> Principal:
         """Authenticate, authorize, rate-limit; abort (and audit) a denied call."""
+        peer = context.peer()
+        address = peer_address(peer)
+        wait = self._denials.refuse(address, time.monotonic())
+        if wait > 0:
+            # Refused unheard: no authentication work, no row of its own
+            # (counted, and written in aggregate by record_refusals).
+            await abort(context, RateLimited(wait))
         principal: Principal | None = None
         try:
             principal = self._authenticator.authenticate(_authorization(context))
@@ -133,15 +152,32 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if scope is None:
                 raise DomainError(f"{method} is not callable")  # -> INTERNAL: a wiring bug
             principal.require(scope)
-            if self._limiter.enabled:
-                wait = await self._limiter.check(principal.key)
-                if wait > 0:
-                    raise RateLimited(wait)
-        except DomainError as error:
-            if not isinstance(error, RateLimited):
-                await self._record(method, principal, error.reason, request, context.peer())
-            await abort(context, error)
+        except (Unauthenticated, PermissionDenied) as error:
+            await self._deny(method, principal, address, peer, error, context)
+        if self._limiter.enabled:
+            wait = await self._limiter.check(principal.key)
+            if wait > 0:
+                await abort(context, RateLimited(wait))
         return principal
+
+    async def _deny(
+        self,
+        method: str,
+        principal: Principal | None,
+        address: str,
+        peer: str,
+        error: DomainError,
+        context: Any,
+    ) -> NoReturn:
+        """Spend the address's (and the credential's) budget, audit within it, abort."""
+        heard = self._denials.charge(address, time.monotonic())
+        if principal is not None and self._limiter.enabled:
+            await self._limiter.check(principal.key)  # a denial costs the credential a call
+        if heard:
+            # Raises Unavailable (-> UNAVAILABLE) if the row cannot be written:
+            # a denial is never left unaudited silently.
+            await self._audit.record(_event(principal, method, peer, error.reason))
+        await abort(context, error)
 
     def _enter(self, principal: Principal, context: Any) -> None:
         caller.current.set(principal)
@@ -155,21 +191,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, behavior: Callable[[Any, Any], Awaitable[Any]], method: str
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def guarded(request: Any, context: Any) -> Any:
-            principal = await self._admit(method, request, context)
-            self._enter(principal, context)
-            if method not in AUDITED:
-                return await behavior(request, context)
-            peer = context.peer()
-            outcome, summary = "CANCELLED", {}
             try:
-                response = await behavior(request, context)
-                outcome, summary = "OK", _summary(response)
+                principal = await self._admit(method, context)
+                self._enter(principal, context)
+                if method not in AUDITED:
+                    return await behavior(request, context)
+                event = _event(principal, method, context.peer())
+                audit.current.set(event)
+                try:
+                    response = await behavior(request, context)
+                except BaseException as exc:
+                    await self._record_failure(event, _outcome(context, exc))
+                    raise
+                if not event.written:  # it changed nothing: the row on its own
+                    await self._audit.record(event)
                 return response
-            except grpc.aio.AbortError:
-                outcome = _outcome(context)
-                raise
-            finally:
-                await self._record(method, principal, outcome, request, peer, summary)
+            except Exception as exc:
+                await answer(context, exc, method)
 
         return guarded
 
@@ -177,58 +215,81 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, behavior: Callable[[Any, Any], AsyncIterator[Any]], method: str
     ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def guarded(request: Any, context: Any) -> AsyncIterator[Any]:
-            principal = await self._admit(method, request, context)
-            self._enter(principal, context)
-            # Read now: after a client cancel the call is gone, and asking a
-            # finished call for its peer crashes inside grpc's C core.
-            peer = context.peer()
-            outcome = "CANCELLED"
             try:
-                async for response in behavior(request, context):
-                    yield response
-                outcome = "OK"
-            except grpc.aio.AbortError:
-                outcome = _outcome(context)
-                raise
-            finally:
-                if method in AUDITED:
-                    await self._record(method, principal, outcome, request, peer)
+                principal = await self._admit(method, context)
+                self._enter(principal, context)
+                if method not in AUDITED:
+                    async for response in behavior(request, context):
+                        yield response
+                    return
+                # Read now: after a client cancel the call is gone, and asking a
+                # finished call for its peer crashes inside grpc's C core.
+                event = _event(principal, method, context.peer())
+                audit.current.set(event)
+                try:
+                    async for response in behavior(request, context):
+                        if not event.written:  # before the first record leaves
+                            await self._audit.record(event)
+                        yield response
+                except BaseException as exc:
+                    if event.written:  # it failed part-way: a second row says how
+                        event = replace(event, written=False)
+                    await self._record_failure(event, _outcome(context, exc))
+                    raise
+                if not event.written:
+                    await self._audit.record(event)
+            except Exception as exc:
+                await answer(context, exc, method)
 
         return guarded
 
-    async def _record(
-        self,
-        method: str,
-        principal: Principal | None,
-        outcome: str,
-        request: Any,
-        peer: str,
-        summary: dict[str, Any] | None = None,
-    ) -> None:
-        await self._audit.record(
+    async def _record_failure(self, event: AuditEvent, outcome: str) -> None:
+        """The row of a call that failed; the call's own status stands either way."""
+        if event.written:  # its change committed, with its row, before the failure
+            return
+        event.outcome = outcome
+        try:
+            await self._audit.record(event)
+        except Exception:
+            logger.exception("audit row NOT written for a failed call: %s", event)
+
+    async def record_refusals(self) -> int:
+        """Write the calls refused unheard since the last time: a row per address.
+
+        If the rows cannot be written the counts are kept for the next try
+        and the error is raised.
+        """
+        refusals = self._denials.take_refusals()
+        if not refusals:
+            return 0
+        events = [
             AuditEvent(
-                actor_kind=principal.kind if principal else "anonymous",
-                actor=principal.name if principal else "anonymous",
-                method=method,
-                outcome=outcome,
-                peer=peer,
-                resource=_resource(request) | (summary or {}),
+                actor_kind="anonymous",
+                actor="anonymous",
+                method="*",
+                peer=address,
+                outcome=RateLimited.reason,
+                resource={"refused_calls": count},
             )
-        )
+            for address, count in refusals.items()
+        ]
+        try:
+            await self._audit.record_all(events)
+        except BaseException:
+            self._denials.keep_refusals(refusals)
+            logger.error("audit rows for %d refused calls not written yet", sum(refusals.values()))
+            raise
+        return len(events)
 
 
-def _summary(response: Any) -> dict[str, Any]:
-    """What an erasure removed: the audit log keeps the counts, never the data."""
-    if isinstance(response, admin_service_pb2.DeleteUserDataResponse):
-        return {
-            "erased": {
-                "memories": response.memories,
-                "interactions": response.interactions,
-                "lessons": response.lessons,
-                "preferences": response.preferences,
-            }
-        }
-    return {}
+def _event(principal: Principal | None, method: str, peer: str, outcome: str = "OK") -> AuditEvent:
+    return AuditEvent(
+        actor_kind=principal.kind if principal else "anonymous",
+        actor=principal.name if principal else "anonymous",
+        method=method,
+        peer=peer,
+        outcome=outcome,
+    )
 
 
 def _authorization(context: Any) -> str | None:
@@ -238,7 +299,9 @@ def _authorization(context: Any) -> str | None:
     return None
 
 
-def _outcome(context: Any) -> str:
-    """The status code name an aborted call ended with."""
+def _outcome(context: Any, exc: BaseException) -> str:
+    """The status code name a failed call ended with."""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
     code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+    return code.name if isinstance(code, grpc.StatusCode) else "INTERNAL"

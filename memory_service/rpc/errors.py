@@ -102,10 +102,10 @@ R = TypeVar("R")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
 
 
-async def _answer(
+async def answer(
     context: grpc.aio.ServicerContext[Any, Any], exc: Exception, where: str
 ) -> NoReturn:
-    """The status for an exception a servicer raised (CancelledError never gets here)."""
+    """The status for an exception raised while serving (CancelledError never gets here)."""
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     if isinstance(exc, DomainError):
@@ -131,7 +131,7 @@ def translated(handler: Handler[R]) -> Handler[R]:
         try:
             return await handler(self, request, context)
         except Exception as exc:
-            await _answer(context, exc, handler.__qualname__)
+            await answer(context, exc, handler.__qualname__)
 
     return wrapper
 
@@ -149,7 +149,7 @@ def translated_stream(
             async for response in handler(self, request, context):
                 yield response
         except Exception as exc:
-            await _answer(context, exc, handler.__qualname__)
+            await answer(context, exc, handler.__qualname__)
 
     return wrapper
 

@@ -8,6 +8,7 @@ import grpc
 from faraday.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
 from google.protobuf import empty_pb2
 
+from memory_service.domain import audit
 from memory_service.domain.models import Weights
 from memory_service.rpc import caller
 from memory_service.rpc import memory_messages as messages
@@ -41,6 +42,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self, request: memory_service_pb2.UpdateMemoryRequest, context: Context
     ) -> memory_pb2.Memory:
         patch, paths = messages.memory_patch(request)
+        audit.note(memory_id=patch.memory_id)
         return messages.memory_message(
             await self._memories.update(caller.current.get(), patch, paths)
         )
@@ -48,10 +50,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def DeleteMemory(
         self, request: memory_service_pb2.DeleteMemoryRequest, context: Context
     ) -> empty_pb2.Empty:
+        memory_id = messages.memory_id(request.id)
+        audit.note(memory_id=memory_id)
         await self._memories.delete(
-            caller.current.get(),
-            messages.memory_id(request.id),
-            messages.version_from_etag("etag", request.etag),
+            caller.current.get(), memory_id, messages.version_from_etag("etag", request.etag)
         )
         return empty_pb2.Empty()
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import asyncpg
 
+from memory_service.domain import audit
 from memory_service.domain.errors import Contention, DeadlineExceeded, Unavailable
 from memory_service.storage import session
+from memory_service.storage.audit import write_in_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +150,12 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, *, read_only_snapshot: bool = False
+        self, *, read_only_snapshot: bool = False, audited: bool = True
     ) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction; in an audited call, a change commits with its audit row.
+
+        `audited=False` is for the audit log's own writes.
+        """
         if self._pool is None:
             raise Unavailable("database pool is not open")
         try:
@@ -157,10 +163,17 @@ class Database:
         except Exception as exc:  # CancelledError is a BaseException: not caught
             _raise_if_unavailable(exc)
             raise
+        event = audit.current.get() if audited and not read_only_snapshot else None
+        if event is not None and event.written:
+            event = None  # an earlier transaction of this call carried the row
         try:
             yield conn
+            if event is not None:
+                await write_in_transaction(conn, event)
             await conn.execute("COMMIT")
         except BaseException as exc:
+            if event is not None:
+                event.written = False  # rolled back with the change
             await _roll_back(conn)
             if isinstance(exc, asyncpg.QueryCanceledError):
                 raise DeadlineExceeded("the statement ran out of time and was cancelled") from exc

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from memory_service.domain import audit
 from memory_service.domain.errors import InvalidArgument, NotFound
 from memory_service.domain.models import (
     Lesson,
@@ -246,8 +247,12 @@ class LessonStore:
         params["status"] = lesson.status.value
         params["id"] = lesson.id
         statement = _INSERT if lesson.id is None else _UPDATE
+        audit.note(user_id=lesson.user_id)
         try:
-            row = await self._db.fetchrow(statement.sql, *statement.args(params))
+            async with self._db.connection() as conn:
+                row = await conn.fetchrow(statement.sql, *statement.args(params))
+                if row is not None:
+                    audit.note(lesson_id=row["id"])
         except asyncpg.ForeignKeyViolationError as exc:
             resource, column = _FOREIGN_KEYS[exc.constraint_name]
             raise NotFound(resource, params[column]) from exc
@@ -261,6 +266,7 @@ class LessonStore:
         return lesson_from_row(row)
 
     async def delete(self, lesson_id: int) -> None:
+        audit.note(lesson_id=lesson_id)
         async with self._db.connection() as conn:
             deleted = await conn.fetchval(_DELETE, lesson_id)
         if deleted is None:

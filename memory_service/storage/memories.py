@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from memory_service.domain import ranking
+from memory_service.domain import audit, ranking
 from memory_service.domain.errors import InvalidArgument, NotFound, StaleEtag
 from memory_service.domain.models import (
     Feedback,
@@ -98,7 +98,7 @@ _VERSION = NamedSQL.compile(f"SELECT version FROM user_memories WHERE id = :id A
 _DELETE = NamedSQL.compile(f"""
 DELETE FROM user_memories
 WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_VISIBLE}
-RETURNING id
+RETURNING user_id
 """)
 
 _GET_INTERACTION = f"SELECT {INTERACTION_COLUMNS} FROM memory_interactions WHERE id = $1"
@@ -488,6 +488,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
                 row = await conn.fetchrow(statement.sql, *statement.args(params))
                 if row is None:
                     await self._raise_missing_or_stale(conn, patch.memory_id, visibility)
+                audit.note(user_id=row["user_id"])
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound("assistant_profile", patch.values.get("assistant_profile_id")) from exc
         assert row is not None
@@ -498,9 +499,10 @@ SELECT {MEMORY_COLUMNS} FROM m""")
     ) -> None:
         params = {"id": memory_id, "version": expected_version, **_visible(visibility)}
         async with self._db.connection() as conn:
-            deleted = await conn.fetchval(_DELETE.sql, *_DELETE.args(params))
-            if deleted is None:
+            owner = await conn.fetchval(_DELETE.sql, *_DELETE.args(params))
+            if owner is None:
                 await self._raise_missing_or_stale(conn, memory_id, visibility)
+            audit.note(user_id=owner)
 
     @staticmethod
     async def _raise_missing_or_stale(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from memory_service.domain import audit
 from memory_service.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -230,7 +231,9 @@ class RegistryStore:
         params["id"] = user.id
         statement = _UPSERT_USER_BY_EMAIL if user.id is None else _UPSERT_USER_BY_ID
         try:
-            row = await self._db.fetchrow(statement.sql, *statement.args(params))
+            async with self._db.connection() as conn:
+                row = await conn.fetchrow(statement.sql, *statement.args(params))
+                audit.note(user_id=row["id"])
         except asyncpg.UniqueViolationError as exc:
             raise AlreadyExists(f"email {user.email} belongs to another user") from exc
         except asyncpg.CheckViolationError as exc:
@@ -239,6 +242,7 @@ class RegistryStore:
         return user_from_row(row)
 
     async def upsert_preferences(self, prefs: UserPreferences) -> UserPreferences:
+        audit.note(user_id=prefs.user_id)
         try:
             row = await self._db.fetchrow(
                 _UPSERT_PREFERENCES,
@@ -284,6 +288,7 @@ class RegistryStore:
             try:
                 row = await conn.fetchrow(statement.sql, *statement.args(params))
                 assert row is not None
+                audit.note(subject_category_id=row["id"])
                 if place["self_id"] is not None:
                     await conn.execute(_RELEVEL_DESCENDANTS, row["id"], row["level"])
             except asyncpg.ForeignKeyViolationError as exc:
@@ -322,6 +327,7 @@ class RegistryStore:
                 row = await conn.fetchrow(statement.sql, *statement.args(params))
                 if row is None:
                     raise NotFound("assistant_profile", profile.id)
+                audit.note(assistant_profile_id=row["id"])
                 cap_rows = await conn.fetch(
                     _REPLACE_CAPABILITIES,
                     row["id"],

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+from memory_service.domain import audit
 from memory_service.domain.errors import NotFound
 from memory_service.domain.models import Interaction, Lesson, Memory, User, UserPreferences
 from memory_service.storage.database import Database
@@ -111,11 +112,21 @@ class UserDataStore:
         after the commit: earlier, a concurrent GetLesson could re-cache a
         lesson that is about to be deleted.
         """
+        audit.note(user_id=user_id)
         async with self._db.connection() as conn:  # one transaction, committed on exit
             if await conn.fetchval(_LOCK_USER, user_id) is None:
                 raise NotFound("user", user_id)
             row = await conn.fetchrow(_ERASE, user_id)
-        assert row is not None and row["users"] == 1
+            assert row is not None and row["users"] == 1
+            # The counts, never the data, go into the erasure's audit row.
+            audit.note(
+                erased={
+                    "memories": row["memories"],
+                    "interactions": row["interactions"],
+                    "lessons": len(row["lesson_ids"]),
+                    "preferences": row["preferences"],
+                }
+            )
         return ErasedUserData(
             memories=row["memories"],
             interactions=row["interactions"],
@@ -136,6 +147,7 @@ class UserDataStore:
         early, so the connection goes back to the pool at once rather than
         when the generator is garbage collected.
         """
+        audit.note(user_id=user_id)
         async with self._db.connection(read_only_snapshot=True) as conn:
             user_row = await conn.fetchrow(_EXPORT_USER, user_id)
             if user_row is None:

@@ -25,8 +25,15 @@ TABLES = (
     " subject_categories, user_preferences, users"
 )
 
+# The suite makes thousands of deliberately denied calls from one address:
+# the denied-call budget is tested on its own (test_denial_flood.py).
 TEST_SETTINGS = Settings(
-    port=0, pool_size=2, pool_max_overflow=4, sweep_interval_seconds=0, grace_period_seconds=1
+    port=0,
+    pool_size=2,
+    pool_max_overflow=4,
+    sweep_interval_seconds=0,
+    grace_period_seconds=1,
+    denied_calls_burst=1_000_000,
 )
 
 

@@ -488,8 +488,13 @@ async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, da
     events = [(r["actor"], r["method"].rsplit("/", 1)[-1], r["outcome"]) for r in rows]
     assert ("admin", "DeleteMemory", "OK") in events
     assert ("anonymous", "GetMemory", "UNAUTHENTICATED") in events
-    delete = next(r for r in rows if r["method"].endswith("DeleteMemory"))
-    assert json.loads(delete["resource"]) == {"id": memory.id}
+    delete = next(
+        r
+        for r in rows
+        if r["method"].endswith("DeleteMemory") and json.loads(r["resource"]).get("user_id") == user
+    )
+    # What the server resolved: the memory's id and its owner.
+    assert json.loads(delete["resource"]) == {"memory_id": memory.id, "user_id": user}
     erasure = next(
         r
         for r in rows
@@ -501,3 +506,22 @@ async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, da
         "erased": {"memories": 1, "interactions": 1, "lessons": 0, "preferences": 0},
     }
     assert delete["peer"].startswith("ipv4:127.0.0.1")
+
+
+async def test_a_denial_that_cannot_be_audited_is_not_answered_as_usual(
+    world: AuthWorld, database_url
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("REVOKE INSERT ON audit_log FROM faraday_app")
+        call = world.memory.GetMemory(
+            memory_service_pb2.GetMemoryRequest(id=1), metadata=bearer("nope")
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await call
+        # INTERNAL with an error id: the server cannot keep its audit promise.
+        assert denied.value.code() == grpc.StatusCode.INTERNAL
+        assert "error id" in (denied.value.details() or "")
+    finally:
+        await conn.execute("GRANT INSERT ON audit_log TO faraday_app")
+        await conn.close()

@@ -12,16 +12,20 @@ secrets: there is nothing to brute-force), loaded from a JSON file:
 `memory-service new-token` prints a fresh token and its entry.
 
 User-scoped JWTs are signed by the platform: HS256 with a shared secret, or
-RS256/ES256 with the platform's public key. `exp`, `sub` (the user's UUID)
-are required; `iss` and `aud` are checked when configured. An optional
-`scope` claim (space-separated) narrows the user scopes; `admin` is never
-granted to a user token.
+with the platform's public key, whose type alone decides the algorithm (RSA
+of 2048 bits or more: RS256; EC P-256: ES256), so a token cannot choose one.
+`exp`, `sub` (the user's UUID) are required; `iss` and `aud` are checked when
+configured. An optional `scope` claim (space-separated) narrows the user
+scopes; `admin` is never granted to a user token. Whatever goes wrong while
+verifying a token, the caller gets Unauthenticated with a fixed message,
+never an exception's text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -29,12 +33,28 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from memory_service.config import Settings
 from memory_service.domain.errors import Unauthenticated
 from memory_service.domain.principal import LOCAL, USER_SCOPES, Principal, Scope
 
+logger = logging.getLogger(__name__)
+
 JWT_LEEWAY_SECONDS = 30
+_PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+_KEY_VAR = "FARADAY_JWT_PUBLIC_KEY_FILE"
+# What a caller is told when its JWT is refused: fixed texts, never PyJWT's
+# (or the key library's) exception text. Anything not listed: "invalid token".
+_JWT_REFUSALS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "token has expired"),
+    (jwt.ImmatureSignatureError, "token is not valid yet"),
+    (jwt.InvalidIssuerError, "token issuer is not accepted"),
+    (jwt.InvalidAudienceError, "token audience is not accepted"),
+    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
+)
 
 
 def auth_configured(settings: Settings) -> bool:
@@ -85,10 +105,28 @@ def load_service_tokens(path: Path) -> dict[str, Principal]:
     return tokens
 
 
+def load_jwt_public_key(path: Path) -> tuple[_PublicKey, str]:
+    """The platform's public key and the one algorithm it verifies; ValueError if unusable."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError, UnsupportedAlgorithm) as exc:
+        raise ValueError(
+            f"{_KEY_VAR}: {path} holds no readable PEM public key (-----BEGIN PUBLIC KEY-----)"
+        ) from exc
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, "ES256"
+    raise ValueError(
+        f"{_KEY_VAR}: {path} must hold an RSA key of 2048 bits or more (RS256)"
+        " or an EC P-256 key (ES256)"
+    )
+
+
 @dataclass(frozen=True)
 class _JwtConfig:
-    key: Any
-    algorithms: tuple[str, ...]
+    key: str | _PublicKey  # the HS256 secret, or the platform's public key
+    algorithm: str  # the one algorithm the key verifies: no token picks another
     issuer: str | None
     audience: str | None
 
@@ -117,14 +155,11 @@ class Authenticator:
             if len(settings.jwt_hs256_secret) < 32:
                 raise ValueError("FARADAY_JWT_HS256_SECRET must be at least 32 characters")
             config = _JwtConfig(
-                settings.jwt_hs256_secret, ("HS256",), settings.jwt_issuer, settings.jwt_audience
+                settings.jwt_hs256_secret, "HS256", settings.jwt_issuer, settings.jwt_audience
             )
         elif settings.jwt_public_key_file:
-            try:
-                key = settings.jwt_public_key_file.read_text()
-            except OSError as exc:
-                raise ValueError(f"cannot read {settings.jwt_public_key_file}: {exc}") from exc
-            config = _JwtConfig(key, ("RS256", "ES256"), settings.jwt_issuer, settings.jwt_audience)
+            key, algorithm = load_jwt_public_key(settings.jwt_public_key_file)
+            config = _JwtConfig(key, algorithm, settings.jwt_issuer, settings.jwt_audience)
         return cls(tokens, config)
 
     def authenticate(self, authorization: str | None) -> Principal:
@@ -140,36 +175,40 @@ class Authenticator:
         if principal is not None:
             return principal
         if self._jwt is not None and token.count(".") == 2:
-            return self._user(token, self._jwt)
+            try:
+                return _user(token, self._jwt)
+            except Unauthenticated:
+                raise
+            except Exception as exc:  # whatever verifying raised: the caller gets a fixed text
+                logger.info("user token refused: %s: %s", type(exc).__name__, exc)
+                message = next(
+                    (text for kind, text in _JWT_REFUSALS if isinstance(exc, kind)), "invalid token"
+                )
+                raise Unauthenticated(message) from exc
         raise Unauthenticated("unknown or invalid token")
 
-    @staticmethod
-    def _user(token: str, config: _JwtConfig) -> Principal:
-        try:
-            claims = jwt.decode(
-                token,
-                config.key,
-                algorithms=list(config.algorithms),
-                issuer=config.issuer,
-                audience=config.audience,
-                leeway=JWT_LEEWAY_SECONDS,
-                options={
-                    "require": ["exp", "sub"]
-                    + (["iss"] if config.issuer else [])
-                    + (["aud"] if config.audience else []),
-                    "verify_aud": config.audience is not None,
-                },
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("token has expired") from exc
-        except jwt.InvalidTokenError as exc:
-            raise Unauthenticated(f"invalid token: {exc}") from exc
-        try:
-            user_id = uuid.UUID(str(claims["sub"]))
-        except ValueError as exc:
-            raise Unauthenticated("token subject must be the user's UUID") from exc
-        scopes = USER_SCOPES
-        if "scope" in claims:
-            requested = {s for s in str(claims["scope"]).split() if s}
-            scopes = frozenset(s for s in USER_SCOPES if s.value in requested)
-        return Principal(kind="user", name=str(user_id), scopes=scopes, user_id=user_id)
+
+def _user(token: str, config: _JwtConfig) -> Principal:
+    claims = jwt.decode(
+        token,
+        config.key,
+        algorithms=[config.algorithm],
+        issuer=config.issuer,
+        audience=config.audience,
+        leeway=JWT_LEEWAY_SECONDS,
+        options={
+            "require": ["exp", "sub"]
+            + (["iss"] if config.issuer else [])
+            + (["aud"] if config.audience else []),
+            "verify_aud": config.audience is not None,
+        },
+    )
+    try:
+        user_id = uuid.UUID(str(claims["sub"]))
+    except ValueError as exc:
+        raise Unauthenticated("token subject must be the user's UUID") from exc
+    scopes = USER_SCOPES
+    if "scope" in claims:
+        requested = {s for s in str(claims["scope"]).split() if s}
+        scopes = frozenset(s for s in USER_SCOPES if s.value in requested)
+    return Principal(kind="user", name=str(user_id), scopes=scopes, user_id=user_id)

@@ -83,15 +83,19 @@ async def _database_urls(settings: Settings) -> tuple[str, str, bool]:
 
 async def _serve(settings: Settings) -> None:
     from memory_service import tls
-    from memory_service.auth import auth_configured
+    from memory_service.auth import Authenticator, auth_configured
     from memory_service.server import start
-    from memory_service.storage import migrate
 
     try:  # refuse a bad configuration before starting any database
         tls.check_listen_address(settings, auth_enabled=auth_configured(settings))
         tls.server_credentials(settings)
+        Authenticator.from_settings(settings)
     except ValueError as exc:
         sys.exit(f"configuration error: {exc}")
+    # Imported only now: importing alembic logs its plugins at INFO, which
+    # would bury a configuration error in noise.
+    from memory_service.storage import migrate
+
     owner_url, app_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await migrate.upgrade(owner_url)

@@ -8,8 +8,16 @@ secrets: there is nothing to brute-force), loaded from a JSON file:
                  "scopes": ["memories:read", "memories:write", "lessons:read"],
                  "assistant_profile_ids": [1, 2]}]}
 
-`assistant_profile_ids` is optional (absent: every profile).
+`assistant_profile_ids` is optional (absent or null: every profile); a token
+with the `admin` scope cannot have it, since admin RPCs act on every profile.
 `memory-service new-token` prints a fresh token and its entry.
+
+An empty, ambiguous or unusable configuration is refused at start-up with a
+ValueError naming the variable and file: a tokens file with no tokens, a
+token without scopes, an empty or non-integer profile list, an unknown key in
+an entry, two tokens with the same name (they would share rate buckets,
+idempotency keys and audit identity) or the same hash, a public key file
+that is not a supported PEM public key.
 
 User-scoped JWTs are signed by the platform: HS256 with a shared secret, or
 with the platform's public key, whose type alone decides the algorithm (RSA
@@ -26,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -45,7 +54,11 @@ logger = logging.getLogger(__name__)
 
 JWT_LEEWAY_SECONDS = 30
 _PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+_TOKENS_VAR = "FARADAY_SERVICE_TOKENS_FILE"
 _KEY_VAR = "FARADAY_JWT_PUBLIC_KEY_FILE"
+_ENTRY_KEYS = frozenset({"name", "sha256", "scopes", "assistant_profile_ids"})
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MAX_PROFILE_ID = 2**31 - 1  # assistant_profiles.id is a PostgreSQL integer
 # What a caller is told when its JWT is refused: fixed texts, never PyJWT's
 # (or the key library's) exception text. Anything not listed: "invalid token".
 _JWT_REFUSALS: tuple[tuple[type[Exception], str], ...] = (
@@ -57,12 +70,6 @@ _JWT_REFUSALS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-def auth_configured(settings: Settings) -> bool:
-    return bool(
-        settings.service_tokens_file or settings.jwt_hs256_secret or settings.jwt_public_key_file
-    )
-
-
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -72,36 +79,81 @@ def new_token() -> str:
 
 
 def _scopes(values: Any, where: str) -> frozenset[Scope]:
+    known = ", ".join(s.value for s in Scope)
     try:
-        return frozenset(Scope(v) for v in values)
+        scopes = frozenset(Scope(v) for v in values)
     except (TypeError, ValueError) as exc:
-        known = ", ".join(s.value for s in Scope)
         raise ValueError(f"{where}: scopes must be a list of {known}") from exc
+    if not scopes:
+        raise ValueError(f"{where}: the token grants no scopes (give one or more of {known})")
+    return scopes
+
+
+def _profile_ids(values: Any, where: str) -> frozenset[int] | None:
+    if values is None:
+        return None
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= _MAX_PROFILE_ID
+            for p in values
+        )
+    ):
+        raise ValueError(
+            f"{where}: 'assistant_profile_ids' must be a non-empty list of profile ids"
+            f" (integers 1..{_MAX_PROFILE_ID}); leave it out to allow every profile"
+        )
+    return frozenset(values)
+
+
+def service_token_entry(entry: Any, where: str) -> tuple[str, Principal]:
+    """One entry of the tokens file -> (its SHA-256, its principal); ValueError if unusable."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: must be an object")
+    unknown = sorted(set(entry) - _ENTRY_KEYS)
+    if unknown:  # a misspelt 'assistant_profile_ids' would silently widen the token
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(_ENTRY_KEYS)}")
+    name, digest = entry.get("name"), entry.get("sha256")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{where}: needs a non-empty 'name'")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest.lower()):
+        raise ValueError(f"{where}: 'sha256' must be 64 hex digits")
+    scopes = _scopes(entry.get("scopes", []), where)
+    profiles = _profile_ids(entry.get("assistant_profile_ids"), where)
+    if Scope.ADMIN in scopes and profiles is not None:
+        # Admin RPCs act on every profile's data: a profile limit would be a false promise.
+        raise ValueError(
+            f"{where}: a token with the 'admin' scope cannot be limited to assistant profiles"
+        )
+    principal = Principal(kind="service", name=name, scopes=scopes, assistant_profile_ids=profiles)
+    return digest.lower(), principal
 
 
 def load_service_tokens(path: Path) -> dict[str, Principal]:
-    """Token hash -> principal; a malformed file raises ValueError naming the problem."""
+    """Token hash -> principal; a file that is malformed or lets nobody in raises ValueError."""
     try:
-        document = json.loads(path.read_text())
-        entries = document["tokens"]
+        entries = json.loads(path.read_text())["tokens"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"cannot read service tokens from {path}: {exc}") from exc
-    tokens: dict[str, Principal] = {}
-    for i, entry in enumerate(entries):
-        where = f"{path}: tokens[{i}]"
-        try:
-            name, digest = str(entry["name"]), str(entry["sha256"]).lower()
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{where}: needs 'name' and 'sha256'") from exc
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"{where}: 'sha256' must be 64 hex digits")
-        profiles = entry.get("assistant_profile_ids")
-        tokens[digest] = Principal(
-            kind="service",
-            name=name,
-            scopes=_scopes(entry.get("scopes", []), where),
-            assistant_profile_ids=frozenset(int(p) for p in profiles) if profiles else None,
+        raise ValueError(f"{_TOKENS_VAR}: cannot read service tokens from {path}: {exc}") from exc
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(
+            f"{_TOKENS_VAR}: {path} lists no tokens ('tokens' must be a non-empty list),"
+            " so it would authenticate nobody; add entries made by `memory-service new-token`"
+            " or unset the variable"
         )
+    tokens: dict[str, Principal] = {}
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"{_TOKENS_VAR}: {path}: tokens[{i}]"
+        digest, principal = service_token_entry(entry, where)
+        # The name is the caller's identity for rate limits, idempotency keys and the audit log.
+        if principal.name in names:
+            raise ValueError(f"{where}: the name {principal.name!r} is used twice")
+        if digest in tokens:
+            raise ValueError(f"{where}: its sha256 is already listed, for {tokens[digest].name!r}")
+        names.add(principal.name)
+        tokens[digest] = principal
     return tokens
 
 
@@ -137,6 +189,8 @@ class Authenticator:
     def __init__(self, service_tokens: dict[str, Principal], jwt_config: _JwtConfig | None) -> None:
         self._service_tokens = service_tokens
         self._jwt = jwt_config
+        # Off only when nothing is configured: every loader refuses a
+        # configuration that would let nobody in.
         self.enabled = bool(service_tokens) or jwt_config is not None
 
     @classmethod

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from faraday.memory.v1 import memory_service_pb2, memory_service_pb2_grpc
 
+from memory_service.auth import load_service_tokens, new_token, token_hash
 from memory_service.server import start
 from tests.rpc.conftest import TEST_SETTINGS
 from tests.rpc.test_auth import AUDIENCE, ISSUER, bearer
@@ -38,6 +39,8 @@ from tests.rpc.test_auth import AUDIENCE, ISSUER, bearer
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 REPO = Path(__file__).resolve().parents[2]
+READER = ["memories:read"]
+ADMIN = ["memories:read", "memories:write", "lessons:read", "admin"]
 # Everything a refused JWT may be told: fixed texts, never an exception's.
 JWT_REFUSALS = {
     "invalid token",
@@ -47,6 +50,11 @@ JWT_REFUSALS = {
     "token audience is not accepted",
     "token lacks a required claim",
 }
+
+
+def _entry(name: str, scopes: list[str] = READER, **extra: object) -> dict[str, object]:
+    """A tokens-file entry for a fresh token."""
+    return {"name": name, "sha256": token_hash(new_token()), "scopes": scopes, **extra}
 
 
 def _public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
@@ -71,6 +79,27 @@ def _certificate_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
+def _duplicate_hash() -> dict[str, object]:
+    first, second = _entry("backend"), _entry("reporting")
+    second["sha256"] = first["sha256"]
+    return {"tokens": [first, second]}
+
+
+# (what is wrong, tokens document), refused naming FARADAY_SERVICE_TOKENS_FILE.
+TOKEN_FILES: list[tuple[str, object]] = [
+    ("empty tokens list", {"tokens": []}),
+    ("tokens not a list", {"tokens": {"name": "backend"}}),
+    ("duplicate names", {"tokens": [_entry("backend"), _entry("backend")]}),
+    ("duplicate hashes", _duplicate_hash()),
+    ("no scopes", {"tokens": [_entry("backend", [])]}),
+    ("scopes left out", {"tokens": [{"name": "backend", "sha256": "a" * 64}]}),
+    ("empty profile list", {"tokens": [_entry("backend", assistant_profile_ids=[])]}),
+    ("profile id 0", {"tokens": [_entry("backend", assistant_profile_ids=[0])]}),
+    ("profile id 2**31", {"tokens": [_entry("backend", assistant_profile_ids=[2**31])]}),
+    ("profile id a string", {"tokens": [_entry("backend", assistant_profile_ids=["1"])]}),
+    ("admin limited to a profile", {"tokens": [_entry("ops", ADMIN, assistant_profile_ids=[1])]}),
+    ("misspelt key", {"tokens": [_entry("backend", assistant_profile_id=[1])]}),
+]
 # (what is wrong, contents of FARADAY_JWT_PUBLIC_KEY_FILE).
 KEY_FILES: list[tuple[str, Callable[[], bytes]]] = [
     ("garbage key file", lambda: b"hello\n"),
@@ -100,11 +129,17 @@ KEY_FILES: list[tuple[str, Callable[[], bytes]]] = [
         ),
     ),
 ]
-CASES = [(name, "key", pem) for name, pem in KEY_FILES]
+CASES = [(name, "tokens", doc) for name, doc in TOKEN_FILES] + [
+    (name, "key", pem) for name, pem in KEY_FILES
+]
 
 
 def _write_case(tmp_path: Path, kind: str, content: object) -> tuple[dict[str, object], str, Path]:
     """The case's file: (settings overrides, the variable that must be named, the file)."""
+    if kind == "tokens":
+        path = tmp_path / "tokens.json"
+        path.write_text(json.dumps(content))
+        return {"service_tokens_file": path}, "FARADAY_SERVICE_TOKENS_FILE", path
     path = tmp_path / "platform.pem"
     path.write_bytes(content())  # type: ignore[operator]
     return {"jwt_public_key_file": path}, "FARADAY_JWT_PUBLIC_KEY_FILE", path
@@ -172,6 +207,43 @@ async def test_cli_serve_refuses_an_unusable_credential_config_in_one_line(
     result = await _serve_cli(app_url, "--" + setting.replace("_", "-"), str(value))
     line = _assert_one_line_refusal(result, "configuration error:", variable, str(path))
     print(f"{case}: {line}")
+
+
+async def test_all_interfaces_with_an_empty_tokens_file_is_refused(
+    tmp_path: Path, app_url: str
+) -> None:
+    # An empty tokens file used to switch auth off yet count as "configured",
+    # so the listen guard let the server open to every caller on the network.
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": []}))
+    settings = TEST_SETTINGS.with_overrides(host="0.0.0.0", service_tokens_file=path)
+    with pytest.raises(ValueError, match="FARADAY_SERVICE_TOKENS_FILE"):
+        running = await start(settings, app_url)
+        await running.stop(0)
+    result = await _serve_cli(app_url, "--host", "0.0.0.0", "--service-tokens-file", str(path))
+    _assert_one_line_refusal(result, "configuration error:", "FARADAY_SERVICE_TOKENS_FILE")
+
+
+async def test_new_token_refuses_what_the_server_would_refuse(tmp_path: Path) -> None:
+    admin_limited = await _cli(
+        "new-token", "--name", "ops", "--scopes", "admin", "--assistant-profile-ids", "1"
+    )
+    assert "cannot be limited to assistant profiles" in _assert_one_line_refusal(admin_limited)
+    out_of_range = await _cli("new-token", "--name", "x", "--assistant-profile-ids", str(2**31))
+    assert "assistant_profile_ids" in _assert_one_line_refusal(out_of_range)
+    # The flag without ids used to mean "every profile"; argparse now refuses it.
+    no_ids = await _cli("new-token", "--name", "x", "--assistant-profile-ids")
+    assert no_ids.returncode == 2
+    # What it does print, the server loads.
+    entries = []
+    for flags in ([], ["--assistant-profile-ids", "3", "4"], ["--scopes", "admin"]):
+        result = await _cli("new-token", "--name", f"caller-{len(entries)}", *flags)
+        assert result.returncode == 0, result.stderr
+        entries.append(json.loads(result.stdout.splitlines()[-1]))
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"tokens": entries}))
+    loaded = {p.name: p.assistant_profile_ids for p in load_service_tokens(path).values()}
+    assert loaded == {"caller-0": None, "caller-1": frozenset({3, 4}), "caller-2": None}
 
 
 # --- Hostile JWTs against public keys --------------------------------------

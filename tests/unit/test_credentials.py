@@ -1,4 +1,4 @@
-"""auth.py's pure rules: what a failed JWT check says."""
+"""auth.py's pure rules: which token entries are usable, and what a failed JWT check says."""
 
 from __future__ import annotations
 
@@ -12,8 +12,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from memory_service.auth import (
     Authenticator,
     _JwtConfig,
+    new_token,
+    service_token_entry,
+    token_hash,
 )
 from memory_service.domain.errors import Unauthenticated
+
+ENTRY = {"name": "backend", "sha256": token_hash(new_token()), "scopes": ["memories:read"]}
+
+
+@pytest.mark.parametrize(
+    "profile_ids", [[], [0], [-1], [2**31], ["1"], [1.0], [True], "1", {"1": 1}]
+)
+def test_profile_ids_must_be_a_non_empty_list_of_integer_ids(profile_ids: object) -> None:
+    # `[]` used to be falsy and so meant every profile; "1", 1.0 and True passed int().
+    with pytest.raises(ValueError, match="assistant_profile_ids"):
+        service_token_entry(ENTRY | {"assistant_profile_ids": profile_ids}, "tokens[0]")
 
 
 def test_any_failure_while_verifying_a_jwt_is_unauthenticated_with_a_fixed_text() -> None:

@@ -160,8 +160,12 @@ def load_service_tokens(path: Path) -> dict[str, Principal]:
 def load_jwt_public_key(path: Path) -> tuple[_PublicKey, str]:
     """The platform's public key and the one algorithm it verifies; ValueError if unusable."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError, UnsupportedAlgorithm) as exc:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{_KEY_VAR}: cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise ValueError(
             f"{_KEY_VAR}: {path} holds no readable PEM public key (-----BEGIN PUBLIC KEY-----)"
         ) from exc

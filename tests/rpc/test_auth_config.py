@@ -85,25 +85,45 @@ def _duplicate_hash() -> dict[str, object]:
     return {"tokens": [first, second]}
 
 
-# (what is wrong, tokens document), refused naming FARADAY_SERVICE_TOKENS_FILE.
-TOKEN_FILES: list[tuple[str, object]] = [
-    ("empty tokens list", {"tokens": []}),
-    ("tokens not a list", {"tokens": {"name": "backend"}}),
-    ("duplicate names", {"tokens": [_entry("backend"), _entry("backend")]}),
-    ("duplicate hashes", _duplicate_hash()),
-    ("no scopes", {"tokens": [_entry("backend", [])]}),
-    ("scopes left out", {"tokens": [{"name": "backend", "sha256": "a" * 64}]}),
-    ("empty profile list", {"tokens": [_entry("backend", assistant_profile_ids=[])]}),
-    ("profile id 0", {"tokens": [_entry("backend", assistant_profile_ids=[0])]}),
-    ("profile id 2**31", {"tokens": [_entry("backend", assistant_profile_ids=[2**31])]}),
-    ("profile id a string", {"tokens": [_entry("backend", assistant_profile_ids=["1"])]}),
-    ("admin limited to a profile", {"tokens": [_entry("ops", ADMIN, assistant_profile_ids=[1])]}),
-    ("misspelt key", {"tokens": [_entry("backend", assistant_profile_id=[1])]}),
+# (what is wrong, tokens document, what the refusal says).
+TOKEN_FILES: list[tuple[str, object, str]] = [
+    ("empty tokens list", {"tokens": []}, "lists no tokens"),
+    ("tokens not a list", {"tokens": {"name": "backend"}}, "lists no tokens"),
+    ("duplicate names", {"tokens": [_entry("backend"), _entry("backend")]}, "used twice"),
+    ("duplicate hashes", _duplicate_hash(), "already listed"),
+    ("no scopes", {"tokens": [_entry("backend", [])]}, "no scopes"),
+    ("scopes left out", {"tokens": [{"name": "backend", "sha256": "a" * 64}]}, "no scopes"),
+    (
+        "empty profile list",
+        {"tokens": [_entry("backend", assistant_profile_ids=[])]},
+        "assistant_profile_ids",
+    ),
+    (
+        "profile id 0",
+        {"tokens": [_entry("backend", assistant_profile_ids=[0])]},
+        "assistant_profile_ids",
+    ),
+    (
+        "profile id 2**31",
+        {"tokens": [_entry("backend", assistant_profile_ids=[2**31])]},
+        "assistant_profile_ids",
+    ),
+    (
+        "profile id a string",
+        {"tokens": [_entry("backend", assistant_profile_ids=["1"])]},
+        "assistant_profile_ids",
+    ),
+    (
+        "admin limited to a profile",
+        {"tokens": [_entry("ops", ADMIN, assistant_profile_ids=[1])]},
+        "'admin' scope",
+    ),
+    ("misspelt key", {"tokens": [_entry("backend", assistant_profile_id=[1])]}, "unknown keys"),
 ]
-# (what is wrong, contents of FARADAY_JWT_PUBLIC_KEY_FILE).
-KEY_FILES: list[tuple[str, Callable[[], bytes]]] = [
-    ("garbage key file", lambda: b"hello\n"),
-    ("empty key file", lambda: b""),
+# (what is wrong, contents of FARADAY_JWT_PUBLIC_KEY_FILE, what the refusal says).
+KEY_FILES: list[tuple[str, Callable[[], bytes], str]] = [
+    ("garbage key file", lambda: b"hello\n", "no readable PEM public key"),
+    ("empty key file", lambda: b"", "no readable PEM public key"),
     (
         "private key instead of public",
         lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -111,13 +131,15 @@ KEY_FILES: list[tuple[str, Callable[[], bytes]]] = [
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
+        "no readable PEM public key",
     ),
     (
         "certificate instead of key",
         lambda: _certificate_pem(ec.generate_private_key(ec.SECP256R1())),
+        "no readable PEM public key",
     ),
-    ("RSA 1024", lambda: _public_pem(rsa.generate_private_key(65537, 1024))),
-    ("EC P-384", lambda: _public_pem(ec.generate_private_key(ec.SECP384R1()))),
+    ("RSA 1024", lambda: _public_pem(rsa.generate_private_key(65537, 1024)), "2048 bits"),
+    ("EC P-384", lambda: _public_pem(ec.generate_private_key(ec.SECP384R1())), "P-256"),
     (
         "Ed25519",
         lambda: (
@@ -127,10 +149,11 @@ KEY_FILES: list[tuple[str, Callable[[], bytes]]] = [
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         ),
+        "P-256",
     ),
 ]
-CASES = [(name, "tokens", doc) for name, doc in TOKEN_FILES] + [
-    (name, "key", pem) for name, pem in KEY_FILES
+CASES = [(name, "tokens", doc, says) for name, doc, says in TOKEN_FILES] + [
+    (name, "key", pem, says) for name, pem, says in KEY_FILES
 ]
 
 
@@ -145,16 +168,16 @@ def _write_case(tmp_path: Path, kind: str, content: object) -> tuple[dict[str, o
     return {"jwt_public_key_file": path}, "FARADAY_JWT_PUBLIC_KEY_FILE", path
 
 
-@pytest.mark.parametrize(("case", "kind", "content"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("case", "kind", "content", "says"), CASES, ids=[c[0] for c in CASES])
 async def test_start_refuses_an_unusable_credential_config(
-    case: str, kind: str, content: object, tmp_path: Path, app_url: str
+    case: str, kind: str, content: object, says: str, tmp_path: Path, app_url: str
 ) -> None:
     overrides, variable, path = _write_case(tmp_path, kind, content)
     with pytest.raises(ValueError) as caught:
         running = await start(TEST_SETTINGS.with_overrides(**overrides), app_url)
         await running.stop(0)  # only reached when the configuration was wrongly accepted
     message = str(caught.value)
-    assert variable in message and str(path) in message
+    assert variable in message and str(path) in message and says in message
     assert "\n" not in message
 
 
@@ -198,14 +221,14 @@ async def _serve_cli(app_url: str, *flags: str) -> subprocess.CompletedProcess[s
     )
 
 
-@pytest.mark.parametrize(("case", "kind", "content"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("case", "kind", "content", "says"), CASES, ids=[c[0] for c in CASES])
 async def test_cli_serve_refuses_an_unusable_credential_config_in_one_line(
-    case: str, kind: str, content: object, tmp_path: Path, app_url: str
+    case: str, kind: str, content: object, says: str, tmp_path: Path, app_url: str
 ) -> None:
     overrides, variable, path = _write_case(tmp_path, kind, content)
     ((setting, value),) = overrides.items()
     result = await _serve_cli(app_url, "--" + setting.replace("_", "-"), str(value))
-    line = _assert_one_line_refusal(result, "configuration error:", variable, str(path))
+    line = _assert_one_line_refusal(result, "configuration error:", variable, str(path), says)
     print(f"{case}: {line}")
 
 

@@ -83,15 +83,19 @@ async def _database_urls(settings: Settings) -> tuple[str, str, bool]:
 
 async def _serve(settings: Settings) -> None:
     from memory_service import tls
-    from memory_service.auth import auth_configured
+    from memory_service.auth import Authenticator
     from memory_service.server import start
-    from memory_service.storage import migrate
 
     try:  # refuse a bad configuration before starting any database
-        tls.check_listen_address(settings, auth_enabled=auth_configured(settings))
+        authenticator = Authenticator.from_settings(settings)
+        tls.check_listen_address(settings, auth_enabled=authenticator.enabled)
         tls.server_credentials(settings)
     except ValueError as exc:
         sys.exit(f"configuration error: {exc}")
+    # Imported only now: importing alembic logs its plugins at INFO, which
+    # would bury a configuration error in noise.
+    from memory_service.storage import migrate
+
     owner_url, app_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await migrate.upgrade(owner_url)
@@ -188,7 +192,7 @@ def _new_token(args: argparse.Namespace) -> None:
     """Print a fresh service token (give it to the caller) and its entry for the tokens file."""
     import json
 
-    from memory_service.auth import new_token, token_hash
+    from memory_service.auth import new_token, service_token_entry, token_hash
 
     token = new_token()
     entry: dict[str, object] = {
@@ -196,8 +200,12 @@ def _new_token(args: argparse.Namespace) -> None:
         "sha256": token_hash(token),
         "scopes": args.scopes,
     }
-    if args.assistant_profile_ids:
+    if args.assistant_profile_ids is not None:
         entry["assistant_profile_ids"] = args.assistant_profile_ids
+    try:  # the server would refuse the entry: refuse to print it
+        service_token_entry(entry, "new-token")
+    except ValueError as exc:
+        sys.exit(str(exc))
     print(f"token (shown once, store it as a secret): {token}")
     print('entry for FARADAY_SERVICE_TOKENS_FILE\'s "tokens" list:')
     print(json.dumps(entry))
@@ -214,7 +222,12 @@ def main(argv: list[str] | None = None) -> None:
         default=["memories:read", "memories:write", "lessons:read"],
         choices=["memories:read", "memories:write", "lessons:read", "admin"],
     )
-    token_parser.add_argument("--assistant-profile-ids", nargs="*", type=int, default=[])
+    token_parser.add_argument(
+        "--assistant-profile-ids",
+        nargs="+",
+        type=int,
+        help="limit the token to these assistant profiles (not with the admin scope)",
+    )
     for name, help_text in (
         ("serve", "run the gRPC server (embedded PostgreSQL unless a database URL is set)"),
         ("migrate", "upgrade the database to the latest schema"),

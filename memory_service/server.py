@@ -20,7 +20,7 @@ from grpc_health.v1._async import HealthServicer  # the public alias health.aio 
 from grpc_reflection.v1alpha import reflection
 
 from memory_service import sweeper, tls
-from memory_service.auth import Authenticator, auth_configured
+from memory_service.auth import Authenticator
 from memory_service.config import Settings
 from memory_service.domain import ranking
 from memory_service.domain.denial_budget import DenialBudget
@@ -96,9 +96,10 @@ def pool_settings(settings: Settings, url: str) -> PoolSettings:
 async def start(settings: Settings, database_url: str) -> RunningServer:
     """Open the pool and cache, bind, start serving. Port 0 picks a free port."""
     # Configuration errors surface before anything is opened.
-    tls.check_listen_address(settings, auth_enabled=auth_configured(settings))
-    credentials = tls.server_credentials(settings)
     authenticator = Authenticator.from_settings(settings)
+    # Whether the authenticator actually built lets anyone in, not whether a setting is present.
+    tls.check_listen_address(settings, auth_enabled=authenticator.enabled)
+    credentials = tls.server_credentials(settings)
     database = Database(pool_settings(settings, database_url))
     await database.open()
     cache = (

@@ -184,6 +184,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         session.acting_user.set(
             str(principal.user_id) if principal.user_id is not None else session.ALL_USERS
         )
+        session.acting_profiles.set(principal.assistant_profile_ids)
         remaining = context.time_remaining()
         session.deadline.set(time.monotonic() + remaining if remaining is not None else None)
 

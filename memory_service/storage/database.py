@@ -122,12 +122,13 @@ class Database:
         """
         assert self._pool is not None
         mode = " ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only_snapshot else ""
-        # Both values are generated here (a canonical UUID or '*', an int),
+        # The values are generated here (a canonical UUID or '*', ints),
         # never caller text, so splicing them in is safe; it lets BEGIN and
         # the settings travel in one simple-protocol round trip.
         begin = (
             f"BEGIN{mode}; SELECT set_config('faraday.acting_user', '{session.setting_value()}',"
-            f" true), set_config('statement_timeout',"
+            f" true), set_config('faraday.acting_profiles', '{session.profiles_value()}', true),"
+            f" set_config('statement_timeout',"
             f" '{session.statement_timeout_ms(self._settings.statement_timeout_seconds)}', true)"
         )
         attempts = 2 if self._settings.pre_ping else 1

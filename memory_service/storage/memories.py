@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
 from memory_service.domain import audit, ranking
-from memory_service.domain.errors import InvalidArgument, NotFound, StaleEtag
+from memory_service.domain.errors import InvalidArgument, NotFound, PermissionDenied, StaleEtag
 from memory_service.domain.models import (
     Feedback,
     Interaction,
@@ -47,6 +47,12 @@ _FOREIGN_KEYS = {
 _VISIBLE = """(:owner::uuid IS NULL OR user_id = :owner)
     AND (:profiles::int[] IS NULL OR assistant_profile_id IS NULL
          OR assistant_profile_id = ANY(:profiles::int[]))"""
+
+# What the caller may change: as _VISIBLE, but a profile-limited credential
+# only its own profiles' memories, not the ones shared by all assistants
+# (docs/security.md). Row-level security (migration 0006) holds the same rule.
+_WRITABLE = """(:owner::uuid IS NULL OR user_id = :owner)
+    AND (:profiles::int[] IS NULL OR assistant_profile_id = ANY(:profiles::int[]))"""
 
 _STORE_VALUES = """:user_id, :assistant_profile_id, :content, :context, :importance,
             :category, :tags, :source, :confidence, :expires_at, :metadata"""
@@ -93,11 +99,13 @@ WHERE caller = :caller AND request_id = :request_id
 """)
 
 _GET = NamedSQL.compile(f"SELECT {MEMORY_COLUMNS} FROM user_memories WHERE id = :id AND {_VISIBLE}")
-_VERSION = NamedSQL.compile(f"SELECT version FROM user_memories WHERE id = :id AND {_VISIBLE}")
+_VERSION = NamedSQL.compile(
+    f"SELECT version, assistant_profile_id FROM user_memories WHERE id = :id AND {_VISIBLE}"
+)
 
 _DELETE = NamedSQL.compile(f"""
 DELETE FROM user_memories
-WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_VISIBLE}
+WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_WRITABLE}
 RETURNING user_id
 """)
 
@@ -118,7 +126,7 @@ LIMIT :limit
 _FEEDBACK_TEMPLATE = """
 WITH {key}old AS (
     SELECT id, importance FROM user_memories
-    WHERE id = :id AND {visible} {key_exists}
+    WHERE id = :id AND {writable} {key_exists}
     FOR UPDATE
 ), m AS (
     UPDATE user_memories u
@@ -149,7 +157,7 @@ _FEEDBACK_KEY = """key AS (
                                   memory_id, interaction_id)
     SELECT :caller, :request_id, 'RecordFeedback', :request_hash, user_id, id,
            nextval(pg_get_serial_sequence('memory_interactions', 'id'))
-    FROM user_memories WHERE id = :id AND {visible}
+    FROM user_memories WHERE id = :id AND {writable}
     ON CONFLICT DO NOTHING
     RETURNING interaction_id
 ), """
@@ -158,8 +166,8 @@ _FEEDBACK_KEY = """key AS (
 def _feedback_sql(once: bool) -> NamedSQL:
     return NamedSQL.compile(
         _FEEDBACK_TEMPLATE.format(
-            key=_FEEDBACK_KEY.format(visible=_VISIBLE) if once else "",
-            visible=_VISIBLE,
+            key=_FEEDBACK_KEY.format(writable=_WRITABLE) if once else "",
+            writable=_WRITABLE,
             key_exists="AND EXISTS (SELECT 1 FROM key)" if once else "",
             interaction_id="id, " if once else "",
             interaction_value="(SELECT interaction_id FROM key), " if once else "",
@@ -389,6 +397,15 @@ def _visible(v: Visibility) -> dict[str, Any]:
     return {"owner": v.user_id, "profiles": v.profile_list}
 
 
+def _require_writable(row: asyncpg.Record, memory_id: int, visibility: Visibility) -> None:
+    """A memory the caller can see but not change: one shared by all assistants."""
+    if visibility.profile_ids is not None and row["assistant_profile_id"] is None:
+        raise PermissionDenied(
+            f"memory {memory_id} is shared by all assistants; a credential limited to"
+            " assistant profiles may read it but not change it"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RequestKey:
     """A client request id, scoped to its caller, with a hash of the request it names."""
@@ -469,7 +486,7 @@ class MemoryStore:
         statement = NamedSQL.compile(f"""
 WITH m AS (
     UPDATE user_memories SET {assignments}, version = version + 1
-    WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_VISIBLE}
+    WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_WRITABLE}
     RETURNING {MEMORY_COLUMNS}
 ), logged AS (
     INSERT INTO memory_interactions (memory_id, user_id, interaction_type, context)
@@ -509,10 +526,22 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         conn: asyncpg.Connection, memory_id: int, visibility: Visibility
     ) -> None:
         params = {"id": memory_id, **_visible(visibility)}
-        version = await conn.fetchval(_VERSION.sql, *_VERSION.args(params))
-        if version is None:
+        row = await conn.fetchrow(_VERSION.sql, *_VERSION.args(params))
+        if row is None:
             raise NotFound("memory", memory_id)
+        _require_writable(row, memory_id, visibility)
+        version = row["version"]
         raise StaleEtag(f"memory {memory_id} has changed (now at version {version}); re-read it")
+
+    @staticmethod
+    async def _raise_missing_or_shared(
+        conn: asyncpg.Connection, memory_id: int, visibility: Visibility
+    ) -> NoReturn:
+        params = {"id": memory_id, **_visible(visibility)}
+        row = await conn.fetchrow(_VERSION.sql, *_VERSION.args(params))
+        if row is not None:
+            _require_writable(row, memory_id, visibility)
+        raise NotFound("memory", memory_id)
 
     async def list_memories(
         self,
@@ -617,12 +646,12 @@ SELECT {MEMORY_COLUMNS} FROM m""")
                 )
                 return memory, interaction
             if key is None:
-                raise NotFound("memory", feedback.memory_id)
+                await self._raise_missing_or_shared(conn, feedback.memory_id, visibility)
             first = await conn.fetchrow(
                 _KEY.sql, *_KEY.args({"caller": key.caller, "request_id": key.request_id})
             )
-            if first is None:  # no key and no update: the memory is not there
-                raise NotFound("memory", feedback.memory_id)
+            if first is None:  # no key and no update: the memory is not there, or shared
+                await self._raise_missing_or_shared(conn, feedback.memory_id, visibility)
             await self._replayed(conn, key, "RecordFeedback")
             memory = memory_from_row(
                 await self._fetch_visible(conn, first["memory_id"], visibility)

@@ -20,6 +20,12 @@ from contextvars import ContextVar
 ALL_USERS = "*"
 
 acting_user: ContextVar[str] = ContextVar("faraday_acting_user", default="")
+# The assistant profiles a profile-limited credential may use; None: any.
+# Row-level security (migration 0006) lets such a credential read the
+# memories of these profiles and the shared ones, and write only the former.
+acting_profiles: ContextVar[frozenset[int] | None] = ContextVar(
+    "faraday_acting_profiles", default=None
+)
 # time.monotonic() by which the caller's deadline passes; None: no deadline.
 deadline: ContextVar[float | None] = ContextVar("faraday_deadline", default=None)
 
@@ -40,6 +46,14 @@ def setting_value() -> str:
     if value in ("", ALL_USERS):
         return value
     return str(uuid.UUID(value))  # canonical form; anything else raises here, not in SQL
+
+
+def profiles_value() -> str:
+    """The acting profiles as they may be spliced into SQL: '' (any) or an int[] literal."""
+    profiles = acting_profiles.get()
+    if profiles is None:
+        return ""
+    return "{" + ",".join(str(int(p)) for p in sorted(profiles)) + "}"
 
 
 def statement_timeout_ms(default_seconds: float) -> int:

@@ -377,16 +377,23 @@ async def test_every_rpc_as_the_wrong_user_leaks_nothing(world: AuthWorld, datab
     assert leaks == 0
 
 
-async def test_profile_limited_token_sees_only_its_profiles(
-    world: AuthWorld, tmp_path, app_url: str
-) -> None:
-    admin = world.tokens["admin"]
-    user = await _user(world, "limited")
+@dataclass
+class Limited:
+    """A second server whose only token is limited to the world's `Limited` profile."""
+
+    memory: memory_service_pb2_grpc.MemoryServiceStub
+    metadata: tuple[tuple[str, str]]
+    profile: int
+    other_profile: int
+
+
+@pytest.fixture
+async def limited(world: AuthWorld, tmp_path, app_url: str) -> AsyncIterator[Limited]:
     other = await world.admin.UpsertAssistantProfile(
         admin_service_pb2.UpsertAssistantProfileRequest(
             profile=registry_pb2.AssistantProfile(name="Other", model_version="m", is_active=True)
         ),
-        metadata=bearer(admin),
+        metadata=bearer(world.tokens["admin"]),
     )
     path = tmp_path / "limited.json"
     token = f"fmt_limited_{uuid.uuid4().hex}"
@@ -407,31 +414,144 @@ async def test_profile_limited_token_sees_only_its_profiles(
     limited_server = await start(TEST_SETTINGS.with_overrides(service_tokens_file=path), app_url)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{limited_server.port}") as ch:
-            stub = memory_service_pb2_grpc.MemoryServiceStub(ch)
-            mine = await _memory(
-                world, user, "planner note", admin, assistant_profile_id=world.limited_profile
+            yield Limited(
+                memory_service_pb2_grpc.MemoryServiceStub(ch),
+                bearer(token),
+                world.limited_profile,
+                other.id,
             )
-            shared = await _memory(world, user, "shared note", admin)
-            theirs = await _memory(world, user, "other note", admin, assistant_profile_id=other.id)
-            as_limited = bearer(token)
-            store_other = memory_service_pb2.StoreMemoryRequest(
-                memory=memory_pb2.Memory(
-                    user_id=user, content="x", category="c", assistant_profile_id=other.id
-                )
-            )
-            assert await _code(stub.StoreMemory(store_other, metadata=as_limited)) == (
-                grpc.StatusCode.PERMISSION_DENIED
-            )
-            get_theirs = memory_service_pb2.GetMemoryRequest(id=theirs.id)
-            assert await _code(stub.GetMemory(get_theirs, metadata=as_limited)) == (
-                grpc.StatusCode.NOT_FOUND
-            )
-            recalled = await stub.RecallMemories(
-                memory_service_pb2.RecallMemoriesRequest(user_id=user), metadata=as_limited
-            )
-            assert {s.memory.id for s in recalled.memories} == {mine.id, shared.id}
     finally:
         await limited_server.stop(0.5)
+
+
+async def test_profile_limited_token_sees_only_its_profiles(
+    world: AuthWorld, limited: Limited
+) -> None:
+    admin = world.tokens["admin"]
+    user = await _user(world, "limited")
+    stub, as_limited = limited.memory, limited.metadata
+    mine = await _memory(world, user, "planner note", admin, assistant_profile_id=limited.profile)
+    shared = await _memory(world, user, "shared note", admin)
+    theirs = await _memory(
+        world, user, "other note", admin, assistant_profile_id=limited.other_profile
+    )
+    store_other = memory_service_pb2.StoreMemoryRequest(
+        memory=memory_pb2.Memory(
+            user_id=user, content="x", category="c", assistant_profile_id=limited.other_profile
+        )
+    )
+    assert await _code(stub.StoreMemory(store_other, metadata=as_limited)) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    get_theirs = memory_service_pb2.GetMemoryRequest(id=theirs.id)
+    assert await _code(stub.GetMemory(get_theirs, metadata=as_limited)) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    recalled = await stub.RecallMemories(
+        memory_service_pb2.RecallMemoriesRequest(user_id=user), metadata=as_limited
+    )
+    assert {s.memory.id for s in recalled.memories} == {mine.id, shared.id}
+
+
+async def test_shared_memories_are_read_only_for_profile_limited_tokens(
+    world: AuthWorld, limited: Limited, database_url: str
+) -> None:
+    admin = world.tokens["admin"]
+    user = await _user(world, "shared")
+    stub, as_limited = limited.memory, limited.metadata
+    shared = await _memory(world, user, "shared note", admin)
+    mine = await _memory(world, user, "own note", admin, assistant_profile_id=limited.profile)
+
+    def update(memory_id: int, profile: int, *paths: str):
+        return memory_service_pb2.UpdateMemoryRequest(
+            memory=memory_pb2.Memory(id=memory_id, importance=0.9, assistant_profile_id=profile),
+            update_mask=field_mask_pb2.FieldMask(paths=list(paths)),
+        )
+
+    writes = {
+        "store shared": stub.StoreMemory(
+            memory_service_pb2.StoreMemoryRequest(
+                memory=memory_pb2.Memory(user_id=user, content="new", category="c")
+            ),
+            metadata=as_limited,
+        ),
+        "update shared": stub.UpdateMemory(update(shared.id, 0, "importance"), metadata=as_limited),
+        "move shared into own profile": stub.UpdateMemory(
+            update(shared.id, limited.profile, "assistant_profile_id"), metadata=as_limited
+        ),
+        "move own into shared": stub.UpdateMemory(
+            update(mine.id, 0, "assistant_profile_id"), metadata=as_limited
+        ),
+        "delete shared": stub.DeleteMemory(
+            memory_service_pb2.DeleteMemoryRequest(id=shared.id), metadata=as_limited
+        ),
+        "feedback on shared": stub.RecordFeedback(
+            memory_service_pb2.RecordFeedbackRequest(memory_id=shared.id, helpful=True),
+            metadata=as_limited,
+        ),
+        "feedback on shared, with a request id": stub.RecordFeedback(
+            memory_service_pb2.RecordFeedbackRequest(
+                memory_id=shared.id, helpful=False, request_id="r-1"
+            ),
+            metadata=as_limited,
+        ),
+    }
+    codes = {name: await _code(call) for name, call in writes.items()}
+    assert codes == dict.fromkeys(writes, grpc.StatusCode.PERMISSION_DENIED)
+
+    # Reading stays allowed; nothing changed; the own memory is writable.
+    got = await stub.GetMemory(
+        memory_service_pb2.GetMemoryRequest(id=shared.id), metadata=as_limited
+    )
+    assert (got.version, got.importance, got.assistant_profile_id) == (1, shared.importance, 0)
+    await stub.UpdateMemory(update(mine.id, 0, "importance"), metadata=as_limited)
+    await stub.RecordFeedback(
+        memory_service_pb2.RecordFeedbackRequest(memory_id=mine.id, helpful=True),
+        metadata=as_limited,
+    )
+    # An unlimited token may change shared memories.
+    await world.memory.UpdateMemory(update(shared.id, 0, "importance"), metadata=bearer(admin))
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT id, version FROM user_memories WHERE user_id = $1 ORDER BY id", uuid.UUID(user)
+        )
+    finally:
+        await conn.close()
+    assert [(r["id"], r["version"]) for r in rows] == [(shared.id, 2), (mine.id, 3)]
+
+
+async def test_row_level_security_keeps_shared_memories_read_only(
+    world: AuthWorld, app_url: str
+) -> None:
+    admin = world.tokens["admin"]
+    user = await _user(world, "rls-shared")
+    shared = await _memory(world, user, "shared note", admin)
+    own = await _memory(world, user, "own note", admin, assistant_profile_id=world.limited_profile)
+    conn = await asyncpg.connect(app_url)  # the service role, with no WHERE clause to help
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('faraday.acting_user', $1, true),"
+                " set_config('faraday.acting_profiles', $2, true)",
+                user,
+                f"{{{world.limited_profile}}}",
+            )
+            seen = {r["id"] for r in await conn.fetch("SELECT id FROM user_memories")}
+            assert seen == {shared.id, own.id}
+            changed = await conn.fetch("UPDATE user_memories SET importance = 0.1 RETURNING id")
+            assert [r["id"] for r in changed] == [own.id]
+            deleted = await conn.fetch("DELETE FROM user_memories RETURNING id")
+            assert [r["id"] for r in deleted] == [own.id]
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(
+                    "INSERT INTO user_memories (user_id, content, category)"
+                    " VALUES ($1, 'sneaked in', 'c')",
+                    uuid.UUID(user),
+                )
+    finally:
+        await conn.close()
 
 
 async def test_row_level_security_holds_without_a_where_clause(

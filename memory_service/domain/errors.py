@@ -32,9 +32,14 @@ class FieldViolation:
 class InvalidArgument(DomainError):
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: list[FieldViolation]) -> None:
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+    def __init__(self, violations: list[FieldViolation], *, omitted: int = 0) -> None:
+        """`omitted`: further violations found but not collected (see validation.Violations)."""
+        message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        if omitted:
+            message += f"; and {omitted} more not listed"
+        super().__init__(message)
         self.violations = violations
+        self.omitted = omitted
 
     @classmethod
     def one(cls, field: str, description: str) -> InvalidArgument:

@@ -10,17 +10,21 @@ INVALID_ARGUMENT or a position in the caller's own result set.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
 
 from memory_service.domain.errors import InvalidArgument
+from memory_service.domain.validation import in_time_range
 
 DEFAULT_PAGE_SIZE = 50
 _BIGINT_MAX = 2**63 - 1  # ids are PostgreSQL bigint
 MAX_PAGE_SIZE = 500
+# The tokens this service issues are under 150 characters. Refusing longer
+# ones before decoding bounds the work a forged token can cause (and its
+# nesting depth, which the JSON parser spends recursion on).
+TOKEN_MAX_CHARS = 512
 
 
 def page_size(value: int, *, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
@@ -51,10 +55,14 @@ def decode(token: str, filters: Any, *, arity: int) -> list[Any] | None:
     if not token:
         return None
     bad = _bad_token()
+    if len(token) > TOKEN_MAX_CHARS:
+        raise bad
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         payload = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+    # ValueError covers binascii.Error, UnicodeDecodeError and JSONDecodeError;
+    # RecursionError is deep nesting.
+    except (ValueError, RecursionError) as exc:
         raise bad from exc
     if not isinstance(payload, dict) or payload.get("f") != fingerprint(filters):
         raise bad
@@ -76,7 +84,9 @@ def decode_time_and_id(token: str, filters: Any) -> tuple[datetime, int] | None:
             parsed = parsed.astimezone(UTC)  # overflows here, not in the driver
     except (TypeError, ValueError, OverflowError) as exc:
         raise _bad_token() from exc
-    if parsed.tzinfo is None or type(ident) is not int or not 0 < ident <= _BIGINT_MAX:
+    if parsed.tzinfo is None or not in_time_range(parsed):
+        raise _bad_token()
+    if type(ident) is not int or not 0 < ident <= _BIGINT_MAX:
         raise _bad_token()
     return parsed, ident
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
 from typing import Any
 
 from memory_service.domain.errors import FieldViolation, InvalidArgument
@@ -29,20 +30,51 @@ COMMENT_MAX_CHARS = 2000
 RECALL_DEFAULT_LIMIT = 10
 RECALL_MAX_LIMIT = 100
 INT32_MAX = 2**31 - 1
+# Every time a caller sends (timestamps, dates, page-token positions) lies in
+# [TIME_MIN, TIME_END). asyncpg writes Python's datetime.max/min (which
+# protobuf's 9999-12-31T23:59:59.999999999Z and 0001-01-01 become) as
+# PostgreSQL's +/-infinity and reads infinity back as a naive datetime, so
+# values near Python's limits do not round-trip; 9000 leaves room for time
+# zone shifts and arithmetic. The tables' CHECK constraints (migration 0006)
+# hold the same range.
+TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_END = datetime(9000, 1, 1, tzinfo=UTC)
+TIME_RANGE = "must be from 1970-01-01T00:00:00Z (inclusive) to 9000-01-01T00:00:00Z (exclusive)"
+DATE_RANGE = "must be from 1970-01-01 to 8999-12-31"
+# The smallest positive score input (importance, confidence, recall weights):
+# PostgreSQL raises "value out of range: underflow" when a product of
+# nonzero float8s rounds to 0, as 5e-324 * 0.5 does, so a subnormal
+# importance or weight would make recall fail. Products of two values of at
+# least 1e-6 (and recency's 2**-1000) stay far above that.
+SMALLEST_POSITIVE = 1e-6
+# At most this many violations are collected (and sent) per request: the rest
+# are only counted, so a request listing 100,000 bad items costs no more to
+# answer than one listing 11, and the status fits a client's metadata limit.
+VIOLATIONS_MAX_COUNT = 10
 
 
 class Violations:
-    """Collects field violations; `check()` raises them together."""
+    """Collects field violations; `check()` raises them together.
 
-    def __init__(self) -> None:
+    `keep`, if given, says which fields' violations count at all.
+    """
+
+    def __init__(self, keep: Callable[[str], bool] | None = None) -> None:
         self.items: list[FieldViolation] = []
+        self.omitted = 0
+        self._keep = keep
 
     def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
+        if self._keep is not None and not self._keep(field):
+            return
+        if len(self.items) < VIOLATIONS_MAX_COUNT:
+            self.items.append(FieldViolation(field, description))
+        else:
+            self.omitted += 1
 
     def check(self) -> None:
         if self.items:
-            raise InvalidArgument(self.items)
+            raise InvalidArgument(self.items, omitted=self.omitted)
 
 
 def _clean_text(v: Violations, field: str, value: str) -> bool:
@@ -105,9 +137,17 @@ def reference_id(v: Violations, field: str, value: int) -> int | None:
     return value
 
 
+def in_time_range(value: datetime) -> bool:
+    return TIME_MIN <= value < TIME_END
+
+
+def date_in_range(value: date) -> bool:
+    return TIME_MIN.date() <= value < TIME_END.date()
+
+
 def unit_interval(v: Violations, field: str, value: float) -> float:
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        v.add(field, f"must be within 0.0..1.0, got {value}")
+    if not (value == 0.0 or SMALLEST_POSITIVE <= value <= 1.0):  # NaN fails both
+        v.add(field, f"must be 0 or within {SMALLEST_POSITIVE}..1.0, got {value}")
     return value
 
 

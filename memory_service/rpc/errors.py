@@ -34,6 +34,7 @@ from memory_service.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
+from memory_service.domain.validation import VIOLATIONS_MAX_COUNT
 
 logger = logging.getLogger(__name__)
 
@@ -68,17 +69,31 @@ def _pack(message: Any) -> any_pb2.Any:
 
 
 def to_status(error: DomainError) -> status_pb2.Status:
-    """Code, message and details from one object, so they can never disagree."""
-    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))]
+    """Code, message and details from one object, so they can never disagree.
+
+    An INVALID_ARGUMENT lists at most VIOLATIONS_MAX_COUNT field violations
+    and says in its message and ErrorInfo metadata `omitted_violations` how
+    many more there were: the status travels in trailing metadata, which
+    clients cap (16 KiB by default in grpc), and a bigger one reaches them
+    as RESOURCE_EXHAUSTED instead of the error.
+    """
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    bad_request = None
     if isinstance(error, InvalidArgument):
+        shown = error.violations[:VIOLATIONS_MAX_COUNT]
+        error = InvalidArgument(shown, omitted=error.omitted + len(error.violations) - len(shown))
+        if error.omitted:
+            info.metadata["omitted_violations"] = str(error.omitted)
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
                     field=v.field, description=v.description
                 )
-                for v in error.violations
+                for v in shown
             ]
         )
+    details = [_pack(info)]
+    if bad_request is not None:
         details.append(_pack(bad_request))
     retry_after: float | None = None
     if isinstance(error, RateLimited):

@@ -18,6 +18,7 @@ GRADE_LEVEL_MAX_CHARS = 20
 CONTENT_AREA_MAX_CHARS = 100
 SUBJECT_NAME_MAX_CHARS = 100
 SEARCH_QUERY_MAX_CHARS = 500
+RELATED_LESSONS_MAX_COUNT = 50
 
 _STATUSES = {
     LessonStatus.DRAFT: lesson_pb2.LESSON_STATUS_DRAFT,
@@ -57,10 +58,17 @@ def lesson(request: admin_service_pb2.UpsertLessonRequest) -> Lesson:
     title = check.text(v, "lesson.title", m.title, max_chars=TITLE_MAX_CHARS, required=True)
     user = check.user_id(v, "lesson.user_id", m.user_id)
     related: dict[int, None] = {}
-    for i, related_id in enumerate(m.related_lesson_ids):
-        valid = check.positive_id(v, f"lesson.related_lesson_ids[{i}]", related_id)
-        if valid is not None:
-            related.setdefault(valid, None)
+    if len(m.related_lesson_ids) > RELATED_LESSONS_MAX_COUNT:
+        v.add(
+            "lesson.related_lesson_ids",
+            f"must have at most {RELATED_LESSONS_MAX_COUNT} entries,"
+            f" got {len(m.related_lesson_ids)}",
+        )
+    else:
+        for i, related_id in enumerate(m.related_lesson_ids):
+            valid = check.positive_id(v, f"lesson.related_lesson_ids[{i}]", related_id)
+            if valid is not None:
+                related.setdefault(valid, None)
     fields: dict[str, Any] = {
         "subject_category_id": check.reference_id(
             v, "lesson.subject_category_id", m.subject_category_id

@@ -27,6 +27,10 @@ from memory_service.domain.models import (
 from memory_service.rpc import wire
 
 DEFAULT_IMPORTANCE = 0.5
+ETAG_MAX_DIGITS = 10
+# More paths than there are mutable fields cannot be a sensible mask: refused
+# before any is looked at, so a mask's cost stays bounded.
+MASK_MAX_PATHS = 32
 
 _INTERACTION_TYPES = {
     InteractionType.STORE: memory_pb2.INTERACTION_TYPE_STORE,
@@ -62,7 +66,11 @@ def version_from_etag(field: str, value: str) -> int | None:
     body = value.removeprefix("W/").strip('"')
     # isdigit() alone also admits "²" or "①", which int() rejects with a
     # ValueError (an INTERNAL error), and "١٢", which int() reads as 12.
-    if not (body.isascii() and body.isdigit()) or not 0 < int(body) < 2**31:
+    # Versions are below 2**31 (10 digits); the length goes first because
+    # int() refuses strings of over 4,300 digits with a ValueError too.
+    if len(body) > ETAG_MAX_DIGITS or not (body.isascii() and body.isdigit()):
+        raise InvalidArgument.one(field, "is not an etag this service issued")
+    if not 0 < int(body) < 2**31:
         raise InvalidArgument.one(field, "is not an etag this service issued")
     return int(body)
 
@@ -110,20 +118,27 @@ def new_memory(request: memory_service_pb2.StoreMemoryRequest) -> NewMemory:
 def memory_patch(request: memory_service_pb2.UpdateMemoryRequest) -> tuple[MemoryPatch, list[str]]:
     v = check.Violations()
     memory_id = check.positive_id(v, "memory.id", request.memory.id)
+    count = len(request.update_mask.paths)
+    if count > MASK_MAX_PATHS:
+        raise InvalidArgument.one(
+            "update_mask", f"must have at most {MASK_MAX_PATHS} paths, got {count}"
+        )
     paths = list(dict.fromkeys(request.update_mask.paths))
     if not paths:
         v.add("update_mask", "must name at least one field")
-    unknown = [p for p in paths if p not in _MASK_PATHS]
-    for p in unknown:
-        v.add("update_mask", f"unknown or immutable path {p!r}; allowed: {', '.join(_MASK_PATHS)}")
+    for p in paths:
+        if p not in _MASK_PATHS:
+            # At most 64 characters of the path: the description travels in
+            # the status, which must fit the client's metadata limit.
+            v.add(
+                "update_mask",
+                f"unknown or immutable path {p[:64]!r}; allowed: {', '.join(_MASK_PATHS)}",
+            )
     v.check()
-    # Validate the whole message, then keep only the masked fields' findings.
-    scratch = check.Violations()
-    values = _fields(scratch, request.memory, "memory.")
+    # Validate the whole message, keeping only the masked fields' findings.
     masked = {f"memory.{p}" for p in paths}
-    for violation in scratch.items:
-        if violation.field.split("[")[0] in masked:
-            v.items.append(violation)
+    v = check.Violations(keep=lambda field: field.split("[")[0] in masked)
+    values = _fields(v, request.memory, "memory.")
     expected = version_from_etag("memory.etag", request.memory.etag)
     v.check()
     assert memory_id is not None
@@ -163,8 +178,11 @@ def memory_filter(request: memory_service_pb2.ListMemoriesRequest) -> MemoryFilt
 def _weight(v: check.Violations, field: str, present: bool, value: float, default: float) -> float:
     if not present:
         return default
-    if not (value == value and 0.0 <= value <= ranking.MAX_WEIGHT):  # NaN fails value == value
-        v.add(field, f"must be within 0..{ranking.MAX_WEIGHT}, got {value}")
+    if not (value == 0.0 or check.SMALLEST_POSITIVE <= value <= ranking.MAX_WEIGHT):
+        v.add(
+            field,
+            f"must be 0 or within {check.SMALLEST_POSITIVE}..{ranking.MAX_WEIGHT}, got {value}",
+        )
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from faraday.memory.v1 import admin_service_pb2, registry_pb2
@@ -28,6 +29,7 @@ THEME_MAX_CHARS = 50
 LANGUAGE_MAX_CHARS = 35
 TIMEZONE_MAX_CHARS = 64
 NAME_MAX_CHARS = 100
+CAPABILITIES_MAX_COUNT = 50
 MODEL_VERSION_MAX_CHARS = 50
 # Descriptions are unbounded text in the schema; this keeps one request's
 # worth of them sane.
@@ -128,9 +130,15 @@ def subject_category(request: admin_service_pb2.UpsertSubjectCategoryRequest) ->
 
 
 def _capabilities(
-    v: check.Violations, items: list[registry_pb2.AssistantCapability]
+    v: check.Violations, items: Sequence[registry_pb2.AssistantCapability]
 ) -> list[Capability]:
     result: list[Capability] = []
+    if len(items) > CAPABILITIES_MAX_COUNT:
+        v.add(
+            "profile.capabilities",
+            f"must have at most {CAPABILITIES_MAX_COUNT} entries, got {len(items)}",
+        )
+        return result
     first_index: dict[str, int] = {}
     for i, c in enumerate(items):
         field = f"profile.capabilities[{i}]"
@@ -178,7 +186,7 @@ def assistant_profile(request: admin_service_pb2.UpsertAssistantProfileRequest) 
         configuration=_object(
             v, "profile.configuration", m.configuration, m.HasField("configuration")
         ),
-        capabilities=_capabilities(v, list(m.capabilities)),
+        capabilities=_capabilities(v, m.capabilities),
     )
     v.check()
     return result

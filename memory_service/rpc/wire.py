@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.type import date_pb2
 
-from memory_service.domain.validation import Violations
+from memory_service.domain import validation as check
 
 
 def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
@@ -53,19 +53,31 @@ def fill_value(target: struct_pb2.Value, value: Any) -> None:
         target.string_value = str(value)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIME_MIN_SECONDS = (check.TIME_MIN - _EPOCH) // timedelta(seconds=1)
+_TIME_END_SECONDS = (check.TIME_END - _EPOCH) // timedelta(seconds=1)
+
+
 def timestamp(
-    v: Violations, field: str, message: timestamp_pb2.Timestamp, present: bool
+    v: check.Violations, field: str, message: timestamp_pb2.Timestamp, present: bool
 ) -> datetime | None:
+    """A time within validation's TIME_MIN..TIME_END, to the microsecond.
+
+    Nanoseconds below a microsecond are truncated (toward the past), not
+    refused: Python and PostgreSQL hold microseconds, and clients such as
+    Go's timestamppb.Now() send nanoseconds. The range is checked on the raw
+    seconds (both bounds are whole seconds), before any conversion can
+    overflow.
+    """
     if not present:
         return None
-    try:
-        return message.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        v.add(field, "is not a valid timestamp")
+    if not 0 <= message.nanos < 1_000_000_000:
+        v.add(field, "is not a valid timestamp (nanos must be 0..999,999,999)")
         return None
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    if not _TIME_MIN_SECONDS <= message.seconds < _TIME_END_SECONDS:
+        v.add(field, check.TIME_RANGE)
+        return None
+    return _EPOCH + timedelta(seconds=message.seconds, microseconds=message.nanos // 1000)
 
 
 def fill_timestamp(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
@@ -77,7 +89,7 @@ def fill_timestamp(target: timestamp_pb2.Timestamp, value: datetime | None) -> N
         target.nanos = delta.microseconds * 1000
 
 
-def duration(v: Violations, field: str, message: duration_pb2.Duration) -> timedelta | None:
+def duration(v: check.Violations, field: str, message: duration_pb2.Duration) -> timedelta | None:
     try:
         return message.ToTimedelta()
     except (ValueError, OverflowError):
@@ -85,14 +97,20 @@ def duration(v: Violations, field: str, message: duration_pb2.Duration) -> timed
         return None
 
 
-def date_value(v: Violations, field: str, message: date_pb2.Date, present: bool) -> date | None:
+def date_value(
+    v: check.Violations, field: str, message: date_pb2.Date, present: bool
+) -> date | None:
     if not present:
         return None
     try:
-        return date(message.year, message.month, message.day)
+        value = date(message.year, message.month, message.day)
     except ValueError:
         v.add(field, "must be a full calendar date (year, month and day)")
         return None
+    if not check.date_in_range(value):
+        v.add(field, check.DATE_RANGE)
+        return None
+    return value
 
 
 def fill_date(target: date_pb2.Date, value: date | None) -> None:

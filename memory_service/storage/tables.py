@@ -32,6 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 
+from memory_service.domain import validation as check
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -49,6 +51,12 @@ def _created_at() -> Column[object]:
 
 def _updated_at() -> Column[object]:
     return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+_TIME_MIN = f"'{check.TIME_MIN.isoformat()}'::timestamptz"
+_TIME_END = f"'{check.TIME_END.isoformat()}'::timestamptz"
+_DATE_MIN = f"'{check.TIME_MIN.date().isoformat()}'::date"
+_DATE_END = f"'{check.TIME_END.date().isoformat()}'::date"
 
 
 def _json_object(column: str) -> CheckConstraint:
@@ -210,6 +218,7 @@ lessons = Table(
     _json_object("lesson_data"),
     CheckConstraint("jsonb_typeof(tags) = 'array'", name="tags_is_array"),
     CheckConstraint("jsonb_typeof(related_lessons) = 'array'", name="related_lessons_is_array"),
+    CheckConstraint(f"week_of >= {_DATE_MIN} AND week_of < {_DATE_END}", name="week_of_range"),
     Index("ix_lessons_user_id_week_of", "user_id", "week_of"),
     Index("ix_lessons_subject_category_id", "subject_category_id"),
     Index("ix_lessons_assistant_profile_id", "assistant_profile_id"),
@@ -275,6 +284,10 @@ user_memories = Table(
     CheckConstraint("confidence >= 0.0 AND confidence <= 1.0", name="confidence_range"),
     CheckConstraint("length(content) > 0", name="content_not_empty"),
     CheckConstraint("version >= 1", name="version_positive"),
+    # Every stored time reads back into Python (migration 0006).
+    CheckConstraint(
+        f"expires_at >= {_TIME_MIN} AND expires_at < {_TIME_END}", name="expires_at_range"
+    ),
     _json_object("context"),
     _json_object("metadata"),
     # Every hot query is scoped by user; these lead with user_id.

@@ -10,10 +10,16 @@ unknown enum numbers, random page tokens and etags, and request headers with
 junk (invalid UTF-8 in binary ones). Some calls hit real rows: a few users, a
 category tree, a profile, lessons and memories are registered first and
 replenished when deleted. A focused test sends otherwise valid requests with
-forged page tokens (true fingerprint, hostile keyset position) and etags.
+forged page tokens (true fingerprint, hostile keyset position) and etags;
+three more send valid requests but for one kind of field at or past its
+limit: floats (subnormal, tiny, extreme), times (the service's range
+1970-01-01..9000-01-01 and one microsecond or nanosecond outside it) and
+sizes (repeated fields and masks over their caps, 100,000 long).
 
 For every call: the status is never INTERNAL, UNKNOWN or DEADLINE_EXCEEDED
-(each call has a 5 s deadline: running into it is a hang), nor anything else
+(each call has a 5 s deadline: running into it is a hang), nor
+RESOURCE_EXHAUSTED for a request within the server's message limit (an
+error status over the client's 16 KiB metadata limit arrives so), nor anything else
 that a correct server never sends here (UNAVAILABLE, UNIMPLEMENTED, ...);
 INVALID_ARGUMENT names fields of the request in a google.rpc.BadRequest (or,
 for bytes that do not parse, says MALFORMED_REQUEST); a failed call leaves
@@ -95,8 +101,13 @@ ACCEPTABLE = {
     StatusCode.FAILED_PRECONDITION,
     StatusCode.ABORTED,
     StatusCode.OUT_OF_RANGE,
-    StatusCode.RESOURCE_EXHAUSTED,  # a request over the server's message limit
+    StatusCode.RESOURCE_EXHAUSTED,  # only for a request over the server's message limit
 }
+MESSAGE_LIMIT_BYTES = 1024 * 1024  # the test server's (Settings' default)
+# The status of an error travels in trailing metadata; it must fit what a
+# client accepts (grpc's default hard limit is 16 KiB), or the caller sees
+# RESOURCE_EXHAUSTED instead of the error.
+CLIENT_METADATA_LIMIT = 16 * 1024
 
 TABLES = (
     "users",
@@ -148,10 +159,14 @@ NAUGHTY_INT32 = [0, 1, -1, 5, 6, 100, 101, 500, 501, INT32_MAX, INT32_MIN]
 NAUGHTY_DOUBLES = [
     math.nan, -math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0, 0.5, 1e308, -1e308,
     5e-324, -5e-324, 1.0000000000000002, 0.9999999999999999, 10.0, 10.000000000000002, 2**63,
+    # Subnormal and just below the smallest positive score input (1e-6).
+    2.2250738585072014e-308, 2.225073858507201e-308, 1e-310, 1e-7, 9.999999999999999e-07, 1e-06,
 ]  # fmt: skip
+# The service's time range is [0, TIME_END_SECONDS): 1970-01-01 to 9000-01-01.
+TIME_END_SECONDS = 221845392000
 SECONDS_EXTREMES = [
     -62135596801, -62135596800, -1, 0, 253402300799, 253402300800, 10**12, -(10**12),
-    INT64_MAX, INT64_MIN,
+    INT64_MAX, INT64_MIN, TIME_END_SECONDS - 1, TIME_END_SECONDS, TIME_END_SECONDS + 1,
 ]  # fmt: skip
 # Overlong, truncated, surrogate-encoding, beyond U+10FFFF, stray continuation.
 INVALID_UTF8_BYTES = [
@@ -284,14 +299,31 @@ def timestamp_of(seconds: int, nanos: int = 0) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
 
 
-hostile_timestamp = st.builds(
-    timestamp_of,
-    st.one_of(st.sampled_from(SECONDS_EXTREMES), st.integers(INT64_MIN, INT64_MAX)),
-    st.one_of(st.sampled_from(NANOS_EXTREMES), st.integers(INT32_MIN, INT32_MAX)),
+hostile_timestamp = st.one_of(
+    st.builds(
+        timestamp_of,
+        st.one_of(st.sampled_from(SECONDS_EXTREMES), st.integers(INT64_MIN, INT64_MAX)),
+        st.one_of(st.sampled_from(NANOS_EXTREMES), st.integers(INT32_MIN, INT32_MAX)),
+    ),
+    # The bounds and one microsecond or nanosecond outside them.
+    st.sampled_from(
+        [
+            timestamp_of(0),
+            timestamp_of(-1, 999_999_999),
+            timestamp_of(-1, 999_999_000),
+            timestamp_of(TIME_END_SECONDS - 1, 999_999_999),
+            timestamp_of(TIME_END_SECONDS),
+            timestamp_of(253402300799, 999_999_999),
+            timestamp_of(253402300799, 999_999_000),
+            timestamp_of(-62135596800),
+        ]
+    ),
 )
 hostile_date = st.builds(
     date_pb2.Date,
-    year=st.sampled_from([0, 1, 2024, 9999, 10000, -1, INT32_MAX, INT32_MIN]),
+    year=st.sampled_from(
+        [0, 1, 1969, 1970, 2024, 8999, 9000, 9999, 10000, -1, INT32_MAX, INT32_MIN]
+    ),
     month=st.sampled_from([0, 1, 2, 12, 13, -1, INT32_MAX]),
     day=st.sampled_from([0, 1, 29, 30, 31, 32, -1, INT32_MAX]),
 )
@@ -317,10 +349,21 @@ hostile_etag = st.one_of(
         st.text(st.characters(categories=["Nd", "No"]), min_size=1, max_size=3),
     ),
     st.builds(lambda n: f'W/"{n}"', st.integers()),
+    # Digit strings around a version's 10 digits and int()'s 4,300-digit limit.
+    st.builds(
+        lambda n, weak: ('W/"{}"' if weak else "{}").format("9" * n),
+        st.sampled_from([10, 11, 4300, 4301, 100_000]),
+        st.booleans(),
+    ),
 )
 hostile_int64 = st.one_of(st.sampled_from(NAUGHTY_INT64), st.integers(INT64_MIN, INT64_MAX))
 hostile_int32 = st.one_of(st.sampled_from(NAUGHTY_INT32), st.integers(INT32_MIN, INT32_MAX))
-hostile_double = st.one_of(st.sampled_from(NAUGHTY_DOUBLES), st.floats())
+hostile_double = st.one_of(
+    st.sampled_from(NAUGHTY_DOUBLES),
+    st.floats(),
+    # Subnormal: PostgreSQL raises "underflow" when a product with one rounds to 0.
+    st.floats(min_value=0.0, max_value=2.2250738585072014e-308, exclude_min=True),
+)
 UNKNOWN_ENUMS = [999, -1, INT32_MAX, INT32_MIN]
 # Headers: text values must be printable ASCII (the client refuses anything
 # else before sending), binary ("-bin") ones may hold any bytes, invalid UTF-8
@@ -348,6 +391,11 @@ def b64(payload: str) -> str:
 
 random_token = st.one_of(
     hostile_text,
+    # Deep nesting (json.loads recursion) and lengths around the 512-character cap.
+    st.builds(
+        lambda n, c: b64(c * n), st.sampled_from([300, 380, 1000, 100_000]), st.sampled_from("[{")
+    ),
+    st.builds(lambda n: "A" * n, st.sampled_from([511, 512, 513, 100_000])),
     st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode()),
     json_any.map(lambda v: b64(json.dumps(v))),
     st.builds(
@@ -366,6 +414,10 @@ _extreme_moments = st.sampled_from(
         "9999-12-31T23:59:59.999999+00:00",
         "9999-12-31T23:59:59.999999-14:00",  # year 10000 in UTC
         "2024-01-01T00:00:00+00:00",
+        "1970-01-01T00:00:00+00:00",
+        "1969-12-31T23:59:59.999999+00:00",
+        "8999-12-31T23:59:59.999999+00:00",
+        "9000-01-01T00:00:00+00:00",
     ]
 )
 _moments = st.one_of(
@@ -469,12 +521,21 @@ class Draw:
 
     MODES = ("valid", "one", "one", "10%", "30%", "all")
 
-    def __init__(self, data: st.DataObject, world: World, focus: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        data: st.DataObject,
+        world: World,
+        focus: frozenset[str] = frozenset(),
+        sometimes: bool = False,
+    ):
         self.data = data
         self.world = world
         # With a focus, exactly the named kinds of field are hostile: the rest
         # is valid, so the hostile value gets as far as it can.
         self.focus = focus
+        # Each focused field hostile or not by a coin flip: a value that only
+        # fails deep down (in SQL) must get there past its sibling fields.
+        self.sometimes = sometimes
         self.mode = "valid" if focus else data.draw(st.sampled_from(self.MODES), label="mode")
         self.target = data.draw(st.integers(1, 8), label="the hostile field")
         self.fields = 0
@@ -486,15 +547,17 @@ class Draw:
         """Whether the next field (of this kind) gets a hostile value."""
         self.fields += 1
         if self.focus:
-            return kind in self.focus
+            return kind in self.focus and (not self.sometimes or self.maybe())
         if self.mode in ("valid", "all"):
             return self.mode == "all"
         if self.mode == "one":
             return self.fields == self.target
         return bool(self(st.integers(0, 99)) < int(self.mode.rstrip("%")))
 
-    def pick(self, valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> Any:
-        return self(hostile if self.hostile() else valid)
+    def pick(
+        self, valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any], kind: str = ""
+    ) -> Any:
+        return self(hostile if self.hostile(kind) else valid)
 
     def maybe(self) -> bool:
         return bool(self(st.booleans()))
@@ -511,7 +574,7 @@ class Draw:
             st.lists(st.just("t"), min_size=max_count + 1, max_size=max_count + 3),
             st.lists(safe_text(max_chars), min_size=max_count, max_size=max_count),
         )
-        return list(self.pick(valid, hostile))
+        return list(self.pick(valid, hostile, "size"))
 
     # What is drawn never depends on the database (Hypothesis insists on
     # that): an index is drawn, then mapped onto the rows there are now.
@@ -553,7 +616,7 @@ class Draw:
         return int(self.pick(valid, hostile_int32))
 
     def unit(self) -> float:
-        return float(self.pick(st.floats(0.0, 1.0), hostile_double))
+        return float(self.pick(st.floats(0.0, 1.0), hostile_double, "double"))
 
     def json_object(self) -> dict[str, Any]:
         result: dict[str, Any] = self.pick(safe_json_object, hostile_json_object)
@@ -566,11 +629,11 @@ class Draw:
         now = int(datetime.now(UTC).timestamp())
         offsets = st.integers(3600, 400 * 86400) if future else st.integers(-(10**9), 10**9)
         valid = st.builds(timestamp_of, offsets.map(lambda o: now + o), st.integers(0, 999_999_999))
-        result: timestamp_pb2.Timestamp = self.pick(valid, hostile_timestamp)
+        result: timestamp_pb2.Timestamp = self.pick(valid, hostile_timestamp, "time")
         return result
 
     def date(self) -> date_pb2.Date:
-        result: date_pb2.Date = self.pick(safe_date, hostile_date)
+        result: date_pb2.Date = self.pick(safe_date, hostile_date, "time")
         return result
 
     def enum(self, known: list[int]) -> Any:  # an enum's ValueType, or a number it lacks
@@ -685,8 +748,13 @@ def update_memory(d: Draw) -> memory_service_pb2.UpdateMemoryRequest:
     request = memory_service_pb2.UpdateMemoryRequest()
     _memory(d, request.memory, for_update=True)
     valid = st.lists(st.sampled_from(MASK_PATHS), min_size=1, max_size=4)
-    hostile = st.lists(st.one_of(st.sampled_from(MASK_PATHS), hostile_paths), max_size=5)
-    request.update_mask.paths.extend(d.pick(valid, hostile))
+    hostile = st.one_of(
+        st.lists(st.one_of(st.sampled_from(MASK_PATHS), hostile_paths), max_size=5),
+        # Around the 32-path cap, and far past it.
+        st.builds(lambda n: [f"p{i}" for i in range(n)], st.sampled_from([11, 32, 33, 100_000])),
+        st.builds(lambda n: MASK_PATHS * n, st.sampled_from([3, 4])),
+    )
+    request.update_mask.paths.extend(d.pick(valid, hostile, "size"))
     return request
 
 
@@ -717,7 +785,7 @@ def recall_memories(d: Draw) -> memory_service_pb2.RecallMemoriesRequest:
         categories=d.texts(50, 100),
         tags=d.texts(32, 64),
         tag_match=d.enum([0, 1, 2]),
-        min_importance=d.pick(st.floats(0.0, 0.3), hostile_double),
+        min_importance=d.pick(st.floats(0.0, 0.3), hostile_double, "double"),
         limit=d.int32(st.sampled_from([0, 1, 5, 100])),
     )
     if d.maybe():
@@ -729,7 +797,7 @@ def recall_memories(d: Draw) -> memory_service_pb2.RecallMemoriesRequest:
     w = request.weights
     for name in ("importance", "recency", "relevance"):
         if d.maybe():
-            setattr(w, name, d.pick(st.floats(0.0, 10.0), hostile_double))
+            setattr(w, name, d.pick(st.floats(0.0, 10.0), hostile_double, "double"))
     if d.maybe():
         valid_half_life = st.builds(duration_pb2.Duration, seconds=st.integers(60, 10**9))
         w.recency_half_life.CopyFrom(d.pick(valid_half_life, hostile_duration))
@@ -879,7 +947,7 @@ def upsert_assistant_profile(d: Draw) -> admin_service_pb2.UpsertAssistantProfil
     profile = request.profile
     if d.maybe():
         fill_struct(profile.configuration, d.json_object())
-    for _ in range(d(st.integers(0, 4))):
+    for _ in range(51 if d.hostile("size") else d(st.integers(0, 4))):
         capability = profile.capabilities.add(
             name=d.text(100, required=True),
             description=d.text(8000),
@@ -907,7 +975,9 @@ def upsert_lesson(d: Draw) -> admin_service_pb2.UpsertLessonRequest:
         tags=d.texts(32, 64),
         related_lesson_ids=[
             d.ref(d.world.lesson_ids, zero_ok=False) for _ in range(d(st.integers(0, 3)))
-        ],
+        ]
+        if not d.hostile("size")
+        else d(st.builds(lambda n, i: [i] * n, st.sampled_from([50, 51, 100_000]), hostile_int64)),
     )
     request = admin_service_pb2.UpsertLessonRequest(lesson=lesson)
     lesson = request.lesson
@@ -1065,6 +1135,8 @@ def check_call(
     problems: list[str] = []
     if code not in ACCEPTABLE:
         problems.append(f"status {code.name}")
+    if code == StatusCode.RESOURCE_EXHAUSTED and request.ByteSize() <= MESSAGE_LIMIT_BYTES:
+        problems.append("RESOURCE_EXHAUSTED for a request within the message limit")
     if code == StatusCode.INVALID_ARGUMENT and error is not None:
         fields, reasons = bad_request_fields(error)
         if not fields and "MALFORMED_REQUEST" not in reasons:
@@ -1170,7 +1242,11 @@ class Client:
 
     def __init__(self, port: int) -> None:
         self.channel = grpc.insecure_channel(
-            f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+            f"127.0.0.1:{port}",
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_metadata_size", CLIENT_METADATA_LIMIT),
+            ],
         )
         self.stubs: dict[str, Any] = {
             "MemoryService": memory_service_pb2_grpc.MemoryServiceStub(self.channel),
@@ -1216,7 +1292,13 @@ class Client:
 
 
 def run_fuzz(
-    name: str, rpcs: list[Rpc], examples: int, port: int, db: Database, focus: frozenset[str]
+    name: str,
+    rpcs: list[Rpc],
+    examples: int,
+    port: int,
+    db: Database,
+    focus: frozenset[str],
+    sometimes: bool,
 ) -> Tally:
     """Runs in a worker thread: Hypothesis draws requests, a blocking channel sends them."""
     tally = Tally(name)
@@ -1229,7 +1311,7 @@ def run_fuzz(
         before = db.snapshot(world)
         if client.replenish(world):
             before = db.snapshot(world)
-        d = Draw(data, world, focus)
+        d = Draw(data, world, focus, sometimes)
         rpc = d(st.sampled_from(rpcs))
         request = rpc.build(d)
         metadata = d.metadata()
@@ -1333,12 +1415,15 @@ async def _fuzz(
     admin_stub: Any,
     memory_stub: Any,
     focus: frozenset[str] = frozenset(),
+    sometimes: bool = False,
 ) -> None:
     await seed(admin_stub, memory_stub)
     conn = await asyncpg.connect(database_url)
     try:
         db = Database(conn, asyncio.get_running_loop())
-        tally = await asyncio.to_thread(run_fuzz, name, rpcs, examples, server.port, db, focus)
+        tally = await asyncio.to_thread(
+            run_fuzz, name, rpcs, examples, server.port, db, focus, sometimes
+        )
     finally:
         await conn.close()
     print("\n" + tally.report())
@@ -1401,6 +1486,42 @@ async def test_forged_page_tokens_and_etags_are_rejected_cleanly(
         memory_stub,
         focus=frozenset({"page_token", "etag"}),
     )
+
+
+# The RPCs with fields of each kind (size: repeated fields and masks).
+BOUNDARY_RPCS = {
+    "double": {"StoreMemory", "UpdateMemory", "RecallMemories"},
+    "time": {
+        "StoreMemory", "UpdateMemory", "RecallMemories", "ListInteractions", "UpsertLesson",
+        "ListLessons",
+    },
+    "size": {
+        "StoreMemory", "UpdateMemory", "ListMemories", "RecallMemories", "ListLessons",
+        "UpsertUser", "UpsertAssistantProfile", "UpsertLesson",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(BOUNDARY_RPCS))
+async def test_boundary_values_are_rejected_cleanly(
+    kind: str, server: RunningServer, database_url: str, admin_stub: Any, memory_stub: Any
+) -> None:
+    """Valid requests but for fields of one kind, each drawn at or beyond its limits or not.
+
+    double: subnormal, tiny, NaN and extreme floats in every float field (a
+    subnormal weight once reached PostgreSQL and failed with "underflow");
+    time: timestamps and dates at 1970-01-01 and 9000-01-01, one microsecond
+    or nanosecond outside, and protobuf's own extremes; size: repeated
+    fields and masks just over their caps and 100,000 long.
+    """
+    examples = max_examples(100)
+    rpcs = [
+        rpc for rpc in MEMORY_RPCS + LESSON_RPCS + ADMIN_RPCS if rpc.name in BOUNDARY_RPCS[kind]
+    ]
+    await _fuzz(
+        f"boundary {kind}", rpcs, examples, server, database_url, admin_stub, memory_stub,
+        focus=frozenset({kind}), sometimes=True,
+    )  # fmt: skip
 
 
 # --- Bytes that are not a request message ------------------------------------

@@ -296,3 +296,66 @@ def _head() -> str:
     ).get_current_head()
     assert head is not None
     return head
+
+
+async def test_0006_repairs_out_of_range_times_then_refuses_them(scratch_database_url: str) -> None:
+    """Rows asyncpg wrote as +/-infinity before 0006 read back; no new ones can be written."""
+    url = scratch_database_url
+    await migrate.upgrade(url, "0005")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT set_config('faraday.acting_user', '*', false)")
+        user_id = await _insert_user(conn)
+        never = await _insert_memory(
+            conn, user_id, expires_at=dt.datetime.max.replace(tzinfo=dt.UTC)
+        )
+        past = await _insert_memory(
+            conn, user_id, expires_at=dt.datetime.min.replace(tzinfo=dt.UTC)
+        )
+        await conn.execute(
+            "INSERT INTO lessons (title, user_id, week_of) VALUES ('Fractions', $1, 'infinity')",
+            user_id,
+        )
+        # What the bug stored: asyncpg turns datetime.max into infinity.
+        assert (
+            await conn.fetchval("SELECT expires_at::text FROM user_memories WHERE id = $1", never)
+            == "infinity"
+        )
+        await conn.close()
+
+        await migrate.upgrade(url)
+
+        conn = await asyncpg.connect(url)
+        await conn.execute("SELECT set_config('faraday.acting_user', '*', false)")
+        expiry = dict(await conn.fetch("SELECT id, expires_at FROM user_memories"))
+        assert expiry == {never: None, past: dt.datetime(1970, 1, 1, tzinfo=dt.UTC)}
+        assert await conn.fetchval("SELECT week_of FROM lessons") is None
+        for value in (
+            "infinity",
+            "-infinity",
+            "9000-01-01 00:00:00+00",
+            "1969-12-31 23:59:59.999999+00",
+        ):
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute(
+                    "UPDATE user_memories SET expires_at = $1::text::timestamptz WHERE id = $2",
+                    value,
+                    never,
+                )
+        for value in ("infinity", "9000-01-01", "1969-12-31"):
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute("UPDATE lessons SET week_of = $1::text::date", value)
+        # The bounds themselves are stored and read back to the microsecond.
+        for moment in (
+            dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+            dt.datetime(8999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        ):
+            await conn.execute(
+                "UPDATE user_memories SET expires_at = $1 WHERE id = $2", moment, never
+            )
+            assert (
+                await conn.fetchval("SELECT expires_at FROM user_memories WHERE id = $1", never)
+                == moment
+            )
+    finally:
+        await conn.close()

@@ -104,7 +104,9 @@ class Lesson(_message.Message):
     """Lifecycle status; DRAFT when unset on write."""
     @_builtins.property
     def week_of(self) -> _date_pb2.Date:
-        """The Monday of the week the lesson is planned for."""
+        """The Monday of the week the lesson is planned for: 1970-01-01 to
+        8999-12-31, else INVALID_ARGUMENT.
+        """
 
     @_builtins.property
     def lesson_data(self) -> _struct_pb2.Struct:
@@ -139,7 +141,7 @@ class Lesson(_message.Message):
 
     @_builtins.property
     def related_lesson_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Ids of related lessons."""
+        """Ids of related lessons, at most 50."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:

@@ -73,14 +73,18 @@ class ListLessonsRequest(_message.Message):
     page_size: _builtins.int
     """0 means 50, over 500 is lowered to 500, negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """The `next_page_token` of a previous call with the same filters."""
+    """The `next_page_token` of a previous call with the same filters (at most
+    512 characters).
+    """
     @_builtins.property
     def week_of_start(self) -> _date_pb2.Date:
-        """Only lessons with week_of on or after this date."""
+        """Only lessons with week_of on or after this date (1970-01-01 to
+        8999-12-31).
+        """
 
     @_builtins.property
     def week_of_end(self) -> _date_pb2.Date:
-        """Only lessons with week_of on or before this date."""
+        """Only lessons with week_of on or before this date (same range)."""
 
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -165,7 +169,9 @@ class SearchLessonsRequest(_message.Message):
     page_size: _builtins.int
     """0 means 20, over 100 is lowered to 100, negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """The `next_page_token` of a previous call with the same query."""
+    """The `next_page_token` of a previous call with the same query (at most
+    512 characters).
+    """
     def __init__(
         self,
         *,

@@ -111,7 +111,8 @@ class Memory(_message.Message):
     RecallMemories' `query` with English full-text search (stemmed).
     """
     importance: _builtins.float
-    """How much the memory matters, 0.0 (trivial) to 1.0 (essential). Default
+    """How much the memory matters, 0.0 (trivial) to 1.0 (essential): 0 or
+    1e-6..1 (smaller positive values would underflow in ranking). Default
     0.5 when not set on store. RecordFeedback moves it (see that RPC).
     """
     category: _builtins.str
@@ -119,8 +120,8 @@ class Memory(_message.Message):
     source: _builtins.str
     """Where the memory came from, e.g. "chat", "lesson_import". Optional."""
     confidence: _builtins.float
-    """How sure the assistant is that the memory is true, 0.0 to 1.0. Unset
-    means unknown.
+    """How sure the assistant is that the memory is true, 0.0 to 1.0 (0 or
+    1e-6..1, as importance). Unset means unknown.
     """
     version: _builtins.int
     """Revision counter, 1 on store, +1 on every UpdateMemory and
@@ -129,7 +130,9 @@ class Memory(_message.Message):
     etag: _builtins.str
     """Opaque concurrency token for the current revision. Send it back in
     UpdateMemoryRequest.memory.etag to make the update fail with ABORTED if
-    the memory changed in the meantime. Output only (input on update).
+    the memory changed in the meantime. Output only (input on update). An
+    etag this service did not issue (it has at most 10 digits) is
+    INVALID_ARGUMENT.
     """
     @_builtins.property
     def context(self) -> _struct_pb2.Struct:
@@ -162,7 +165,8 @@ class Memory(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the memory expires. Expired memories are never returned and are
         deleted by the service's periodic sweep. Unset means never. Must be in
-        the future when stored or updated.
+        the future when stored or updated, and before 9000-01-01T00:00:00Z;
+        stored to the microsecond (finer nanoseconds are dropped).
         """
 
     @_builtins.property

@@ -125,7 +125,8 @@ class UpdateMemoryRequest(_message.Message):
         """The fields to change. Allowed paths: content, context, importance,
         category, tags, source, confidence, expire_time, metadata,
         assistant_profile_id. A path named in the mask but unset in `memory`
-        clears the field (importance goes back to 0.5). Required, non-empty.
+        clears the field (importance goes back to 0.5). Required, non-empty, at
+        most 32 paths (more is INVALID_ARGUMENT before any path is looked at).
         """
 
     def __init__(
@@ -153,7 +154,9 @@ class DeleteMemoryRequest(_message.Message):
     id: _builtins.int
     """The memory's id. Required, positive."""
     etag: _builtins.str
-    """If set, the delete happens only if it matches the memory's etag."""
+    """If set, the delete happens only if it matches the memory's etag. One
+    this service did not issue is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -189,7 +192,9 @@ class ListMemoriesRequest(_message.Message):
     lowered to 500, negative values are INVALID_ARGUMENT.
     """
     page_token: _builtins.str
-    """The `next_page_token` of a previous call with the same filters."""
+    """The `next_page_token` of a previous call with the same filters. Tokens
+    are at most 512 characters; anything else is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only memories whose category is one of these (empty: any). At most 50."""
@@ -246,7 +251,8 @@ Global___ListMemoriesResponse: _TypeAlias = ListMemoriesResponse  # noqa: Y015
 
 @_typing.final
 class RecallWeights(_message.Message):
-    """Per-request ranking weights. Each weight is 0..10; unset takes the
+    """Per-request ranking weights. Each weight is 0 or 1e-6..10 (a smaller
+    positive weight would underflow in PostgreSQL's arithmetic); unset takes the
     server's default (importance 1.0, recency 0.5, relevance 1.0, half-life
     30 days). All three weights zero is INVALID_ARGUMENT.
     """
@@ -325,7 +331,7 @@ class RecallMemoriesRequest(_message.Message):
     tag_match: Global___TagMatch.ValueType
     """How `tags` combine; default ANY."""
     min_importance: _builtins.float
-    """Only memories with importance >= this (0..1). Default 0."""
+    """Only memories with importance >= this (0 or 1e-6..1). Default 0."""
     limit: _builtins.int
     """How many memories to return: 1..100; 0 means 10; over 100 is
     INVALID_ARGUMENT.
@@ -346,11 +352,13 @@ class RecallMemoriesRequest(_message.Message):
 
     @_builtins.property
     def create_time_start(self) -> _timestamp_pb2.Timestamp:
-        """Only memories created at or after this time."""
+        """Only memories created at or after this time (1970-01-01T00:00:00Z to
+        9000-01-01T00:00:00Z exclusive).
+        """
 
     @_builtins.property
     def create_time_end(self) -> _timestamp_pb2.Timestamp:
-        """Only memories created before this time."""
+        """Only memories created before this time (same range)."""
 
     @_builtins.property
     def weights(self) -> Global___RecallWeights:
@@ -547,14 +555,18 @@ class ListInteractionsRequest(_message.Message):
     page_size: _builtins.int
     """0 means 50, over 500 is lowered to 500, negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """The `next_page_token` of a previous call with the same filters."""
+    """The `next_page_token` of a previous call with the same filters. Tokens
+    are at most 512 characters; anything else is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Only interactions at or after this time."""
+        """Only interactions at or after this time (1970-01-01T00:00:00Z to
+        9000-01-01T00:00:00Z exclusive).
+        """
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """Only interactions before this time."""
+        """Only interactions before this time (same range)."""
 
     def __init__(
         self,

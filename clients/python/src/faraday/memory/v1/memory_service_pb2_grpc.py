@@ -49,7 +49,12 @@ class MemoryServiceStub:
     DEADLINE_EXCEEDED when the caller's deadline passes (the server stops the
     database work then), and INTERNAL with an error id (logged by the server)
     for a bug. Invalid fields give INVALID_ARGUMENT with a
-    google.rpc.BadRequest detail naming each offending field; requests larger
+    google.rpc.BadRequest detail naming each offending field (at most 10; the
+    google.rpc.ErrorInfo metadata `omitted_violations` counts the rest, and the
+    message ends "and N more not listed"). Every time a caller sends
+    (timestamps, dates, times inside page tokens) must lie in
+    1970-01-01T00:00:00Z (inclusive) to 9000-01-01T00:00:00Z (exclusive); a
+    Timestamp's nanoseconds below a microsecond are dropped. Requests larger
     than the server's message limit (1 MiB by default) are rejected with
     RESOURCE_EXHAUSTED before any work.
     """
@@ -124,7 +129,12 @@ class MemoryServiceServicer:
     DEADLINE_EXCEEDED when the caller's deadline passes (the server stops the
     database work then), and INTERNAL with an error id (logged by the server)
     for a bug. Invalid fields give INVALID_ARGUMENT with a
-    google.rpc.BadRequest detail naming each offending field; requests larger
+    google.rpc.BadRequest detail naming each offending field (at most 10; the
+    google.rpc.ErrorInfo metadata `omitted_violations` counts the rest, and the
+    message ends "and N more not listed"). Every time a caller sends
+    (timestamps, dates, times inside page tokens) must lie in
+    1970-01-01T00:00:00Z (inclusive) to 9000-01-01T00:00:00Z (exclusive); a
+    Timestamp's nanoseconds below a microsecond are dropped. Requests larger
     than the server's message limit (1 MiB by default) are rejected with
     RESOURCE_EXHAUSTED before any work.
     """
@@ -290,7 +300,12 @@ class MemoryService:
     DEADLINE_EXCEEDED when the caller's deadline passes (the server stops the
     database work then), and INTERNAL with an error id (logged by the server)
     for a bug. Invalid fields give INVALID_ARGUMENT with a
-    google.rpc.BadRequest detail naming each offending field; requests larger
+    google.rpc.BadRequest detail naming each offending field (at most 10; the
+    google.rpc.ErrorInfo metadata `omitted_violations` counts the rest, and the
+    message ends "and N more not listed"). Every time a caller sends
+    (timestamps, dates, times inside page tokens) must lie in
+    1970-01-01T00:00:00Z (inclusive) to 9000-01-01T00:00:00Z (exclusive); a
+    Timestamp's nanoseconds below a microsecond are dropped. Requests larger
     than the server's message limit (1 MiB by default) are rejected with
     RESOURCE_EXHAUSTED before any work.
     """

@@ -282,7 +282,9 @@ class AssistantProfile(_message.Message):
 
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssistantCapability]:
-        """The profile's capabilities. An upsert replaces the whole list."""
+        """The profile's capabilities, at most 50. An upsert replaces the whole
+        list.
+        """
 
     def __init__(
         self,

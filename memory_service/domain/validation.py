@@ -35,7 +35,7 @@ INT32_MAX = 2**31 - 1
 # protobuf's 9999-12-31T23:59:59.999999999Z and 0001-01-01 become) as
 # PostgreSQL's +/-infinity and reads infinity back as a naive datetime, so
 # values near Python's limits do not round-trip; 9000 leaves room for time
-# zone shifts and arithmetic. The tables' CHECK constraints (migration 0006)
+# zone shifts and arithmetic. The tables' CHECK constraints (migration 0007)
 # hold the same range.
 TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_END = datetime(9000, 1, 1, tzinfo=UTC)

@@ -284,7 +284,7 @@ user_memories = Table(
     CheckConstraint("confidence >= 0.0 AND confidence <= 1.0", name="confidence_range"),
     CheckConstraint("length(content) > 0", name="content_not_empty"),
     CheckConstraint("version >= 1", name="version_positive"),
-    # Every stored time reads back into Python (migration 0006).
+    # Every stored time reads back into Python (migration 0007).
     CheckConstraint(
         f"expires_at >= {_TIME_MIN} AND expires_at < {_TIME_END}", name="expires_at_range"
     ),

@@ -298,10 +298,10 @@ def _head() -> str:
     return head
 
 
-async def test_0006_repairs_out_of_range_times_then_refuses_them(scratch_database_url: str) -> None:
-    """Rows asyncpg wrote as +/-infinity before 0006 read back; no new ones can be written."""
+async def test_0007_repairs_out_of_range_times_then_refuses_them(scratch_database_url: str) -> None:
+    """Rows asyncpg wrote as +/-infinity before 0007 read back; no new ones can be written."""
     url = scratch_database_url
-    await migrate.upgrade(url, "0005")
+    await migrate.upgrade(url, "0006")
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("SELECT set_config('faraday.acting_user', '*', false)")

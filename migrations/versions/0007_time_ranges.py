@@ -1,7 +1,7 @@
 """Caller-chosen times stay within 1970-01-01 .. 9000-01-01, so every row reads back.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 
 `user_memories.expires_at` and `lessons.week_of` are the only times a
 caller chooses (the others are the server's now()). asyncpg 0.32 writes
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0005"
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -25,21 +25,19 @@ class Lessons:
         self._cache = cache
 
     async def get(self, caller: Principal, lesson_id: int) -> Lesson:
-        lesson = await self._get(lesson_id)
-        # The cache is shared by all callers, so visibility is checked here,
-        # on every hit, not only by the database's row-level security.
+        cached = await self._cache.get(lesson_id) if self._cache is not None else None
+        # The cache is shared by all callers, so visibility is checked here on
+        # every hit, not only by the database's row-level security.
+        if cached is not None and _visible(caller, cached):
+            return cached
+        # A miss, or someone else's cached draft: that one is answered after
+        # the same database read as a lesson that does not exist (row-level
+        # security hides it too), so timing cannot tell it is cached.
+        lesson = await self._store.get(lesson_id)
         if not _visible(caller, lesson):
             raise NotFound("lesson", lesson_id)
-        return lesson
-
-    async def _get(self, lesson_id: int) -> Lesson:
-        if self._cache is None:
-            return await self._store.get(lesson_id)
-        cached = await self._cache.get(lesson_id)
-        if cached is not None:
-            return cached
-        lesson = await self._store.get(lesson_id)
-        await self._cache.put(lesson)
+        if self._cache is not None:
+            await self._cache.put(lesson)
         return lesson
 
     async def list_lessons(

@@ -3,8 +3,12 @@
 The cache is an optimisation only: every Redis failure (down, slow, full,
 a corrupt entry) is logged and treated as a miss, so lessons are served from
 PostgreSQL whenever Redis is unwell. To keep a sick Redis from slowing calls
-down, connecting and each command time out after `timeout_seconds` and are
-never retried (redis-py 8 would otherwise retry ten times with backoff).
+down, each operation is bounded by `timeout_seconds` as a whole (connecting
+included) and never retried (redis-py 8 would otherwise retry ten times with
+backoff), and after a failure reads and fills skip Redis for
+`PAUSE_SECONDS`: a GetLesson that found Redis frozen does not wait for it a
+second time to fill the cache, so one call pays the budget at most once.
+Invalidations are never skipped (a missed one would serve a stale lesson).
 
 Invalidation writes a short-lived tombstone instead of deleting the key, and
 `put` only writes where no key exists (SET NX). That closes the cache-aside
@@ -18,9 +22,11 @@ run code in the service).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
+import time
 import uuid
 from datetime import date, datetime
 from typing import Any
@@ -42,6 +48,9 @@ KEY_PREFIX = "faraday:lesson:v1:"
 TOMBSTONE_SECONDS = 90
 
 _TOMBSTONE = b""
+
+# After a failure, reads and fills leave Redis alone this long.
+PAUSE_SECONDS = 1.0
 
 # What a broken, slow or unreachable Redis raises. CancelledError is not
 # here: a cancelled call must stay cancelled.
@@ -81,6 +90,8 @@ def decode(raw: bytes | str) -> Lesson:
 class LessonCache:
     def __init__(self, url: str, ttl_seconds: int, timeout_seconds: float) -> None:
         self._ttl_seconds = ttl_seconds
+        self._timeout_seconds = timeout_seconds
+        self._paused_until = 0.0
         self._redis = aioredis.from_url(
             url,
             socket_timeout=timeout_seconds,
@@ -88,11 +99,21 @@ class LessonCache:
             retry=Retry(NoBackoff(), 0),
         )
 
+    def _paused(self) -> bool:
+        return time.monotonic() < self._paused_until
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self._paused_until = time.monotonic() + PAUSE_SECONDS
+        _log_failure(operation, exc)
+
     async def get(self, lesson_id: int) -> Lesson | None:
+        if self._paused():
+            return None
         try:
-            raw: bytes | str | None = await self._redis.get(key(lesson_id))
+            async with asyncio.timeout(self._timeout_seconds):
+                raw: bytes | str | None = await self._redis.get(key(lesson_id))
         except _CACHE_ERRORS as exc:
-            _log_failure("get", exc)
+            self._failed("get", exc)
             return None
         if not raw:  # missing, or a tombstone
             return None
@@ -105,10 +126,13 @@ class LessonCache:
 
     async def put(self, lesson: Lesson) -> None:
         assert lesson.id is not None
+        if self._paused():
+            return
         try:
-            await self._redis.set(key(lesson.id), encode(lesson), ex=self._ttl_seconds, nx=True)
+            async with asyncio.timeout(self._timeout_seconds):
+                await self._redis.set(key(lesson.id), encode(lesson), ex=self._ttl_seconds, nx=True)
         except _CACHE_ERRORS as exc:
-            _log_failure("put", exc)
+            self._failed("put", exc)
 
     async def invalidate(self, *lesson_ids: int) -> None:
         """Mark the lessons changed. Call after the change has committed."""
@@ -120,7 +144,8 @@ class LessonCache:
         for lesson_id in lesson_ids:
             pipe.set(key(lesson_id), _TOMBSTONE, ex=TOMBSTONE_SECONDS)
         try:
-            await pipe.execute()
+            async with asyncio.timeout(self._timeout_seconds):
+                await pipe.execute()
         except _CACHE_ERRORS as exc:
             # The old entries stay until their TTL runs out: logged loudly
             # enough to explain stale reads, but the write itself succeeded.

@@ -25,6 +25,7 @@ from memory_service.domain.models import (
     ScoredMemory,
 )
 from memory_service.domain.principal import EVERYTHING, Visibility
+from memory_service.domain.validation import SMALLEST_POSITIVE
 from memory_service.storage.database import Database
 from memory_service.storage.named_sql import NamedSQL
 from memory_service.storage.tables import IMPORTANCE_BANDS
@@ -130,8 +131,9 @@ WITH {key}old AS (
     FOR UPDATE
 ), m AS (
     UPDATE user_memories u
-    SET importance = least(1.0, greatest(0.0,
-            u.importance + :learning_rate::float8 * (:target::float8 - u.importance))),
+    SET importance = (SELECT CASE WHEN moved < {smallest} THEN 0.0 ELSE moved END FROM (
+            SELECT least(1.0, greatest(0.0, u.importance
+                   + :learning_rate::float8 * (:target::float8 - u.importance))) AS moved) s),
         version = u.version + 1
     FROM old WHERE u.id = old.id
     RETURNING u.*, old.importance AS importance_before
@@ -168,6 +170,7 @@ def _feedback_sql(once: bool) -> NamedSQL:
         _FEEDBACK_TEMPLATE.format(
             key=_FEEDBACK_KEY.format(writable=_WRITABLE) if once else "",
             writable=_WRITABLE,
+            smallest=repr(SMALLEST_POSITIVE),
             key_exists="AND EXISTS (SELECT 1 FROM key)" if once else "",
             interaction_id="id, " if once else "",
             interaction_value="(SELECT interaction_id FROM key), " if once else "",

@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -290,6 +291,8 @@ user_memories = Table(
     ),
     _json_object("context"),
     _json_object("metadata"),
+    # What memory_interactions' composite foreign key references.
+    UniqueConstraint("id", "user_id", name="uq_user_memories_id_user_id"),
     # Every hot query is scoped by user; these lead with user_id.
     Index(
         "ix_user_memories_user_id_created_at", "user_id", text("created_at DESC"), text("id DESC")
@@ -322,12 +325,7 @@ memory_interactions = Table(
     "memory_interactions",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
-    Column(
-        "memory_id",
-        BigInteger,
-        ForeignKey("user_memories.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    Column("memory_id", BigInteger, nullable=False),
     Column(
         "user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
@@ -344,6 +342,13 @@ memory_interactions = Table(
         name="valid_interaction_type",
     ),
     CheckConstraint("duration IS NULL OR duration >= 0", name="duration_not_negative"),
+    # The interaction's user is its memory's user (migration 0008).
+    ForeignKeyConstraint(
+        ["memory_id", "user_id"],
+        ["user_memories.id", "user_memories.user_id"],
+        ondelete="CASCADE",
+        name="fk_memory_interactions_memory_id_user_id_user_memories",
+    ),
     Index("ix_memory_interactions_user_id_timestamp", "user_id", text('"timestamp" DESC')),
     Index("ix_memory_interactions_memory_id_timestamp", "memory_id", text('"timestamp" DESC')),
 )

@@ -163,6 +163,20 @@ async def test_subnormal_weights_and_importance_are_invalid(memory_stub, admin_s
     assert field_violations(error) == ["memory.confidence"]
 
 
+async def test_feedback_never_drives_importance_subnormal(memory_stub, admin_stub) -> None:
+    user = await register_user(admin_stub)
+    memory = await store(memory_stub, user, importance=1e-6)
+    response = await memory_stub.RecordFeedback(
+        memory_service_pb2.RecordFeedbackRequest(memory_id=memory.id, helpful=False)
+    )
+    # 0.8e-6 is below the smallest importance a caller may set: it is 0.
+    assert response.memory.importance == 0.0
+    request = memory_service_pb2.RecallMemoriesRequest(user_id=user)
+    request.weights.importance = 1e-6
+    recalled = await memory_stub.RecallMemories(request)
+    assert [s.memory.id for s in recalled.memories] == [memory.id]
+
+
 async def test_long_etags_are_invalid(memory_stub, admin_stub) -> None:
     user = await register_user(admin_stub)
     memory = await store(memory_stub, user)

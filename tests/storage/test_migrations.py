@@ -281,6 +281,15 @@ async def test_constraints(db: str) -> None:
             memory_id,
             user_id,
         )
+        # An interaction is about its own user's memory (migration 0008).
+        other_id = await _insert_user(conn, "grace@example.org")
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute(
+                "INSERT INTO memory_interactions (memory_id, user_id, interaction_type) "
+                "VALUES ($1, $2, 'recall')",
+                memory_id,
+                other_id,
+            )
         await conn.execute("DELETE FROM users WHERE id = $1", user_id)
         assert await conn.fetchval("SELECT count(*) FROM user_memories") == 0
         assert await conn.fetchval("SELECT count(*) FROM memory_interactions") == 0

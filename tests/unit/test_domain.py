@@ -42,6 +42,7 @@ def test_next_importance_moves_part_way_and_stays_bounded() -> None:
     assert feedback.next_importance(0.5, 0.0, 0.2) == pytest.approx(0.4)
     assert feedback.next_importance(1.0, 1.0, 1.0) == 1.0
     assert feedback.next_importance(0.0, 0.0, 0.7) == 0.0
+    assert feedback.next_importance(1e-6, 0.0, 0.2) == 0.0  # never subnormal
 
 
 def test_page_tokens_round_trip_and_bind_to_filters() -> None:

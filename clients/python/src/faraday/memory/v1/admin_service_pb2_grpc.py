@@ -33,9 +33,11 @@ class AdminServiceStub:
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
-    written to the audit log. Errors common to every RPC are those of
-    MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it; a token
+    with `admin` cannot be limited to assistant profiles) and is written to
+    the audit log: a change commits together with its audit row, or neither
+    does (the call then answers INTERNAL). Errors common to every RPC are
+    those of MemoryService.
     """
 
     def __init__(self, channel):
@@ -91,9 +93,11 @@ class AdminServiceServicer:
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
-    written to the audit log. Errors common to every RPC are those of
-    MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it; a token
+    with `admin` cannot be limited to assistant profiles) and is written to
+    the audit log: a change commits together with its audit row, or neither
+    does (the call then answers INTERNAL). Errors common to every RPC are
+    those of MemoryService.
     """
 
     def UpsertUser(self, request, context):
@@ -227,9 +231,11 @@ class AdminService:
     the platform (and by `memory-service import`), not by assistants.
 
     Every upsert is idempotent: sending the same record twice leaves one row.
-    Every RPC needs scope `admin` (user-scoped tokens never have it) and is
-    written to the audit log. Errors common to every RPC are those of
-    MemoryService.
+    Every RPC needs scope `admin` (user-scoped tokens never have it; a token
+    with `admin` cannot be limited to assistant profiles) and is written to
+    the audit log: a change commits together with its audit row, or neither
+    does (the call then answers INTERNAL). Errors common to every RPC are
+    those of MemoryService.
     """
 
     @staticmethod

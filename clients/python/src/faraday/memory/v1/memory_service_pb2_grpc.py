@@ -40,7 +40,17 @@ class MemoryServiceStub:
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
-    shared ones (assistant_profile_id 0).
+    shared ones (assistant_profile_id 0), and may change only its profiles'
+    memories: storing, updating, deleting or giving feedback on a shared
+    memory, or moving a memory into or out of shared, gives PERMISSION_DENIED
+    (shared memories are written by unlimited service tokens and the user's
+    own JWT). Its recalls log interactions with shared memories but do not
+    move their `last_access_time`.
+
+    Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
+    budget (20, refilled at 1 per second by default); once it is spent, every
+    call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
+    credentials are even looked at.
 
     Every RPC may also return UNAVAILABLE when the database cannot be reached
     (safe to retry with backoff for reads, and for StoreMemory and
@@ -120,7 +130,17 @@ class MemoryServiceServicer:
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
-    shared ones (assistant_profile_id 0).
+    shared ones (assistant_profile_id 0), and may change only its profiles'
+    memories: storing, updating, deleting or giving feedback on a shared
+    memory, or moving a memory into or out of shared, gives PERMISSION_DENIED
+    (shared memories are written by unlimited service tokens and the user's
+    own JWT). Its recalls log interactions with shared memories but do not
+    move their `last_access_time`.
+
+    Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
+    budget (20, refilled at 1 per second by default); once it is spent, every
+    call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
+    credentials are even looked at.
 
     Every RPC may also return UNAVAILABLE when the database cannot be reached
     (safe to retry with backoff for reads, and for StoreMemory and
@@ -142,7 +162,9 @@ class MemoryServiceServicer:
     def StoreMemory(self, request, context):
         """Stores a new memory and logs a `store` interaction.
         Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
-        if `memory.user_id` or `memory.assistant_profile_id` is not registered.
+        if `memory.user_id` or `memory.assistant_profile_id` is not registered,
+        PERMISSION_DENIED if a profile-limited credential names another profile
+        or none (shared).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,7 +182,10 @@ class MemoryServiceServicer:
         """Changes the fields named in `update_mask` and logs an `update`
         interaction. Returns INVALID_ARGUMENT for an empty or unknown mask path
         or a bad value, NOT_FOUND if the memory does not exist, ABORTED if
-        `memory.etag` is set and no longer matches (re-read and retry).
+        `memory.etag` is set and no longer matches (re-read and retry),
+        PERMISSION_DENIED if a profile-limited credential changes a shared
+        memory or moves a memory to another profile or to shared. The change
+        and its audit-log row commit together.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -168,7 +193,9 @@ class MemoryServiceServicer:
 
     def DeleteMemory(self, request, context):
         """Deletes a memory and its interactions. Returns NOT_FOUND if it does not
-        exist, ABORTED if `etag` is set and stale.
+        exist, ABORTED if `etag` is set and stale, PERMISSION_DENIED if a
+        profile-limited credential deletes a shared memory. The deletion and its
+        audit-log row commit together.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,9 +237,10 @@ class MemoryServiceServicer:
         helpful = true:  i' = i + a * (1 - i)
         helpful = false: i' = i - a * i
         rating r (1..5): i' = i + a * ((r - 1) / 4 - i)
-        so importance always stays within 0..1. Returns INVALID_ARGUMENT if
-        neither `helpful` nor `rating` is set or `rating` is out of range,
-        NOT_FOUND if the memory does not exist.
+        so importance always stays within 0..1 (a result below 1e-6 becomes 0).
+        Returns INVALID_ARGUMENT if neither `helpful` nor `rating` is set or
+        `rating` is out of range, NOT_FOUND if the memory does not exist,
+        PERMISSION_DENIED if a profile-limited credential rates a shared memory.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -291,7 +319,17 @@ class MemoryService:
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
-    shared ones (assistant_profile_id 0).
+    shared ones (assistant_profile_id 0), and may change only its profiles'
+    memories: storing, updating, deleting or giving feedback on a shared
+    memory, or moving a memory into or out of shared, gives PERMISSION_DENIED
+    (shared memories are written by unlimited service tokens and the user's
+    own JWT). Its recalls log interactions with shared memories but do not
+    move their `last_access_time`.
+
+    Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
+    budget (20, refilled at 1 per second by default); once it is spent, every
+    call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
+    credentials are even looked at.
 
     Every RPC may also return UNAVAILABLE when the database cannot be reached
     (safe to retry with backoff for reads, and for StoreMemory and

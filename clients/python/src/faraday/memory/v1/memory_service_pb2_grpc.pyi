@@ -41,7 +41,17 @@ class MemoryServiceStub:
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
-    shared ones (assistant_profile_id 0).
+    shared ones (assistant_profile_id 0), and may change only its profiles'
+    memories: storing, updating, deleting or giving feedback on a shared
+    memory, or moving a memory into or out of shared, gives PERMISSION_DENIED
+    (shared memories are written by unlimited service tokens and the user's
+    own JWT). Its recalls log interactions with shared memories but do not
+    move their `last_access_time`.
+
+    Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
+    budget (20, refilled at 1 per second by default); once it is spent, every
+    call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
+    credentials are even looked at.
 
     Every RPC may also return UNAVAILABLE when the database cannot be reached
     (safe to retry with backoff for reads, and for StoreMemory and
@@ -67,7 +77,9 @@ class MemoryServiceStub:
     StoreMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.StoreMemoryRequest, _memory_pb2.Memory]
     """Stores a new memory and logs a `store` interaction.
     Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
-    if `memory.user_id` or `memory.assistant_profile_id` is not registered.
+    if `memory.user_id` or `memory.assistant_profile_id` is not registered,
+    PERMISSION_DENIED if a profile-limited credential names another profile
+    or none (shared).
     """
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]
     """Returns one memory, expired or not (until the sweep deletes it).
@@ -77,11 +89,16 @@ class MemoryServiceStub:
     """Changes the fields named in `update_mask` and logs an `update`
     interaction. Returns INVALID_ARGUMENT for an empty or unknown mask path
     or a bad value, NOT_FOUND if the memory does not exist, ABORTED if
-    `memory.etag` is set and no longer matches (re-read and retry).
+    `memory.etag` is set and no longer matches (re-read and retry),
+    PERMISSION_DENIED if a profile-limited credential changes a shared
+    memory or moves a memory to another profile or to shared. The change
+    and its audit-log row commit together.
     """
     DeleteMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteMemoryRequest, _empty_pb2.Empty]
     """Deletes a memory and its interactions. Returns NOT_FOUND if it does not
-    exist, ABORTED if `etag` is set and stale.
+    exist, ABORTED if `etag` is set and stale, PERMISSION_DENIED if a
+    profile-limited credential deletes a shared memory. The deletion and its
+    audit-log row commit together.
     """
     ListMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoriesRequest, _memory_service_pb2.ListMemoriesResponse]
     """Lists a user's memories, newest first, filtered. Expired memories are
@@ -111,9 +128,10 @@ class MemoryServiceStub:
       helpful = true:  i' = i + a * (1 - i)
       helpful = false: i' = i - a * i
       rating r (1..5): i' = i + a * ((r - 1) / 4 - i)
-    so importance always stays within 0..1. Returns INVALID_ARGUMENT if
-    neither `helpful` nor `rating` is set or `rating` is out of range,
-    NOT_FOUND if the memory does not exist.
+    so importance always stays within 0..1 (a result below 1e-6 becomes 0).
+    Returns INVALID_ARGUMENT if neither `helpful` nor `rating` is set or
+    `rating` is out of range, NOT_FOUND if the memory does not exist,
+    PERMISSION_DENIED if a profile-limited credential rates a shared memory.
     """
     ListInteractions: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.ListInteractionsRequest, _memory_service_pb2.ListInteractionsResponse]
     """Lists logged interactions, newest first. At least one of `user_id` and
@@ -135,7 +153,17 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
-    shared ones (assistant_profile_id 0).
+    shared ones (assistant_profile_id 0), and may change only its profiles'
+    memories: storing, updating, deleting or giving feedback on a shared
+    memory, or moving a memory into or out of shared, gives PERMISSION_DENIED
+    (shared memories are written by unlimited service tokens and the user's
+    own JWT). Its recalls log interactions with shared memories but do not
+    move their `last_access_time`.
+
+    Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
+    budget (20, refilled at 1 per second by default); once it is spent, every
+    call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
+    credentials are even looked at.
 
     Every RPC may also return UNAVAILABLE when the database cannot be reached
     (safe to retry with backoff for reads, and for StoreMemory and
@@ -158,7 +186,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     StoreMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.StoreMemoryRequest, _memory_pb2.Memory]  # type: ignore[assignment]
     """Stores a new memory and logs a `store` interaction.
     Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
-    if `memory.user_id` or `memory.assistant_profile_id` is not registered.
+    if `memory.user_id` or `memory.assistant_profile_id` is not registered,
+    PERMISSION_DENIED if a profile-limited credential names another profile
+    or none (shared).
     """
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]  # type: ignore[assignment]
     """Returns one memory, expired or not (until the sweep deletes it).
@@ -168,11 +198,16 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Changes the fields named in `update_mask` and logs an `update`
     interaction. Returns INVALID_ARGUMENT for an empty or unknown mask path
     or a bad value, NOT_FOUND if the memory does not exist, ABORTED if
-    `memory.etag` is set and no longer matches (re-read and retry).
+    `memory.etag` is set and no longer matches (re-read and retry),
+    PERMISSION_DENIED if a profile-limited credential changes a shared
+    memory or moves a memory to another profile or to shared. The change
+    and its audit-log row commit together.
     """
     DeleteMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteMemoryRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a memory and its interactions. Returns NOT_FOUND if it does not
-    exist, ABORTED if `etag` is set and stale.
+    exist, ABORTED if `etag` is set and stale, PERMISSION_DENIED if a
+    profile-limited credential deletes a shared memory. The deletion and its
+    audit-log row commit together.
     """
     ListMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoriesRequest, _memory_service_pb2.ListMemoriesResponse]  # type: ignore[assignment]
     """Lists a user's memories, newest first, filtered. Expired memories are
@@ -202,9 +237,10 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
       helpful = true:  i' = i + a * (1 - i)
       helpful = false: i' = i - a * i
       rating r (1..5): i' = i + a * ((r - 1) / 4 - i)
-    so importance always stays within 0..1. Returns INVALID_ARGUMENT if
-    neither `helpful` nor `rating` is set or `rating` is out of range,
-    NOT_FOUND if the memory does not exist.
+    so importance always stays within 0..1 (a result below 1e-6 becomes 0).
+    Returns INVALID_ARGUMENT if neither `helpful` nor `rating` is set or
+    `rating` is out of range, NOT_FOUND if the memory does not exist,
+    PERMISSION_DENIED if a profile-limited credential rates a shared memory.
     """
     ListInteractions: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.ListInteractionsRequest, _memory_service_pb2.ListInteractionsResponse]  # type: ignore[assignment]
     """Lists logged interactions, newest first. At least one of `user_id` and
@@ -225,7 +261,17 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
-    shared ones (assistant_profile_id 0).
+    shared ones (assistant_profile_id 0), and may change only its profiles'
+    memories: storing, updating, deleting or giving feedback on a shared
+    memory, or moving a memory into or out of shared, gives PERMISSION_DENIED
+    (shared memories are written by unlimited service tokens and the user's
+    own JWT). Its recalls log interactions with shared memories but do not
+    move their `last_access_time`.
+
+    Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
+    budget (20, refilled at 1 per second by default); once it is spent, every
+    call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
+    credentials are even looked at.
 
     Every RPC may also return UNAVAILABLE when the database cannot be reached
     (safe to retry with backoff for reads, and for StoreMemory and
@@ -252,7 +298,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_memory_pb2.Memory, _abc.Awaitable[_memory_pb2.Memory]]:
         """Stores a new memory and logs a `store` interaction.
         Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
-        if `memory.user_id` or `memory.assistant_profile_id` is not registered.
+        if `memory.user_id` or `memory.assistant_profile_id` is not registered,
+        PERMISSION_DENIED if a profile-limited credential names another profile
+        or none (shared).
         """
 
     @_abc_1.abstractmethod
@@ -274,7 +322,10 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Changes the fields named in `update_mask` and logs an `update`
         interaction. Returns INVALID_ARGUMENT for an empty or unknown mask path
         or a bad value, NOT_FOUND if the memory does not exist, ABORTED if
-        `memory.etag` is set and no longer matches (re-read and retry).
+        `memory.etag` is set and no longer matches (re-read and retry),
+        PERMISSION_DENIED if a profile-limited credential changes a shared
+        memory or moves a memory to another profile or to shared. The change
+        and its audit-log row commit together.
         """
 
     @_abc_1.abstractmethod
@@ -284,7 +335,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """Deletes a memory and its interactions. Returns NOT_FOUND if it does not
-        exist, ABORTED if `etag` is set and stale.
+        exist, ABORTED if `etag` is set and stale, PERMISSION_DENIED if a
+        profile-limited credential deletes a shared memory. The deletion and its
+        audit-log row commit together.
         """
 
     @_abc_1.abstractmethod
@@ -332,9 +385,10 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
           helpful = true:  i' = i + a * (1 - i)
           helpful = false: i' = i - a * i
           rating r (1..5): i' = i + a * ((r - 1) / 4 - i)
-        so importance always stays within 0..1. Returns INVALID_ARGUMENT if
-        neither `helpful` nor `rating` is set or `rating` is out of range,
-        NOT_FOUND if the memory does not exist.
+        so importance always stays within 0..1 (a result below 1e-6 becomes 0).
+        Returns INVALID_ARGUMENT if neither `helpful` nor `rating` is set or
+        `rating` is out of range, NOT_FOUND if the memory does not exist,
+        PERMISSION_DENIED if a profile-limited credential rates a shared memory.
         """
 
     @_abc_1.abstractmethod

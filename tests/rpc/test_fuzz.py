@@ -714,6 +714,13 @@ def _memory(d: Draw, m: memory_pb2.Memory, *, for_update: bool = False) -> None:
     if for_update:
         m.id = d.memory_id()
         m.etag = d.etag(m.id)
+        if d.mode != "valid" and d.maybe():
+            # Fields UpdateMemory ignores: they must not reach the audit row
+            # (a NUL here once failed its insert after the change committed).
+            m.user_id = d(hostile_text)
+            m.version = d(hostile_int64)
+            m.create_time.CopyFrom(d(hostile_timestamp))
+            m.update_time.CopyFrom(d(hostile_timestamp))
     elif d.mode != "valid" and d.maybe():  # output-only fields, which the server must ignore
         m.id = d(hostile_int64)
         m.version = d(hostile_int64)
@@ -1135,7 +1142,12 @@ def check_call(
     problems: list[str] = []
     if code not in ACCEPTABLE:
         problems.append(f"status {code.name}")
-    if code == StatusCode.RESOURCE_EXHAUSTED and request.ByteSize() <= MESSAGE_LIMIT_BYTES:
+    if (
+        code == StatusCode.RESOURCE_EXHAUSTED
+        and request.ByteSize() <= MESSAGE_LIMIT_BYTES
+        # gRPC itself refuses request headers past its 8 KiB soft limit.
+        and "metadata size exceeds" not in ((error.details() or "") if error is not None else "")
+    ):
         problems.append("RESOURCE_EXHAUSTED for a request within the message limit")
     if code == StatusCode.INVALID_ARGUMENT and error is not None:
         fields, reasons = bad_request_fields(error)

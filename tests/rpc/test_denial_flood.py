@@ -192,3 +192,34 @@ async def test_ten_thousand_bad_token_calls_cost_little(
     assert after[2] - before[2] == heard + 1
     assert len(during) >= 20
     assert p50_during <= 2 * p50_before
+
+
+async def test_denials_with_a_valid_credential_spend_its_rate_limit(
+    app_url: str, tmp_path: Path
+) -> None:
+    """A caller cannot spin on PERMISSION_DENIED for free: each denial costs it a call."""
+    token = f"fmt_{uuid.uuid4().hex}"
+    path = tmp_path / "tokens.json"
+    entry = {"name": "reader", "sha256": token_hash(token), "scopes": ["memories:read"]}
+    path.write_text(json.dumps({"tokens": [entry]}))
+    settings = TEST_SETTINGS.with_overrides(
+        service_tokens_file=path, rate_limit_per_second=0.5, rate_limit_burst=3
+    )
+    running = await start(settings, app_url)
+    auth = (("authorization", f"Bearer {token}"),)
+    codes = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            memories = memory_service_pb2_grpc.MemoryServiceStub(ch)
+            for request in [memory_service_pb2.DeleteMemoryRequest(id=1)] * 3:  # no write scope
+                try:
+                    await memories.DeleteMemory(request, metadata=auth)
+                except grpc.aio.AioRpcError as error:
+                    codes.append(error.code())
+            try:  # allowed by scope, but the burst went on the denials
+                await memories.GetMemory(memory_service_pb2.GetMemoryRequest(id=1), metadata=auth)
+            except grpc.aio.AioRpcError as error:
+                codes.append(error.code())
+    finally:
+        await running.stop(0.5)
+    assert codes == [grpc.StatusCode.PERMISSION_DENIED] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED]

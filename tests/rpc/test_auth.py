@@ -8,12 +8,14 @@ how many leaked anything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -580,6 +582,48 @@ async def test_row_level_security_holds_without_a_where_clause(
     assert counts[alice] == {alice}
     assert counts[""] == set()
     assert {alice, bob} <= counts["*"]
+
+
+async def _role_of_a_call(world: AuthWorld, database_url: str, metadata: Any) -> str:
+    """The database role a RecordFeedback call runs its transaction as.
+
+    The memory's row is locked first, so the call's transaction waits for
+    it where pg_stat_activity shows who it is.
+    """
+    memory = await _memory(world, await _user(world, "role"), "locked", world.tokens["admin"])
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM user_memories WHERE id = $1 FOR UPDATE", memory.id)
+            call = asyncio.ensure_future(
+                world.memory.RecordFeedback(
+                    memory_service_pb2.RecordFeedbackRequest(memory_id=memory.id, helpful=True),
+                    metadata=metadata(memory.user_id),
+                )
+            )
+            deadline = time.monotonic() + 5
+            while not (
+                role := await blocker.fetchval(
+                    "SELECT usename FROM pg_stat_activity"
+                    " WHERE application_name = 'faraday-memory' AND wait_event_type = 'Lock'"
+                )
+            ):
+                assert time.monotonic() < deadline, "the call never waited for the lock"
+                await asyncio.sleep(0.02)
+        await call  # the lock is gone: the call completes
+    finally:
+        await blocker.close()
+    return str(role)
+
+
+async def test_only_service_token_calls_run_as_the_platform_role(
+    world: AuthWorld, database_url: str
+) -> None:
+    as_user = await _role_of_a_call(world, database_url, lambda user: bearer(user_jwt(user)))
+    as_backend = await _role_of_a_call(
+        world, database_url, lambda _: bearer(world.tokens["backend"])
+    )
+    assert (as_user, as_backend) == ("faraday_app", "faraday_platform")
 
 
 async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, database_url) -> None:

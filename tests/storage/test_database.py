@@ -15,9 +15,18 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 async def one_connection_pool(pg_admin_url: str) -> AsyncIterator[Database]:
+    """One connection per role: a user-scoped block always reuses the same one."""
     owner_url = await create_scratch_database(pg_admin_url)
     await migrate.upgrade(owner_url)
-    db = Database(PoolSettings(url=migrate.app_role_url(owner_url), size=1, max_overflow=0))
+    db = Database(
+        PoolSettings(
+            url=migrate.app_role_url(owner_url),
+            platform_url=migrate.platform_role_url(owner_url),
+            size=2,
+            user_size=1,
+            max_overflow=0,
+        )
+    )
     await db.open()
     try:
         with session.acting_as(session.ALL_USERS):
@@ -40,7 +49,7 @@ async def one_connection_pool(pg_admin_url: str) -> AsyncIterator[Database]:
 async def test_acting_user_and_timeout_never_reach_the_next_request(
     one_connection_pool: Database,
 ) -> None:
-    db = one_connection_pool  # one connection: every block below reuses it
+    db = one_connection_pool  # one user connection: every user-scoped block reuses it
     async with db.connection() as conn:
         users = [r["user_id"] for r in await conn.fetch("SELECT user_id FROM user_memories")]
     assert users == []  # no acting user: row-level security shows nothing

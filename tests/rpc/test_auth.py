@@ -37,6 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memory_service.auth import token_hash
 from memory_service.server import RunningServer, start
+from memory_service.storage import migrate
 from tests.rpc.conftest import TEST_SETTINGS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -563,25 +564,28 @@ async def test_row_level_security_holds_without_a_where_clause(
     alice, bob = await _user(world, "rls-a"), await _user(world, "rls-b")
     for user in (alice, bob):
         await _memory(world, user, f"memory of {user}", admin)
-    conn = await asyncpg.connect(app_url)  # the service role, as the server connects
-    try:
-        counts = {}
-        for acting in (alice, "", "*"):
-            async with conn.transaction():
-                await conn.execute("SELECT set_config('faraday.acting_user', $1, true)", acting)
-                owners = await conn.fetch("SELECT DISTINCT user_id FROM user_memories")
-                counts[acting] = {str(r["user_id"]) for r in owners}
-        # Transaction-local: the next transaction on this connection sees nothing.
-        assert await conn.fetchval("SELECT count(*) FROM user_memories") == 0
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("UPDATE audit_log SET outcome = 'OK'")
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("DELETE FROM audit_log")
-    finally:
-        await conn.close()
-    assert counts[alice] == {alice}
-    assert counts[""] == set()
-    assert {alice, bob} <= counts["*"]
+    counts: dict[tuple[str, str], set[str]] = {}
+    for role, url in (("app", app_url), ("platform", migrate.platform_role_url(app_url))):
+        conn = await asyncpg.connect(url)  # a role the server connects as
+        try:
+            for acting in (alice, "", "*"):
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('faraday.acting_user', $1, true)", acting)
+                    owners = await conn.fetch("SELECT DISTINCT user_id FROM user_memories")
+                    counts[role, acting] = {str(r["user_id"]) for r in owners}
+            # Transaction-local: the next transaction on this connection sees nothing.
+            assert await conn.fetchval("SELECT count(*) FROM user_memories") == 0
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("UPDATE audit_log SET outcome = 'OK'")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DELETE FROM audit_log")
+        finally:
+            await conn.close()
+    assert counts["app", alice] == counts["platform", alice] == {alice}
+    assert counts["app", ""] == counts["platform", ""] == set()
+    # The service role cannot switch itself to all users; only the platform role can.
+    assert counts["app", "*"] == set()
+    assert {alice, bob} <= counts["platform", "*"]
 
 
 async def _role_of_a_call(world: AuthWorld, database_url: str, metadata: Any) -> str:

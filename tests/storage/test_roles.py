@@ -1,9 +1,15 @@
-"""The roles the service connects as (migrations 0002 and 0009)."""
+"""Acting for all users belongs to faraday_platform alone (migration 0009).
+
+Plain asyncpg connections as each role, setting faraday.acting_user as the
+service does, with no WHERE clause to help: what row-level security alone
+lets each role see and change.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -50,6 +56,69 @@ async def world(scratch_database_url: str) -> AsyncIterator[tuple[str, list[uuid
     finally:
         await conn.close()
     yield scratch_database_url, users
+
+
+async def _owners(url: str, acting: str) -> dict[str, set[uuid.UUID]]:
+    """Per table under row-level security, whose rows `url`'s role sees as `acting`."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('faraday.acting_user', $1, true)", acting)
+            return {
+                table: {r[0] for r in await conn.fetch(f"SELECT {owner} FROM {table}")}
+                for table, owner in tables.RLS_TABLES.items()
+            }
+    finally:
+        await conn.close()
+
+
+def _in_every_table(users: list[uuid.UUID]) -> dict[str, set[uuid.UUID]]:
+    return {table: set(users) for table in tables.RLS_TABLES}
+
+
+async def test_only_the_platform_role_sees_every_user(
+    world: tuple[str, list[uuid.UUID]],
+) -> None:
+    owner_url, users = world
+    app, platform = migrate.app_role_url(owner_url), migrate.platform_role_url(owner_url)
+    assert await _owners(app, "*") == _in_every_table([])  # as for '': nobody's rows
+    assert await _owners(app, "") == _in_every_table([])
+    assert await _owners(platform, "*") == _in_every_table(users)
+    # A user id binds the platform role as it binds the service role.
+    assert await _owners(platform, str(users[0])) == _in_every_table(users[:1])
+    assert await _owners(app, str(users[0])) == _in_every_table(users[:1])
+
+
+async def test_the_service_role_cannot_change_any_row_as_all_users(
+    world: tuple[str, list[uuid.UUID]],
+) -> None:
+    owner_url, users = world
+    conn = await asyncpg.connect(migrate.app_role_url(owner_url))
+    try:
+        changed: dict[str, Any] = {}
+        for table, owner in tables.RLS_TABLES.items():
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('faraday.acting_user', '*', true)")
+                if table != "idempotency_keys":  # not granted: append and delete only
+                    changed[f"update {table}"] = await conn.fetch(
+                        f"UPDATE {table} SET {owner} = {owner} RETURNING {owner}"
+                    )
+                changed[f"delete {table}"] = await conn.fetch(
+                    f"DELETE FROM {table} RETURNING {owner}"
+                )
+        for insert, args in (
+            ("INSERT INTO users (email) VALUES ('new@school.example.org')", ()),
+            ("INSERT INTO user_memories (user_id, content, category) VALUES ($1, 'm', 'c')", users),
+            ("INSERT INTO lessons (title, user_id) VALUES ('t', $1)", users),
+        ):
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('faraday.acting_user', '*', true)")
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(insert, *args[:1])
+    finally:
+        await conn.close()
+    assert all(rows == [] for rows in changed.values()), changed
+    assert await _owners(owner_url, "") == _in_every_table(users)  # all still there
 
 
 async def test_the_platform_role_has_exactly_the_service_roles_privileges(

@@ -50,6 +50,7 @@ from memory_service import config
 from memory_service.server import pool_settings
 from memory_service.storage import cache, session
 from memory_service.storage.database import Database
+from memory_service.storage.migrate import platform_role_url
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -148,7 +149,9 @@ async def serve(args: argparse.Namespace) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", reuse)])
     closers = []
     if args.mode == "sql":
-        db = Database(pool_settings(settings, args.database_url))
+        db = Database(
+            pool_settings(settings, args.database_url, platform_role_url(args.database_url))
+        )
         await db.open()
         closers.append(db.close)
         memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(

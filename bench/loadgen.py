@@ -49,6 +49,7 @@ from memory_service import config
 from memory_service.server import pool_settings
 from memory_service.storage import cache, session
 from memory_service.storage.database import Database
+from memory_service.storage.migrate import platform_role_url
 
 CALL_TIMEOUT_SECONDS = 10.0
 POOL_SIZE = 4096
@@ -204,7 +205,7 @@ class Targets:
     async def sql_call(self, url: str, kind: str) -> Callable[[Any], Awaitable[Any]]:
         db = self.databases.get(url)
         if db is None:
-            db = Database(pool_settings(config.from_environment(), url))
+            db = Database(pool_settings(config.from_environment(), url, platform_role_url(url)))
             await db.open()
             self.databases[url] = db
         return _sql_call(kind, db)

@@ -61,24 +61,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     return base.with_overrides(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
 
 
-async def _database_urls(settings: Settings) -> tuple[str, str, bool]:
-    """(URL to migrate with, URL to serve with, whether it is the embedded server).
+async def _database_urls(settings: Settings) -> tuple[str, str, str, bool]:
+    """(URL to migrate with, URLs to serve with: user and platform, whether embedded).
 
-    The service itself connects as the role that owns nothing (faraday_app),
-    so row-level security holds for it; migrations run as the owner.
+    The service itself connects as roles that own nothing, so row-level
+    security holds for them: faraday_app for user-scoped calls, and
+    faraday_platform, the only role that may act for all users. Migrations
+    run as the owner.
     """
-    from memory_service.storage.migrate import app_role_url
+    from memory_service.storage.migrate import app_role_url, platform_role_url
 
     if settings.database_url:
-        return (
+        owner, app, embedded = (
             settings.migration_database_url or settings.database_url,
             settings.database_url,
             False,
         )
-    from memory_service.storage.embedded import start_embedded
+    else:
+        from memory_service.storage.embedded import start_embedded
 
-    owner = await asyncio.to_thread(start_embedded, settings.data_dir)
-    return owner, app_role_url(owner), True
+        owner = await asyncio.to_thread(start_embedded, settings.data_dir)
+        app, embedded = app_role_url(owner), True
+    return owner, app, settings.platform_database_url or platform_role_url(app), embedded
 
 
 async def _serve(settings: Settings) -> None:
@@ -96,14 +100,14 @@ async def _serve(settings: Settings) -> None:
     # would bury a configuration error in noise.
     from memory_service.storage import migrate
 
-    owner_url, app_url, embedded = await _database_urls(settings)
+    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await migrate.upgrade(owner_url)
     if settings.workers > 1:
-        await _serve_workers(settings, app_url)
+        await _serve_workers(settings, app_url, platform_url)
         return
     try:
-        running = await start(settings, app_url)
+        running = await start(settings, app_url, platform_url)
     except ValueError as exc:
         sys.exit(f"configuration error: {exc}")
     stop = asyncio.Event()
@@ -116,7 +120,7 @@ async def _serve(settings: Settings) -> None:
     await running.stop(settings.grace_period_seconds)
 
 
-async def _serve_workers(settings: Settings, app_url: str) -> None:
+async def _serve_workers(settings: Settings, app_url: str, platform_url: str) -> None:
     """Run `workers` server processes on one port (SO_REUSEPORT); the kernel spreads connections.
 
     This process keeps the embedded PostgreSQL (if any) and forwards SIGTERM/SIGINT;
@@ -130,6 +134,7 @@ async def _serve_workers(settings: Settings, app_url: str) -> None:
             **os.environ,
             **_as_env(settings),
             "FARADAY_DATABASE_URL": app_url,
+            "FARADAY_PLATFORM_DATABASE_URL": platform_url,
             "FARADAY_WORKERS": "1",
             "FARADAY_REUSE_PORT": "true",
             "FARADAY_MIGRATE_ON_START": "false",
@@ -172,7 +177,7 @@ def _as_env(settings: Settings) -> dict[str, str]:
 async def _migrate(settings: Settings) -> None:
     from memory_service.storage import migrate
 
-    owner_url, _, _ = await _database_urls(settings)
+    owner_url, _, _, _ = await _database_urls(settings)
     await migrate.upgrade(owner_url)
     print("database is at the latest migration")
 
@@ -181,10 +186,10 @@ async def _seed(settings: Settings) -> None:
     from memory_service.seed import seed_demo
     from memory_service.storage import migrate
 
-    owner_url, app_url, embedded = await _database_urls(settings)
+    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await migrate.upgrade(owner_url)
-    counts = await seed_demo(app_url)
+    counts = await seed_demo(app_url, platform_url)
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 

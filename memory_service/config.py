@@ -24,6 +24,10 @@ class Settings:
     # role, which owns nothing, so row-level security holds. Unset: start the
     # embedded PostgreSQL in data_dir.
     database_url: str | None = None
+    # URL of the faraday_platform role, for transactions that act for all
+    # users (service tokens, sweeps); row-level security honours '*' for it
+    # alone. Unset: database_url with the user faraday_platform and no password.
+    platform_database_url: str | None = None
     # URL of the schema owner, for `migrate` and migrate_on_start. Unset: database_url.
     migration_database_url: str | None = None
     # Data directory of the embedded PostgreSQL (only used without database_url).
@@ -34,7 +38,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
     # Server processes sharing the port (SO_REUSEPORT): how the service uses
-    # more cores. Each has its own pool of pool_size connections.
+    # more cores. Each has its own pools of pool_size connections in all.
     workers: int = 1
     # Set for each worker by --workers; leave it alone.
     reuse_port: bool = False
@@ -42,8 +46,13 @@ class Settings:
     max_message_bytes: int = 1024 * 1024
     # Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     grace_period_seconds: float = 10.0
-    # Connection pool (see docs/configuration.md for the mapping onto asyncpg).
+    # Connection pools (see docs/schema.md for the mapping onto asyncpg):
+    # pool_size connections in all, user_pool_size of them (0: a quarter of
+    # pool_size, at least 1) as faraday_app for user-JWT calls, the rest as
+    # faraday_platform for service tokens and the sweeps, whose pool alone
+    # grows by up to pool_max_overflow under load.
     pool_size: int = 20
+    user_pool_size: int = 0
     pool_max_overflow: int = 10
     pool_timeout_seconds: float = 30.0
     pool_recycle_seconds: float = 1800.0

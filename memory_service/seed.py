@@ -216,8 +216,17 @@ LESSONS = [  # (user index, subject, profile, title, grade, content area, status
 ]
 
 
-async def seed_demo(database_url: str) -> dict[str, int]:
-    db = Database(PoolSettings(url=database_url, size=1, max_overflow=1))
+async def seed_demo(database_url: str, platform_database_url: str) -> dict[str, int]:
+    """Seed through the service's layers; it all acts for ALL_USERS, as faraday_platform."""
+    db = Database(
+        PoolSettings(
+            url=database_url,
+            platform_url=platform_database_url,
+            size=2,
+            user_size=1,
+            max_overflow=1,
+        )
+    )
     await db.open()
     try:
         lessons = LessonStore(db)

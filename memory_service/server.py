@@ -80,10 +80,13 @@ class RunningServer:
         await self.database.close()
 
 
-def pool_settings(settings: Settings, url: str) -> PoolSettings:
+def pool_settings(settings: Settings, url: str, platform_url: str) -> PoolSettings:
     return PoolSettings(
         url=url,
+        platform_url=platform_url,
         size=settings.pool_size,
+        # Service tokens carry most of the traffic, user JWTs the rest.
+        user_size=settings.user_pool_size or max(1, settings.pool_size // 4),
         max_overflow=settings.pool_max_overflow,
         timeout_seconds=settings.pool_timeout_seconds,
         recycle_seconds=settings.pool_recycle_seconds,
@@ -93,14 +96,26 @@ def pool_settings(settings: Settings, url: str) -> PoolSettings:
     )
 
 
-async def start(settings: Settings, database_url: str) -> RunningServer:
-    """Open the pool and cache, bind, start serving. Port 0 picks a free port."""
+async def start(
+    settings: Settings, database_url: str, platform_database_url: str | None = None
+) -> RunningServer:
+    """Open the pools and cache, bind, start serving. Port 0 picks a free port.
+
+    `database_url` logs in as faraday_app; `platform_database_url` as
+    faraday_platform, by default the same URL with that user and no password.
+    """
     # Configuration errors surface before anything is opened.
     authenticator = Authenticator.from_settings(settings)
     # Whether the authenticator actually built lets anyone in, not whether a setting is present.
     tls.check_listen_address(settings, auth_enabled=authenticator.enabled)
     credentials = tls.server_credentials(settings)
-    database = Database(pool_settings(settings, database_url))
+    if platform_database_url is None:
+        # Imported here: migrate imports alembic, which logs at INFO on import
+        # and would bury cli.py's configuration errors in noise.
+        from memory_service.storage.migrate import platform_role_url
+
+        platform_database_url = platform_role_url(database_url)
+    database = Database(pool_settings(settings, database_url, platform_database_url))
     await database.open()
     cache = (
         LessonCache(settings.redis_url, settings.cache_ttl_seconds, settings.redis_timeout_seconds)

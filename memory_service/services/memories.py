@@ -130,7 +130,8 @@ class Memories:
     async def sweep_expired(self, batch_size: int) -> int:
         """Delete every expired memory and request key, batch by batch; return memories gone.
 
-        Maintenance of every user's rows: runs as ALL_USERS under row-level security.
+        Maintenance of every user's rows: runs as ALL_USERS under row-level
+        security, which only the faraday_platform role's connections honour.
         """
         total = 0
         with session.acting_as(session.ALL_USERS):

@@ -1,4 +1,11 @@
-"""The connection pool, and the one place that turns driver failures into domain errors."""
+"""The connection pools, and the one place that turns driver failures into domain errors.
+
+Two pools, one per database role (migration 0009): faraday_app for
+transactions scoped to one user, faraday_platform for those acting for all
+users. Row-level security honours the acting user '*' for faraday_platform
+only, so a user-scoped request never holds a connection that could see
+other users' rows, whatever SQL it ran.
+"""
 
 from __future__ import annotations
 
@@ -28,14 +35,31 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57")
 
 @dataclass(frozen=True)
 class PoolSettings:
-    url: str
+    """Where and how many: `size` connections in all, `user_size` of them faraday_app's.
+
+    Service-token calls and the sweeps (faraday_platform) are most of the
+    traffic, so the platform pool gets the rest of `size` and grows by up to
+    `max_overflow` under load; the user pool stays at `user_size`. The total
+    is what one pool of `size` (+ `max_overflow`) used to open.
+    """
+
+    url: str  # as faraday_app
+    platform_url: str  # as faraday_platform
     size: int = 20
+    user_size: int = 5
     max_overflow: int = 10
     timeout_seconds: float = 30.0
     recycle_seconds: float = 1800.0
     pre_ping: bool = True
     connect_timeout_seconds: float = 10.0
     statement_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.user_size < self.size:
+            raise ValueError(
+                f"user pool size {self.user_size} must be at least 1 and below"
+                f" the pool size {self.size} (the platform pool gets the rest)"
+            )
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -75,10 +99,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class Database:
-    """An asyncpg pool that hands out one transaction per use, with domain-level errors.
+    """Two asyncpg pools that hand out one transaction per use, with domain-level errors.
 
-    `connection()` opens a transaction that starts with the request's session
-    state (storage/session.py: acting user for row-level security, statement
+    `connection()` takes a connection from the platform pool when the
+    request acts for ALL_USERS, else from the user pool, and opens a
+    transaction that starts with the request's session state
+    (storage/session.py: acting user for row-level security, statement
     timeout from the caller's deadline) in the same round trip as BEGIN, and
     commits when the block ends (rolls back on an exception). It raises domain
     Unavailable for any sign that PostgreSQL is unreachable (refused, reset,
@@ -89,14 +115,27 @@ class Database:
 
     def __init__(self, settings: PoolSettings) -> None:
         self._settings = settings
-        self._pool: asyncpg.Pool | None = None
+        self._user_pool: asyncpg.Pool | None = None
+        self._platform_pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
         s = self._settings
-        self._pool = await asyncpg.create_pool(
-            s.url,
-            min_size=s.size,
-            max_size=s.size + s.max_overflow,
+        platform_size = s.size - s.user_size
+        self._user_pool = await self._create_pool(s.url, s.user_size, s.user_size)
+        try:
+            self._platform_pool = await self._create_pool(
+                s.platform_url, platform_size, platform_size + s.max_overflow
+            )
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _create_pool(self, url: str, min_size: int, max_size: int) -> asyncpg.Pool:
+        s = self._settings
+        return await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
             # asyncpg closes connections idle this long; it has no max-age
             # recycling, so this is the nearest equivalent of pool_recycle.
             max_inactive_connection_lifetime=s.recycle_seconds,
@@ -108,42 +147,42 @@ class Database:
         )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._user_pool, self._platform_pool):
+            if pool is not None:
+                await pool.close()
+        self._user_pool = self._platform_pool = None
 
-    async def _begin(self, read_only_snapshot: bool) -> asyncpg.Connection:
-        """A pooled connection inside a fresh transaction carrying the session state.
+    async def _begin(
+        self, pool: asyncpg.Pool, acting_user: str, read_only_snapshot: bool
+    ) -> asyncpg.Connection:
+        """A connection of `pool` inside a fresh transaction carrying the session state.
 
         With pre-ping, a connection that turns out dead at BEGIN (the server
         restarted since it was last used) is dropped and the BEGIN retried
         once on a new one: nothing has run yet, so this is always safe. The
         BEGIN itself is the ping, so it costs no extra round trip.
         """
-        assert self._pool is not None
         mode = " ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only_snapshot else ""
         # The values are generated here (a canonical UUID or '*', ints),
         # never caller text, so splicing them in is safe; it lets BEGIN and
         # the settings travel in one simple-protocol round trip.
         begin = (
-            f"BEGIN{mode}; SELECT set_config('faraday.acting_user', '{session.setting_value()}',"
+            f"BEGIN{mode}; SELECT set_config('faraday.acting_user', '{acting_user}',"
             f" true), set_config('faraday.acting_profiles', '{session.profiles_value()}', true),"
             f" set_config('statement_timeout',"
             f" '{session.statement_timeout_ms(self._settings.statement_timeout_seconds)}', true)"
         )
         attempts = 2 if self._settings.pre_ping else 1
         for attempt in range(attempts):
-            conn: asyncpg.Connection = await self._pool.acquire(
-                timeout=self._settings.timeout_seconds
-            )
+            conn: asyncpg.Connection = await pool.acquire(timeout=self._settings.timeout_seconds)
             try:
                 await conn.execute(begin)
                 return conn
             except asyncio.CancelledError:
-                await self._release(conn)
+                await _release(pool, conn)
                 raise
             except Exception as exc:
-                await self._release(conn)
+                await _release(pool, conn)
                 if attempt + 1 == attempts or not is_unavailable(exc):
                     raise
                 logger.info("pre-ping: dropping a dead pooled connection (%s)", exc)
@@ -157,10 +196,13 @@ class Database:
 
         `audited=False` is for the audit log's own writes.
         """
-        if self._pool is None:
+        # Read once: the pool and the setting spliced into BEGIN must agree.
+        acting_user = session.setting_value()
+        pool = self._platform_pool if acting_user == session.ALL_USERS else self._user_pool
+        if pool is None:
             raise Unavailable("database pool is not open")
         try:
-            conn = await self._begin(read_only_snapshot)
+            conn = await self._begin(pool, acting_user, read_only_snapshot)
         except Exception as exc:  # CancelledError is a BaseException: not caught
             _raise_if_unavailable(exc)
             raise
@@ -184,21 +226,7 @@ class Database:
                 _raise_if_unavailable(exc)
             raise
         finally:
-            await self._release(conn)
-
-    async def _release(self, conn: asyncpg.Connection) -> None:
-        """Give a connection back; a dead one is dropped, never raised.
-
-        Raising here would replace the block's real outcome: a COMMIT that
-        succeeded would be reported as an error, or Unavailable as INTERNAL.
-        """
-        assert self._pool is not None
-        try:
-            await self._pool.release(conn)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            logger.info("pool: dropped a broken connection on release (%s)", exc)
+            await _release(pool, conn)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self.connection() as conn:
@@ -217,6 +245,20 @@ class Database:
             return True
         except Unavailable:
             return False
+
+
+async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    """Give a connection back to its pool; a dead one is dropped, never raised.
+
+    Raising here would replace the block's real outcome: a COMMIT that
+    succeeded would be reported as an error, or Unavailable as INTERNAL.
+    """
+    try:
+        await pool.release(conn)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        logger.info("pool: dropped a broken connection on release (%s)", exc)
 
 
 async def _roll_back(conn: asyncpg.Connection) -> None:

@@ -99,5 +99,21 @@ def app_role_url(owner_url: str) -> str:
     """
     from memory_service.storage.tables import APP_ROLE
 
-    url = make_url(owner_url).set(username=APP_ROLE)._replace(password=None)
+    return _as_role(owner_url, APP_ROLE)
+
+
+def platform_role_url(database_url: str) -> str:
+    """The same server and database, logged in as the platform role (no password).
+
+    The default of FARADAY_PLATFORM_DATABASE_URL, derived from the service
+    role's URL as app_role_url derives that from the owner's. Without a
+    password in the URL, libpq's PGPASSWORD or password file may supply one.
+    """
+    from memory_service.storage.tables import PLATFORM_ROLE
+
+    return _as_role(database_url, PLATFORM_ROLE)
+
+
+def _as_role(database_url: str, role: str) -> str:
+    url = make_url(database_url).set(username=role)._replace(password=None)
     return url.render_as_string(hide_password=False)

@@ -4,9 +4,10 @@ Every transaction the service opens starts with
 `SET LOCAL faraday.acting_user` and `SET LOCAL statement_timeout` taken from
 these context variables. Row-level security policies (migration 0002) read
 `faraday.acting_user`: a user id shows that user's rows only, "*" shows
-all rows, and anything else (the default, "") shows none. Both settings are
-transaction-local, so they can never leak to the next request that borrows
-the pooled connection.
+all rows but only to the faraday_platform role (migration 0009; the
+database runs such transactions on that role's pool), and anything else
+(the default, "") shows none. Both settings are transaction-local, so they
+can never leak to the next request that borrows the pooled connection.
 """
 
 from __future__ import annotations

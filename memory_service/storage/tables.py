@@ -391,6 +391,10 @@ idempotency_keys = Table(
 # The role the service connects as: it owns nothing, so FORCE ROW LEVEL
 # SECURITY holds for it (migration 0002 creates it and its grants).
 APP_ROLE = "faraday_app"
+# The role of transactions acting for all users (service tokens, sweeps):
+# the same grants, and the only role for which acting user '*' shows every
+# row (migration 0009).
+PLATFORM_ROLE = "faraday_platform"
 # User-owned tables under row-level security, with their owner column.
 RLS_TABLES = {
     "users": "id",

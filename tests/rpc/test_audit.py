@@ -34,7 +34,7 @@ HOSTILE = ["\x00", "a\x00b", "x" * 70_000, "'); DROP TABLE audit_log; --", "\ud7
 async def owner(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
-    await conn.execute("GRANT INSERT ON audit_log TO faraday_app")
+    await conn.execute("GRANT INSERT ON audit_log TO faraday_app, faraday_platform")
     await conn.close()
 
 
@@ -111,7 +111,7 @@ async def test_a_change_whose_audit_row_fails_does_not_commit(
 ) -> None:
     user = await register_user(admin_stub)
     memory = await store(memory_stub, user, importance=0.2)
-    await owner.execute("REVOKE INSERT ON audit_log FROM faraday_app")
+    await owner.execute("REVOKE INSERT ON audit_log FROM faraday_app, faraday_platform")
 
     # Each answers INTERNAL (an error id, no exception text) and changes nothing.
     assert await _code(memory_stub.UpdateMemory(_update(memory.id))) == grpc.StatusCode.INTERNAL
@@ -136,7 +136,7 @@ async def test_a_change_whose_audit_row_fails_does_not_commit(
     assert await owner.fetchval("SELECT count(*) FROM users WHERE id = $1", uuid.UUID(user)) == 1
     assert [r for r in await _rows(owner, "DeleteUserData") if r.get("user_id") == user] == []
 
-    await owner.execute("GRANT INSERT ON audit_log TO faraday_app")
+    await owner.execute("GRANT INSERT ON audit_log TO faraday_app, faraday_platform")
     await memory_stub.DeleteMemory(memory_service_pb2.DeleteMemoryRequest(id=memory.id))
     rows = await _rows(owner, "DeleteMemory")
     assert rows[-1] == {"outcome": "OK", "memory_id": memory.id, "user_id": user}

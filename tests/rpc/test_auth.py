@@ -8,12 +8,14 @@ how many leaked anything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -35,6 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memory_service.auth import token_hash
 from memory_service.server import RunningServer, start
+from memory_service.storage import migrate
 from tests.rpc.conftest import TEST_SETTINGS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -561,25 +564,70 @@ async def test_row_level_security_holds_without_a_where_clause(
     alice, bob = await _user(world, "rls-a"), await _user(world, "rls-b")
     for user in (alice, bob):
         await _memory(world, user, f"memory of {user}", admin)
-    conn = await asyncpg.connect(app_url)  # the service role, as the server connects
+    counts: dict[tuple[str, str], set[str]] = {}
+    for role, url in (("app", app_url), ("platform", migrate.platform_role_url(app_url))):
+        conn = await asyncpg.connect(url)  # a role the server connects as
+        try:
+            for acting in (alice, "", "*"):
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('faraday.acting_user', $1, true)", acting)
+                    owners = await conn.fetch("SELECT DISTINCT user_id FROM user_memories")
+                    counts[role, acting] = {str(r["user_id"]) for r in owners}
+            # Transaction-local: the next transaction on this connection sees nothing.
+            assert await conn.fetchval("SELECT count(*) FROM user_memories") == 0
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("UPDATE audit_log SET outcome = 'OK'")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("DELETE FROM audit_log")
+        finally:
+            await conn.close()
+    assert counts["app", alice] == counts["platform", alice] == {alice}
+    assert counts["app", ""] == counts["platform", ""] == set()
+    # The service role cannot switch itself to all users; only the platform role can.
+    assert counts["app", "*"] == set()
+    assert {alice, bob} <= counts["platform", "*"]
+
+
+async def _role_of_a_call(world: AuthWorld, database_url: str, metadata: Any) -> str:
+    """The database role a RecordFeedback call runs its transaction as.
+
+    The memory's row is locked first, so the call's transaction waits for
+    it where pg_stat_activity shows who it is.
+    """
+    memory = await _memory(world, await _user(world, "role"), "locked", world.tokens["admin"])
+    blocker = await asyncpg.connect(database_url)
     try:
-        counts = {}
-        for acting in (alice, "", "*"):
-            async with conn.transaction():
-                await conn.execute("SELECT set_config('faraday.acting_user', $1, true)", acting)
-                owners = await conn.fetch("SELECT DISTINCT user_id FROM user_memories")
-                counts[acting] = {str(r["user_id"]) for r in owners}
-        # Transaction-local: the next transaction on this connection sees nothing.
-        assert await conn.fetchval("SELECT count(*) FROM user_memories") == 0
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("UPDATE audit_log SET outcome = 'OK'")
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("DELETE FROM audit_log")
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM user_memories WHERE id = $1 FOR UPDATE", memory.id)
+            call = asyncio.ensure_future(
+                world.memory.RecordFeedback(
+                    memory_service_pb2.RecordFeedbackRequest(memory_id=memory.id, helpful=True),
+                    metadata=metadata(memory.user_id),
+                )
+            )
+            deadline = time.monotonic() + 5
+            while not (
+                role := await blocker.fetchval(
+                    "SELECT usename FROM pg_stat_activity"
+                    " WHERE application_name = 'faraday-memory' AND wait_event_type = 'Lock'"
+                )
+            ):
+                assert time.monotonic() < deadline, "the call never waited for the lock"
+                await asyncio.sleep(0.02)
+        await call  # the lock is gone: the call completes
     finally:
-        await conn.close()
-    assert counts[alice] == {alice}
-    assert counts[""] == set()
-    assert {alice, bob} <= counts["*"]
+        await blocker.close()
+    return str(role)
+
+
+async def test_only_service_token_calls_run_as_the_platform_role(
+    world: AuthWorld, database_url: str
+) -> None:
+    as_user = await _role_of_a_call(world, database_url, lambda user: bearer(user_jwt(user)))
+    as_backend = await _role_of_a_call(
+        world, database_url, lambda _: bearer(world.tokens["backend"])
+    )
+    assert (as_user, as_backend) == ("faraday_app", "faraday_platform")
 
 
 async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, database_url) -> None:

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 
 from memory_service.domain.errors import DeadlineExceeded
 from memory_service.server import start
-from memory_service.storage import session
+from memory_service.storage import migrate, session
 from memory_service.storage.database import Database, PoolSettings
 from tests.rpc.conftest import TEST_SETTINGS
 from tests.rpc.helpers import field_violations, register_user, status_details
@@ -91,7 +91,15 @@ async def test_feedback_with_a_request_id_applies_once(memory_stub, admin_stub) 
 
 
 async def test_statement_timeout_follows_the_remaining_deadline(app_url: str) -> None:
-    db = Database(PoolSettings(url=app_url, size=1, max_overflow=0))
+    db = Database(
+        PoolSettings(
+            url=app_url,
+            platform_url=migrate.platform_role_url(app_url),
+            size=2,
+            user_size=1,
+            max_overflow=0,
+        )
+    )
     await db.open()
     try:
         token = session.deadline.set(time.monotonic() + 0.3)
@@ -103,7 +111,7 @@ async def test_statement_timeout_follows_the_remaining_deadline(app_url: str) ->
             assert time.monotonic() - started < 1.5
         finally:
             session.deadline.reset(token)
-        async with db.connection() as conn:  # the one connection is back, and unlimited again
+        async with db.connection() as conn:  # the one user connection is back, unlimited again
             assert await conn.fetchval("SHOW statement_timeout") == "30s"
     finally:
         await db.close()
@@ -129,7 +137,7 @@ async def test_a_call_past_its_deadline_stops_its_database_work(
             # The server's query no longer waits for the lock: it was cancelled.
             deadline = time.monotonic() + 3
             while await blocker.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'faraday_app'"
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'faraday-memory'"
                 " AND wait_event_type = 'Lock'"
             ):
                 assert time.monotonic() < deadline, "the cancelled query still waits"

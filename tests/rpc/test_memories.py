@@ -392,6 +392,30 @@ async def test_list_interactions_filters_and_pages(memory_stub, admin_stub) -> N
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_sweep_deletes_every_users_expired_memories_as_the_platform_role(
+    memory_stub, admin_stub, server: RunningServer, database_url
+) -> None:
+    users = [await register_user(admin_stub) for _ in range(2)]
+    doomed = [(await store(memory_stub, user, "temporary")).id for user in users]
+    kept = [(await store(memory_stub, user, "permanent")).id for user in users]
+    owner = await asyncpg.connect(database_url)
+    try:
+        await owner.execute(
+            "UPDATE user_memories SET expires_at = now() - interval '1 second' WHERE id = ANY($1)",
+            doomed,
+        )
+        # The service role may not delete at all: the sweep must not need it.
+        await owner.execute("REVOKE DELETE ON user_memories, idempotency_keys FROM faraday_app")
+        try:
+            assert await server.memories.sweep_expired(batch_size=1) == 2
+        finally:
+            await owner.execute("GRANT DELETE ON user_memories, idempotency_keys TO faraday_app")
+        left = await owner.fetch("SELECT id FROM user_memories WHERE id = ANY($1)", doomed + kept)
+    finally:
+        await owner.close()
+    assert sorted(r["id"] for r in left) == sorted(kept)
+
+
 async def test_sweep_deletes_expired_memories(
     memory_stub, admin_stub, server: RunningServer, database_url
 ) -> None:

@@ -7,6 +7,7 @@ import pytest
 from faraday.memory.v1 import lesson_service_pb2, memory_service_pb2
 
 from memory_service.seed import LESSONS, MEMORIES, USERS, seed_demo
+from memory_service.storage import migrate
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -20,9 +21,9 @@ async def _count(database_url: str, table: str) -> int:
 
 
 async def test_seed_demo_loads_every_kind_of_record_once(
-    database_url, memory_stub, lesson_stub
+    database_url, app_url, memory_stub, lesson_stub
 ) -> None:
-    first = await seed_demo(database_url)
+    first = await seed_demo(app_url, migrate.platform_role_url(database_url))
     assert first["memories"] == len(MEMORIES) and first["lessons"] == len(LESSONS)
     counts = {
         t: await _count(database_url, t)
@@ -39,7 +40,7 @@ async def test_seed_demo_loads_every_kind_of_record_once(
     }
     assert all(n > 0 for n in counts.values()), counts
     assert counts["memory_interactions"] == first["interactions"]
-    second = await seed_demo(database_url)
+    second = await seed_demo(app_url, migrate.platform_role_url(database_url))
     assert second["memories"] == second["lessons"] == 0
     assert await _count(database_url, "user_memories") == len(MEMORIES)
     # The demo data answers the service's own calls.

@@ -1,11 +1,15 @@
-"""The pool: per-request session state is transaction-local and never leaks to the next request."""
+"""The pools: one per role, sized from pool_size; session state never leaks to the next request."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
+import asyncpg
 import pytest
 
+from memory_service.config import Settings
+from memory_service.server import pool_settings
 from memory_service.storage import migrate, session
 from memory_service.storage.database import Database, PoolSettings
 from tests.conftest import create_scratch_database, drop_scratch_database
@@ -15,9 +19,18 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture
 async def one_connection_pool(pg_admin_url: str) -> AsyncIterator[Database]:
+    """One connection per role: a user-scoped block always reuses the same one."""
     owner_url = await create_scratch_database(pg_admin_url)
     await migrate.upgrade(owner_url)
-    db = Database(PoolSettings(url=migrate.app_role_url(owner_url), size=1, max_overflow=0))
+    db = Database(
+        PoolSettings(
+            url=migrate.app_role_url(owner_url),
+            platform_url=migrate.platform_role_url(owner_url),
+            size=2,
+            user_size=1,
+            max_overflow=0,
+        )
+    )
     await db.open()
     try:
         with session.acting_as(session.ALL_USERS):
@@ -40,7 +53,7 @@ async def one_connection_pool(pg_admin_url: str) -> AsyncIterator[Database]:
 async def test_acting_user_and_timeout_never_reach_the_next_request(
     one_connection_pool: Database,
 ) -> None:
-    db = one_connection_pool  # one connection: every block below reuses it
+    db = one_connection_pool  # one user connection: every user-scoped block reuses it
     async with db.connection() as conn:
         users = [r["user_id"] for r in await conn.fetch("SELECT user_id FROM user_memories")]
     assert users == []  # no acting user: row-level security shows nothing
@@ -75,3 +88,36 @@ async def test_a_failed_block_rolls_back_and_the_connection_stays_usable(
     with session.acting_as(session.ALL_USERS):
         async with db.connection() as conn:
             assert await conn.fetchval("SELECT count(*) FROM user_memories") == 2
+
+
+async def test_the_pools_split_pool_size_between_the_roles(pg_admin_url: str) -> None:
+    owner_url = await create_scratch_database(pg_admin_url)
+    try:
+        await migrate.upgrade(owner_url)
+        sizes = pool_settings(Settings(pool_size=4, pool_max_overflow=0), "", "")
+        db = Database(
+            replace(
+                sizes,
+                url=migrate.app_role_url(owner_url),
+                platform_url=migrate.platform_role_url(owner_url),
+            )
+        )
+        await db.open()
+        owner = await asyncpg.connect(owner_url)
+        try:
+            opened = await owner.fetch(
+                "SELECT usename, count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'faraday-memory'"
+                " GROUP BY usename"
+            )
+        finally:
+            await owner.close()
+            await db.close()
+    finally:
+        await drop_scratch_database(pg_admin_url, owner_url)
+    # A quarter of pool_size for user JWTs, the rest for service tokens and sweeps.
+    assert dict(opened) == {"faraday_app": 1, "faraday_platform": 3}
+    assert pool_settings(Settings(), "", "").user_size == 5
+    assert pool_settings(Settings(pool_size=2, user_pool_size=0), "", "").user_size == 1
+    with pytest.raises(ValueError, match="user pool size 2"):
+        pool_settings(Settings(pool_size=2, user_pool_size=2), "", "")

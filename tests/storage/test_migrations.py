@@ -216,6 +216,35 @@ async def test_downgrade_to_base_and_back(db: str) -> None:
     assert await _schema_diff(db) == []
 
 
+async def _users_seen_for_all(url: str) -> int:
+    """How many users `url`'s role sees when it acts for all users ('*')."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('faraday.acting_user', '*', true)")
+            return int(await conn.fetchval("SELECT count(*) FROM users"))
+    finally:
+        await conn.close()
+
+
+async def test_0009_gives_all_users_to_the_platform_role_alone_and_back(db: str) -> None:
+    conn = await asyncpg.connect(db)
+    try:
+        await _insert_user(conn)
+    finally:
+        await conn.close()
+    app, platform = migrate.app_role_url(db), migrate.platform_role_url(db)
+    assert (await _users_seen_for_all(app), await _users_seen_for_all(platform)) == (0, 1)
+
+    await migrate.downgrade(db, "0008")
+    assert await _users_seen_for_all(app) == 1  # as before 0009
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # its grants are gone, not the role
+        await _users_seen_for_all(platform)
+
+    await migrate.upgrade(db)
+    assert (await _users_seen_for_all(app), await _users_seen_for_all(platform)) == (0, 1)
+
+
 async def _version(url: str) -> str | None:
     conn = await asyncpg.connect(url)
     try:

@@ -111,7 +111,15 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
         )
     finally:
         await conn.close()
-    db = Database(PoolSettings(url=migrate.app_role_url(owner_url), size=2, max_overflow=0))
+    db = Database(
+        PoolSettings(
+            url=migrate.app_role_url(owner_url),
+            platform_url=migrate.platform_role_url(owner_url),
+            size=3,
+            user_size=1,
+            max_overflow=0,
+        )
+    )
     await db.open()
     try:
         with session.acting_as(session.ALL_USERS):

@@ -507,7 +507,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             async with self._db.connection() as conn:
                 row = await conn.fetchrow(statement.sql, *statement.args(params))
                 if row is None:
-                    await self._raise_missing_or_stale(conn, patch.memory_id, visibility)
+                    await self._raise_why_unchanged(conn, patch.memory_id, visibility, etag=True)
                 audit.note(user_id=row["user_id"])
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound("assistant_profile", patch.values.get("assistant_profile_id")) from exc
@@ -521,30 +521,24 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         async with self._db.connection() as conn:
             owner = await conn.fetchval(_DELETE.sql, *_DELETE.args(params))
             if owner is None:
-                await self._raise_missing_or_stale(conn, memory_id, visibility)
+                await self._raise_why_unchanged(conn, memory_id, visibility, etag=True)
             audit.note(user_id=owner)
 
     @staticmethod
-    async def _raise_missing_or_stale(
-        conn: asyncpg.Connection, memory_id: int, visibility: Visibility
-    ) -> None:
+    async def _raise_why_unchanged(
+        conn: asyncpg.Connection, memory_id: int, visibility: Visibility, *, etag: bool
+    ) -> NoReturn:
+        """Why a write matched no row: missing, shared (read-only here), or a stale etag."""
         params = {"id": memory_id, **_visible(visibility)}
         row = await conn.fetchrow(_VERSION.sql, *_VERSION.args(params))
         if row is None:
             raise NotFound("memory", memory_id)
         _require_writable(row, memory_id, visibility)
-        version = row["version"]
-        raise StaleEtag(f"memory {memory_id} has changed (now at version {version}); re-read it")
-
-    @staticmethod
-    async def _raise_missing_or_shared(
-        conn: asyncpg.Connection, memory_id: int, visibility: Visibility
-    ) -> NoReturn:
-        params = {"id": memory_id, **_visible(visibility)}
-        row = await conn.fetchrow(_VERSION.sql, *_VERSION.args(params))
-        if row is not None:
-            _require_writable(row, memory_id, visibility)
-        raise NotFound("memory", memory_id)
+        if not etag:
+            raise NotFound("memory", memory_id)  # deleted since the write looked
+        raise StaleEtag(
+            f"memory {memory_id} has changed (now at version {row['version']}); re-read it"
+        )
 
     async def list_memories(
         self,
@@ -649,12 +643,12 @@ SELECT {MEMORY_COLUMNS} FROM m""")
                 )
                 return memory, interaction
             if key is None:
-                await self._raise_missing_or_shared(conn, feedback.memory_id, visibility)
+                await self._raise_why_unchanged(conn, feedback.memory_id, visibility, etag=False)
             first = await conn.fetchrow(
                 _KEY.sql, *_KEY.args({"caller": key.caller, "request_id": key.request_id})
             )
             if first is None:  # no key and no update: the memory is not there, or shared
-                await self._raise_missing_or_shared(conn, feedback.memory_id, visibility)
+                await self._raise_why_unchanged(conn, feedback.memory_id, visibility, etag=False)
             await self._replayed(conn, key, "RecordFeedback")
             memory = memory_from_row(
                 await self._fetch_visible(conn, first["memory_id"], visibility)

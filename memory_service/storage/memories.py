@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import asyncpg
 
 from memory_service.domain import audit, ranking
+from memory_service.domain.bm25 import K1, B
 from memory_service.domain.errors import InvalidArgument, NotFound, PermissionDenied, StaleEtag
 from memory_service.domain.models import (
     Feedback,
@@ -300,32 +301,42 @@ def _recall_sql(with_query: bool, log: bool) -> NamedSQL:
     The score here must match domain.ranking.score_parts.
     """
     if with_query:
-        # OR of the query's stemmed words: a memory matching any word is a
-        # candidate, and ts_rank_cd rewards matching more of them, ranked on
-        # the stored content_tsv. No index can find the matches for the
-        # service role (under row-level security `@@` is not leakproof, see
-        # migration 0004): the user's rows are read through user_id and
-        # matched one by one, so the cost grows with the user's memories.
-        # A query of stop words only has no lexemes (numnode 0) and ranks
-        # like no query. The branches are gated by one-time filters, so
-        # only one runs.
+        # BM25 (domain.bm25) from the user's term index (migration 0010):
+        # every lookup is an equality on (user_id, lexeme), which the primary
+        # key serves for the service role under row-level security. The
+        # matches come first; when fewer than :limit match (or the query has
+        # only stop words, so no lexemes), the best of the rest by the other
+        # signals follow, from the banded walk.
         candidates = f"""q AS MATERIALIZED (
-    SELECT tsq, numnode(tsq) = 0 AS empty FROM (
-        SELECT replace(plainto_tsquery('english', :query)::text, ' & ', ' | ')::tsquery AS tsq
-    ) parsed
+    SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', :query))) lexeme
+), stats AS MATERIALIZED (
+    SELECT greatest(docs, 1)::float8 AS docs,
+           greatest(total_len::float8 / greatest(docs, 1), 1.0) AS avgdl
+    FROM memory_user_stats WHERE user_id = :user_id
+), idf AS MATERIALIZED (
+    SELECT q.lexeme, ln(1.0 + (stats.docs - d.df + 0.5) / (d.df + 0.5)) AS idf
+    FROM q, stats, LATERAL (
+        SELECT count(*)::float8 AS df FROM memory_terms t
+        WHERE t.user_id = :user_id AND t.lexeme = q.lexeme
+    ) d
+    WHERE d.df > 0
+), bm25 AS MATERIALIZED (
+    SELECT t.memory_id, sum(idf.idf * t.tf * {K1 + 1}
+               / (t.tf + {K1} * (1 - {B} + {B} * t.doc_len / stats.avgdl)))
+           / (SELECT sum(idf) * {K1 + 1} FROM idf) AS relevance
+    FROM idf JOIN memory_terms t ON t.user_id = :user_id AND t.lexeme = idf.lexeme, stats
+    GROUP BY t.memory_id
 ), {_BANDED_CTES}, candidates AS (
-        SELECT {_RECALL_PARTS},
-               :w_relevance::float8
-                   * ts_rank_cd(content_tsv, (SELECT tsq FROM q), 32) AS relevance_score
-        FROM user_memories
+        SELECT {_RECALL_PARTS}, :w_relevance::float8 * bm25.relevance AS relevance_score,
+               true AS matched
+        FROM bm25 JOIN user_memories ON user_memories.id = bm25.memory_id
         WHERE {_RECALL_FILTERS}
-          AND content_tsv @@ (SELECT tsq FROM q) AND NOT (SELECT empty FROM q)
     UNION ALL
-        SELECT * FROM banded WHERE (SELECT empty FROM q)
+        SELECT banded.*, false FROM banded WHERE id NOT IN (SELECT memory_id FROM bm25)
 )"""
     else:
-        candidates = f"{_BANDED_CTES}, candidates AS (SELECT * FROM banded)"
-    order = "score DESC, created_at DESC, id DESC"
+        candidates = f"{_BANDED_CTES}, candidates AS (SELECT *, false AS matched FROM banded)"
+    order = "matched DESC, score DESC, created_at DESC, id DESC"
     sql = f"""
 WITH {candidates}, top AS (
     SELECT *, importance_score + recency_score + relevance_score AS score FROM candidates

@@ -319,6 +319,27 @@ user_memories = Table(
     postgresql_with={"fillfactor": 90},
 )
 
+# BM25's inverted index of each user's memories, kept by triggers on
+# user_memories (migration 0010): a term's frequency in a memory and the
+# memory's length, and per user the memory count and total length.
+memory_terms = Table(
+    "memory_terms",
+    metadata,
+    Column("user_id", UUID(as_uuid=True), primary_key=True),
+    Column("lexeme", Text, primary_key=True),
+    Column("memory_id", BigInteger, primary_key=True),
+    Column("tf", Integer, nullable=False),
+    Column("doc_len", Integer, nullable=False),
+)
+
+memory_user_stats = Table(
+    "memory_user_stats",
+    metadata,
+    Column("user_id", UUID(as_uuid=True), primary_key=True),
+    Column("docs", BigInteger, nullable=False),
+    Column("total_len", BigInteger, nullable=False),
+)
+
 INTERACTION_TYPES = ("store", "recall", "update", "feedback")
 
 memory_interactions = Table(
@@ -403,6 +424,8 @@ RLS_TABLES = {
     "user_memories": "user_id",
     "memory_interactions": "user_id",
     "idempotency_keys": "user_id",
+    "memory_terms": "user_id",
+    "memory_user_stats": "user_id",
 }
 
 # Tables whose updated_at a BEFORE UPDATE trigger maintains. On user_memories
@@ -417,4 +440,7 @@ UPDATED_AT_TABLES = (
     "lessons",
     "user_memories",
 )
-TRIGGERS = tuple(f"trg_{table}_updated_at" for table in UPDATED_AT_TABLES)
+# Every trigger the migrations create, and its table.
+TRIGGERS = {f"trg_{table}_updated_at": table for table in UPDATED_AT_TABLES} | {
+    f"trg_user_memories_terms_{event}": "user_memories" for event in ("insert", "delete", "update")
+}

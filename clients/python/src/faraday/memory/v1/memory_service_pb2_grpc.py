@@ -219,12 +219,15 @@ class MemoryServiceServicer:
         + recency_weight * 0.5 ^ (age / recency_half_life)
         + relevance_weight * relevance
         where age is now minus the memory's update_time (recency stops decaying
-        after 1,000 half-lives, at 2^-1000) and relevance is
-        PostgreSQL's ts_rank_cd of the content against `query` normalized to
-        0..1 (rank / (rank + 1)). With `query` set, only memories that match at
-        least one of its words (English stemming, stop words ignored) are
-        candidates; a query of stop words only acts as no query. Expired
-        memories are never returned. Ties go to the newer memory.
+        after 1,000 half-lives, at 2^-1000) and relevance is the memory's BM25
+        score against `query` (k1 1.2, b 0.75, English stemming, stop words
+        ignored, term rarity and average length over the user's own memories)
+        divided by the most any memory could score for that query, so 0..1.
+        With `query` set, the memories that match at least one of its words
+        come first, ranked by score; if fewer than `limit` match (a query of
+        stop words only matches nothing), the best of the others by score follow
+        with relevance 0. Expired memories are never returned. Ties go to the
+        newer memory.
         Returns INVALID_ARGUMENT for a bad filter or weight.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -1,0 +1,184 @@
+"""Recall's BM25 relevance (storage/memories.py) is domain.bm25's, and its term index stays true.
+
+A user's memories are drawn from a small vocabulary, so terms repeat, lengths
+vary and document frequencies differ. Each query's relevance scores from
+the service role (under row-level security) must equal domain.bm25 computed
+in Python from PostgreSQL's own lexemes; then the term index must follow
+stores, content updates and deletes.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from memory_service.domain import bm25, ranking
+from memory_service.domain.models import RecallQuery, Weights
+from memory_service.domain.principal import EVERYTHING
+from memory_service.storage import migrate, session
+from memory_service.storage.database import Database, PoolSettings
+from memory_service.storage.memories import MemoryStore
+from tests.conftest import create_scratch_database, drop_scratch_database
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+WORDS = [
+    "fractions",
+    "decimals",
+    "students",
+    "quiz",
+    "homework",
+    "seating",
+    "reading",
+    "group",
+    "parents",
+    "email",
+    "rubric",
+    "feedback",
+    "calm",
+    "quiet",
+    "projector",
+    "worksheet",
+    "lab",
+    "safety",
+    "goggles",
+    "essay",
+]
+RELEVANCE_ONLY = Weights(
+    importance=0.0, recency=0.0, relevance=1.0, half_life=ranking.DEFAULT_WEIGHTS.half_life
+)
+
+
+@dataclass(frozen=True)
+class World:
+    store: MemoryStore
+    owner: asyncpg.Connection
+    user: uuid.UUID
+
+
+@pytest.fixture(scope="module")
+async def world(pg_admin_url: str) -> AsyncIterator[World]:
+    owner_url = await create_scratch_database(pg_admin_url)
+    await migrate.upgrade(owner_url)
+    owner = await asyncpg.connect(owner_url)
+    user = await owner.fetchval(
+        "INSERT INTO users (email) VALUES ('bm25@example.org') RETURNING id"
+    )
+    rng = random.Random(11)
+    contents = [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 14))) for _ in range(80)
+    ] + ["the and of", "Fractions, fractions and more fractions!"]
+    await owner.executemany(
+        "INSERT INTO user_memories (user_id, content, category) VALUES ($1, $2, 'fact')",
+        [(user, c) for c in contents],
+    )
+    db = Database(
+        PoolSettings(
+            url=migrate.app_role_url(owner_url),
+            platform_url=migrate.platform_role_url(owner_url),
+            size=2,
+            user_size=1,
+            max_overflow=0,
+        )
+    )
+    await db.open()
+    try:
+        with session.acting_as(user):
+            yield World(MemoryStore(db), owner, user)
+    finally:
+        await db.close()
+        await owner.close()
+        await drop_scratch_database(pg_admin_url, owner_url)
+
+
+async def _expected(world: World, query: str) -> dict[int, float]:
+    """domain.bm25 over every memory of the user, from PostgreSQL's lexemes."""
+    rows = await world.owner.fetch(
+        "SELECT m.id, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf"
+        " FROM user_memories m LEFT JOIN LATERAL unnest(m.content_tsv) t ON true"
+        " WHERE m.user_id = $1",
+        world.user,
+    )
+    terms: dict[int, Counter[str]] = {}
+    for r in rows:
+        terms.setdefault(r["id"], Counter())
+        if r["lexeme"] is not None:
+            terms[r["id"]][r["lexeme"]] = r["tf"]
+    query_terms = await world.owner.fetchval(
+        "SELECT tsvector_to_array(to_tsvector('english', $1))", query
+    )
+    docs = len(terms)
+    avgdl = sum(sum(c.values()) for c in terms.values()) / docs
+    df = {t: sum(1 for c in terms.values() if t in c) for t in query_terms}
+    return {
+        memory_id: bm25.relevance(counts, sum(counts.values()), df, docs, avgdl)
+        for memory_id, counts in terms.items()
+        if any(counts.get(t) for t in query_terms)
+    }
+
+
+async def _recalled(world: World, query: str) -> dict[int, float]:
+    q = RecallQuery(
+        user_id=world.user,
+        query=query,
+        assistant_profile_id=None,
+        categories=[],
+        tags=[],
+        match_all_tags=False,
+        context=None,
+        min_importance=0.0,
+        created_from=None,
+        created_before=None,
+        limit=100,
+        weights=RELEVANCE_ONLY,
+    )
+    scored = await world.store.recall(q, EVERYTHING, log=False)
+    return {s.memory.id: s.relevance_score for s in scored if s.relevance_score > 0}
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["fractions", "quiet reading group", "safety goggles lab essay", "fraction homework the", "x"],
+)
+async def test_relevance_is_domain_bm25(world: World, query: str) -> None:
+    expected = await _expected(world, query)
+    got = await _recalled(world, query)
+    assert len(expected) <= 100  # every match fits in one recall
+    assert got.keys() == expected.keys()
+    for memory_id, score in got.items():
+        assert score == pytest.approx(expected[memory_id], rel=1e-9)
+        assert 0 < score < 1
+
+
+async def test_the_term_index_follows_stores_updates_and_deletes(world: World) -> None:
+    before = await _recalled(world, "projector")
+    memory_id = await world.owner.fetchval(
+        "INSERT INTO user_memories (user_id, content, category)"
+        " VALUES ($1, 'projector projector bulb', 'fact') RETURNING id",
+        world.user,
+    )
+    assert (await _recalled(world, "projector")).keys() == before.keys() | {memory_id}
+    assert await _recalled(world, "projector") == pytest.approx(await _expected(world, "projector"))
+    await world.owner.execute(
+        "UPDATE user_memories SET content = 'whiteboard markers' WHERE id = $1", memory_id
+    )
+    assert memory_id not in await _recalled(world, "projector")
+    assert set(await _recalled(world, "whiteboard")) == {memory_id}
+    await world.owner.execute("DELETE FROM user_memories WHERE id = $1", memory_id)
+    assert await _recalled(world, "whiteboard") == {}
+    assert await _recalled(world, "projector") == pytest.approx(before)
+    stats = await world.owner.fetchrow(
+        "SELECT docs, total_len FROM memory_user_stats WHERE user_id = $1", world.user
+    )
+    counted = await world.owner.fetchrow(
+        "SELECT count(*) AS docs, sum(faraday_tsvector_length(content_tsv)) AS total_len"
+        " FROM user_memories WHERE user_id = $1",
+        world.user,
+    )
+    assert dict(stats) == dict(counted)

@@ -93,9 +93,7 @@ async def test_recency_decays_by_half_life_and_scores_match_the_formula(
     assert 0 <= fast[1].recency_score < 1e-300
 
 
-async def test_query_ranks_matches_first_then_the_best_of_the_rest(
-    memory_stub, admin_stub
-) -> None:
+async def test_query_ranks_matches_first_then_the_best_of_the_rest(memory_stub, admin_stub) -> None:
     user = await register_user(admin_stub)
     both = await store(memory_stub, user, "Students struggle with dividing fractions in 7B.")
     one = await store(memory_stub, user, "Fraction tiles are in the cupboard.")

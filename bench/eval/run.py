@@ -121,13 +121,16 @@ async def recall(
     rankings: dict[str, references.Rankings] = {}
     for mode in (m for m in MODES if supported(m)):
         rankings[mode] = {}
+        weights = memory_service_pb2.RecallWeights()
+        for field, value in MODES[mode].items():  # by name: the fields vary with the proto
+            setattr(weights, field, value)
         for query in data.queries:
             answer = await memories.RecallMemories(
                 memory_service_pb2.RecallMemoriesRequest(
                     user_id=user_ids[query.user],
                     query=query.query,
                     limit=metrics.CUTOFF,
-                    weights=memory_service_pb2.RecallWeights(**MODES[mode]),
+                    weights=weights,
                 ),
                 timeout=CALL_TIMEOUT_SECONDS,
             )

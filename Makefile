@@ -51,3 +51,13 @@ bench: $(STAMP) $(BENCH_STAMP) ## Run the performance benchmark (bench/README.md
 
 clean: ## Remove the virtualenv and caches (not the embedded database)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: eval
+EVAL_STAMP := $(VENV)/.eval-installed
+
+$(EVAL_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[eval]'
+	touch $(EVAL_STAMP)
+
+eval: $(STAMP) $(EVAL_STAMP) ## Measure recall quality through the real API against BM25 and dense references (bench/eval/README.md)
+	$(BIN)/python -m bench.eval.run

@@ -416,6 +416,10 @@ APP_ROLE = "faraday_app"
 # the same grants, and the only role for which acting user '*' shows every
 # row (migration 0009).
 PLATFORM_ROLE = "faraday_platform"
+# Tables a migration creates only where the server can hold them, and so
+# not in this metadata: memory_embeddings needs pgvector (migration 0011).
+OPTIONAL_TABLES = frozenset({"memory_embeddings"})
+
 # User-owned tables under row-level security, with their owner column.
 RLS_TABLES = {
     "users": "id",

@@ -26,7 +26,14 @@ LONG_AGO = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 def _diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "target_metadata": tables.metadata}
+        connection,
+        opts={
+            "compare_type": True,
+            "target_metadata": tables.metadata,
+            "include_name": lambda name, kind, _: (
+                kind != "table" or name not in tables.OPTIONAL_TABLES
+            ),
+        },
     )
     return list(compare_metadata(context, tables.metadata))
 

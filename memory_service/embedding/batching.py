@@ -67,8 +67,9 @@ class BatchingEmbedder:
         """Unit vectors for `texts` (see Embedder.embed), computed off the loop.
 
         Raises EmbedderOverloaded at once when more than max_queued_texts would
-        be waiting, and EmbedderClosed after aclose(). Cancelling the caller
-        drops its texts if their batch has not started yet.
+        be waiting (so no one request may hold more), and EmbedderClosed after
+        aclose(). Cancelling the caller drops its texts if their batch has not
+        started yet.
         """
         if self._closed:
             raise EmbedderClosed("the embedder is shutting down")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -20,14 +21,21 @@ from memory_service.embedding import (
 class Recorded:
     """The real model, recording each call's texts (not a stand-in for it)."""
 
-    def __init__(self, model: Embedder, fail_on: str | None = None) -> None:
+    def __init__(
+        self, model: Embedder, fail_on: str | None = None, gate: threading.Event | None = None
+    ) -> None:
         self.model = model
+        self.gate = gate
         self.name, self.dimension = model.name, model.dimension
         self.calls: list[list[str]] = []
+        self.called = threading.Event()
         self.fail_on = fail_on
 
     def embed(self, texts: list[str]) -> Vectors:
         self.calls.append(texts)
+        self.called.set()
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
         if self.fail_on in texts:
             raise RuntimeError("model failed")
         return self.model.embed(texts)
@@ -54,17 +62,23 @@ async def test_concurrent_callers_share_model_calls_and_get_their_own_rows(
 async def test_without_a_wait_requests_arriving_during_a_call_form_the_next_batch(
     wordllama: Embedder,
 ) -> None:
-    model = Recorded(wordllama)
+    model = Recorded(wordllama, gate=threading.Event())
     embedder = BatchingEmbedder(model, max_batch_texts=64)
-    await asyncio.gather(*(embedder.embed([f"text {i}"]) for i in range(40)))
-    # The first call takes what is queued when the batcher first runs: all 40.
-    assert [len(call) for call in model.calls] == [40]
+    first = asyncio.create_task(embedder.embed(["first"]))
+    # The model is now busy with "first", held at the gate.
+    assert await asyncio.to_thread(model.called.wait, 10)
+    later = [asyncio.create_task(embedder.embed([f"text {i}"])) for i in range(40)]
+    await asyncio.sleep(0.01)
+    assert model.gate is not None
+    model.gate.set()
+    await asyncio.gather(first, *later)
+    assert [len(call) for call in model.calls] == [1, 40]
     await embedder.aclose()
 
 
 async def test_a_cancelled_caller_is_dropped_and_the_others_are_served(wordllama: Embedder) -> None:
     model = Recorded(wordllama)
-    embedder = BatchingEmbedder(model, max_batch_texts=64, max_wait_seconds=0.05)
+    embedder = BatchingEmbedder(model, max_batch_texts=64, max_wait_seconds=0.2)
     cancelled = asyncio.create_task(embedder.embed(["cancelled before its batch"]))
     kept = asyncio.create_task(embedder.embed(["kept"]))
     await asyncio.sleep(0.01)
@@ -112,7 +126,7 @@ async def test_the_event_loop_keeps_running_while_the_model_works(wordllama: Emb
     embedder = BatchingEmbedder(wordllama, max_batch_texts=50_000, max_queued_texts=50_000)
     texts = [
         f"a long memory about lesson {i} and the fractions the student got wrong" * 3
-        for i in range(20_000)
+        for i in range(10_000)
     ]
     gaps: list[float] = []
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from memory_service.embedding.embedder import ModelUnavailable, Vectors, unit_rows
+from memory_service.embedding.embedder import Vectors, unit_rows
 from memory_service.embedding.model_files import read_verified
 
 NAME = "all-minilm-l6-v2"
@@ -32,10 +32,8 @@ _WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d
 def _package_dir() -> Path:
     spec = importlib.util.find_spec("all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailable(
-            f"{NAME} needs the embeddings-minilm extra: "
-            "pip install 'faraday-memory-service[embeddings-minilm]'"
-        )
+        # load_model turns this into the message naming the extra to install.
+        raise ModuleNotFoundError("No module named 'all_minilm_l6_v2'", name="all_minilm_l6_v2")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -102,6 +102,18 @@ class Settings:
     denied_calls_per_second: float = 1.0
     denied_calls_burst: int = 20
     audit_refusals_interval_seconds: float = 60.0
+    # --- Semantic recall (issue 9), docs/embeddings.md. Embedding model:
+    # "none" (off), "wordllama-l2-supercat-256" (extra `embeddings`) or
+    # "all-minilm-l6-v2" (extra `embeddings-minilm`). Changing it means
+    # re-embedding every stored memory: vectors of two models do not compare.
+    embedding_model: str = "none"
+    # Most texts embedded in one model call; concurrent requests share a call.
+    embedding_batch_size: int = 64
+    # How long a request waits for others to share its model call. 0: none;
+    # requests arriving while the model is busy still form the next batch.
+    embedding_max_wait_seconds: float = 0.0
+    # Texts waiting to be embedded past which new requests are refused at once.
+    embedding_max_queued_texts: int = 1024
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

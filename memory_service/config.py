@@ -107,6 +107,9 @@ class Settings:
     # "all-minilm-l6-v2" (extra `embeddings-minilm`). Changing it means
     # re-embedding every stored memory: vectors of two models do not compare.
     embedding_model: str = "none"
+    # For any other model name: the callers send the vectors (the server runs
+    # no model), of this many dimensions. 0 with a built-in model or "none".
+    embedding_dimension: int = 0
     # Most texts embedded in one model call; concurrent requests share a call.
     embedding_batch_size: int = 64
     # How long a request waits for others to share its model call. 0: none;

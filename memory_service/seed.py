@@ -379,12 +379,12 @@ async def _seed(admin: Admin, memories: Memories) -> dict[str, int]:
                 weights=ranking.DEFAULT_WEIGHTS,
             ),
         )
-        counts["interactions"] += len(recalled)
-        if recalled:
+        counts["interactions"] += len(recalled.memories)
+        if recalled.memories:
             await memories.record_feedback(
                 LOCAL,
                 Feedback(
-                    memory_id=recalled[0].memory.id,
+                    memory_id=recalled.memories[0].memory.id,
                     helpful=True,
                     rating=None,
                     comment="Spot on.",

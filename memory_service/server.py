@@ -33,6 +33,7 @@ from memory_service.rpc.memory_servicer import MemoryServicer
 from memory_service.services.admin import Admin
 from memory_service.services.lessons import Lessons
 from memory_service.services.memories import Memories, MemoryPolicy
+from memory_service.services.semantics import semantics_from_settings
 from memory_service.storage.audit import AuditLog
 from memory_service.storage.cache import LessonCache
 from memory_service.storage.database import Database, PoolSettings
@@ -77,6 +78,7 @@ class RunningServer:
         if self.cache is not None:
             await self.cache.close()
         await self.limiter.close()
+        await self.memories.semantics.close()
         await self.database.close()
 
 
@@ -122,12 +124,22 @@ async def start(
         if settings.redis_url
         else None
     )
+    memory_store = MemoryStore(database)
+    memory_store.vectors = await memory_store.has_vectors()
+    try:
+        # Seconds for a large model: off the event loop, before serving.
+        semantics = await asyncio.to_thread(semantics_from_settings, settings, memory_store.vectors)
+    except Exception:
+        await database.close()
+        raise
+    logger.info("recall: %s", semantics.describe())
     memories = Memories(
-        MemoryStore(database),
+        memory_store,
         MemoryPolicy(
             log_recall_interactions=settings.log_recall_interactions,
             feedback_learning_rate=settings.feedback_learning_rate,
         ),
+        semantics,
     )
     lesson_store = LessonStore(database)
     lessons = Lessons(lesson_store, cache)

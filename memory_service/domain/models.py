@@ -47,6 +47,14 @@ class Memory:
 
 
 @dataclass(frozen=True, slots=True)
+class Embedding:
+    """A text's embedding and the model it came from (unit length for built-in models)."""
+
+    model: str
+    vector: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NewMemory:
     user_id: uuid.UUID
     assistant_profile_id: int | None
@@ -59,6 +67,7 @@ class NewMemory:
     confidence: float | None
     expires_at: datetime | None
     metadata: JsonObject
+    embedding: Embedding | None = None
 
 
 # Memory fields UpdateMemory may change, by column name.
@@ -83,6 +92,9 @@ class MemoryPatch:
     memory_id: int
     values: dict[str, Any]
     expected_version: int | None
+    # With "content" in values: the new content's embedding, or None to
+    # drop the old one (it no longer describes the memory).
+    embedding: Embedding | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +111,7 @@ class Weights:
     recency: float
     relevance: float
     half_life: timedelta
+    semantic: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,19 @@ class RecallQuery:
     created_before: datetime | None
     limit: int
     weights: Weights
+    query_embedding: Embedding | None = None
+    # The caller set a semantic weight above 0: an error, not a silent
+    # lexical-only recall, if semantic ranking is impossible.
+    semantic_required: bool = False
+
+
+class Signal(StrEnum):
+    """What a recall ranked by."""
+
+    IMPORTANCE = "importance"
+    RECENCY = "recency"
+    LEXICAL = "lexical"
+    SEMANTIC = "semantic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +150,13 @@ class ScoredMemory:
     importance_score: float
     recency_score: float
     relevance_score: float
+    semantic_score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    memories: list[ScoredMemory]
+    signals: tuple[Signal, ...]
 
 
 @dataclass(frozen=True, slots=True)

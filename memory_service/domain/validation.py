@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from memory_service.domain.errors import FieldViolation, InvalidArgument
+from memory_service.domain.models import Embedding
 
 CONTENT_MAX_CHARS = 8000
 CATEGORY_MAX_CHARS = 100
@@ -27,6 +28,8 @@ LESSON_JSON_MAX_BYTES = 64 * 1024
 JSON_MAX_DEPTH = 16
 QUERY_MAX_CHARS = 1000
 COMMENT_MAX_CHARS = 2000
+EMBEDDING_MAX_DIMENSION = 4096
+EMBEDDING_MODEL_MAX_CHARS = 100
 RECALL_DEFAULT_LIMIT = 10
 RECALL_MAX_LIMIT = 100
 INT32_MAX = 2**31 - 1
@@ -216,3 +219,22 @@ def limit(v: Violations, field: str, value: int) -> int:
     if not 1 <= value <= RECALL_MAX_LIMIT:
         v.add(field, f"must be 1..{RECALL_MAX_LIMIT} (0 for {RECALL_DEFAULT_LIMIT}), got {value}")
     return value
+
+
+def embedding(
+    v: Violations, field: str, model_field: str, values: Iterable[float], model: str
+) -> Embedding | None:
+    """A caller's vector and its model name, both or neither; finite, bounded."""
+    vector = tuple(values)
+    if not vector:
+        if model:
+            v.add(model_field, f"set it only together with {field}")
+        return None
+    if len(vector) > EMBEDDING_MAX_DIMENSION:
+        v.add(field, f"must have at most {EMBEDDING_MAX_DIMENSION} dimensions, got {len(vector)}")
+        return None
+    if not all(math.isfinite(x) for x in vector):
+        v.add(field, "must not contain NaN or infinite numbers")
+        return None
+    name = text(v, model_field, model, max_chars=EMBEDDING_MODEL_MAX_CHARS, required=True)
+    return Embedding(name, vector) if name else None

@@ -12,6 +12,7 @@ from memory_service.domain import validation as check
 from memory_service.domain.errors import InvalidArgument
 from memory_service.domain.models import (
     MUTABLE_MEMORY_FIELDS,
+    Embedding,
     Feedback,
     Interaction,
     InteractionFilter,
@@ -22,6 +23,7 @@ from memory_service.domain.models import (
     NewMemory,
     RecallQuery,
     ScoredMemory,
+    Signal,
     Weights,
 )
 from memory_service.rpc import wire
@@ -39,6 +41,13 @@ _INTERACTION_TYPES = {
     InteractionType.FEEDBACK: memory_pb2.INTERACTION_TYPE_FEEDBACK,
 }
 _INTERACTION_TYPES_BACK = {v: k for k, v in _INTERACTION_TYPES.items()}
+
+SIGNALS = {
+    Signal.IMPORTANCE: memory_service_pb2.RECALL_SIGNAL_IMPORTANCE,
+    Signal.RECENCY: memory_service_pb2.RECALL_SIGNAL_RECENCY,
+    Signal.LEXICAL: memory_service_pb2.RECALL_SIGNAL_LEXICAL,
+    Signal.SEMANTIC: memory_service_pb2.RECALL_SIGNAL_SEMANTIC,
+}
 
 # Field-mask path -> (column, how to read it from a validated NewMemory).
 _MASK_PATHS = {
@@ -110,9 +119,16 @@ def new_memory(request: memory_service_pb2.StoreMemoryRequest) -> NewMemory:
         raise InvalidArgument.one("memory", "is required")
     user = check.user_id(v, "memory.user_id", request.memory.user_id)
     values = _fields(v, request.memory, "memory.")
+    embedding = _embedding(v, request.memory)
     v.check()
     assert user is not None
-    return NewMemory(user_id=user, **values)
+    return NewMemory(user_id=user, embedding=embedding, **values)
+
+
+def _embedding(v: check.Violations, m: memory_pb2.Memory) -> Embedding | None:
+    return check.embedding(
+        v, "memory.embedding", "memory.embedding_model", m.embedding, m.embedding_model
+    )
 
 
 def memory_patch(request: memory_service_pb2.UpdateMemoryRequest) -> tuple[MemoryPatch, list[str]]:
@@ -137,8 +153,11 @@ def memory_patch(request: memory_service_pb2.UpdateMemoryRequest) -> tuple[Memor
     v.check()
     # Validate the whole message, keeping only the masked fields' findings.
     masked = {f"memory.{p}" for p in paths}
+    if "content" in paths:  # a new content's embedding comes with it
+        masked |= {"memory.embedding", "memory.embedding_model"}
     v = check.Violations(keep=lambda field: field.split("[")[0] in masked)
     values = _fields(v, request.memory, "memory.")
+    embedding = _embedding(v, request.memory) if "content" in paths else None
     expected = version_from_etag("memory.etag", request.memory.etag)
     v.check()
     assert memory_id is not None
@@ -146,6 +165,7 @@ def memory_patch(request: memory_service_pb2.UpdateMemoryRequest) -> tuple[Memor
         memory_id=memory_id,
         values={_MASK_PATHS[p]: values[_MASK_PATHS[p]] for p in paths},
         expected_version=expected,
+        embedding=embedding,
     )
     # Clearing a NOT NULL JSON column means an empty object.
     for column in ("context", "metadata"):
@@ -207,8 +227,11 @@ def recall_query(
             v, "weights.relevance", w.HasField("relevance"), w.relevance, defaults.relevance
         ),
         half_life=half_life,
+        semantic=_weight(
+            v, "weights.semantic", w.HasField("semantic"), w.semantic, defaults.semantic
+        ),
     )
-    if weights.importance == weights.recency == weights.relevance == 0.0:
+    if weights.importance == weights.recency == weights.relevance == weights.semantic == 0.0:
         v.add("weights", "at least one weight must be positive")
     context = (
         check.json_value(v, "context", wire.struct_to_dict(request.context))
@@ -240,6 +263,14 @@ def recall_query(
         ),
         limit=check.limit(v, "limit", request.limit),
         weights=weights,
+        query_embedding=check.embedding(
+            v,
+            "query_embedding",
+            "embedding_model",
+            request.query_embedding,
+            request.embedding_model,
+        ),
+        semantic_required=w.HasField("semantic") and w.semantic > 0,
     )
     v.check()
     return result
@@ -310,6 +341,7 @@ def scored_message(s: ScoredMemory) -> memory_service_pb2.ScoredMemory:
         importance_score=s.importance_score,
         recency_score=s.recency_score,
         relevance_score=s.relevance_score,
+        semantic_score=s.semantic_score,
     )
 
 

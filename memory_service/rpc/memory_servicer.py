@@ -74,9 +74,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         self, request: memory_service_pb2.RecallMemoriesRequest, context: Context
     ) -> memory_service_pb2.RecallMemoriesResponse:
         query = messages.recall_query(request, self._default_weights)
-        scored = await self._memories.recall(caller.current.get(), query)
+        recalled = await self._memories.recall(caller.current.get(), query)
         return memory_service_pb2.RecallMemoriesResponse(
-            memories=[messages.scored_message(s) for s in scored]
+            memories=[messages.scored_message(s) for s in recalled.memories],
+            signals=[messages.SIGNALS[s] for s in recalled.signals],
         )
 
     async def RecordFeedback(

@@ -7,14 +7,15 @@ own user's memories, a profile-limited service token only its profiles'.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from memory_service.domain import feedback as feedback_rule
 from memory_service.domain import page_token
-from memory_service.domain.errors import Contention, InvalidArgument
+from memory_service.domain.errors import Contention, FailedPrecondition, InvalidArgument
 from memory_service.domain.models import (
+    Embedding,
     Feedback,
     Interaction,
     InteractionFilter,
@@ -23,10 +24,12 @@ from memory_service.domain.models import (
     MemoryPatch,
     NewMemory,
     Page,
+    Recalled,
     RecallQuery,
-    ScoredMemory,
+    Signal,
 )
 from memory_service.domain.principal import Principal
+from memory_service.services.semantics import Semantics
 from memory_service.storage import session
 from memory_service.storage.memories import MemoryStore, RequestKey
 
@@ -49,9 +52,12 @@ def _key(caller: Principal, request_id: str, request_hash: str) -> RequestKey | 
 
 
 class Memories:
-    def __init__(self, store: MemoryStore, policy: MemoryPolicy) -> None:
+    def __init__(
+        self, store: MemoryStore, policy: MemoryPolicy, semantics: Semantics | None = None
+    ) -> None:
         self._store = store
         self._policy = policy
+        self.semantics = semantics or Semantics(None, 0, None, stored=False)
 
     async def store(
         self, caller: Principal, memory: NewMemory, request_id: str = "", request_hash: str = ""
@@ -59,7 +65,14 @@ class Memories:
         caller.user_filter(memory.user_id)
         caller.require_profile(memory.assistant_profile_id, "memory.assistant_profile_id")
         _require_future("memory.expire_time", memory.expires_at)
+        memory = replace(memory, embedding=await self._embedding(memory.embedding, memory.content))
         return await self._store.store(memory, _key(caller, request_id, request_hash))
+
+    async def _embedding(self, given: Embedding | None, content: str) -> Embedding | None:
+        """The caller's vector, checked, else the server's embedding of `content` (or None)."""
+        if given is not None:
+            return self.semantics.check(given, "memory.embedding", "memory.embedding_model")
+        return await self.semantics.embed(content)
 
     async def get(self, caller: Principal, memory_id: int) -> Memory:
         return await self._store.get(memory_id, caller.visibility)
@@ -70,6 +83,10 @@ class Memories:
                 patch.values["assistant_profile_id"], "memory.assistant_profile_id"
             )
         _require_future("memory.expire_time", patch.values.get("expires_at"))
+        if "content" in patch.values:
+            patch = replace(
+                patch, embedding=await self._embedding(patch.embedding, patch.values["content"])
+            )
         return await self._store.update(patch, paths, caller.visibility)
 
     async def delete(self, caller: Principal, memory_id: int, expected_version: int | None) -> None:
@@ -88,19 +105,41 @@ class Memories:
         )
         return page.items, _next_token(page, filters)
 
-    async def recall(self, caller: Principal, query: RecallQuery) -> list[ScoredMemory]:
+    async def recall(self, caller: Principal, query: RecallQuery) -> Recalled:
         caller.user_filter(query.user_id)
         if query.assistant_profile_id is not None:
             caller.require_profile(query.assistant_profile_id, "assistant_profile_id")
+        query = await self._with_query_embedding(query)
+        signals = _signals(query)
+        if not signals:
+            raise InvalidArgument.one(
+                "weights", "every signal this recall can use (see RecallSignal) is weighted 0"
+            )
         log = self._policy.log_recall_interactions
         try:
-            return await self._store.recall(query, caller.visibility, log=log)
+            memories = await self._store.recall(query, caller.visibility, log=log)
         except Contention:
             # Concurrent recalls of one user can still deadlock, rarely, on
             # the foreign-key checks of their interaction rows against each
             # other's last_accessed bumps. The statement is atomic and was
             # rolled back whole, so running it again is safe.
-            return await self._store.recall(query, caller.visibility, log=log)
+            memories = await self._store.recall(query, caller.visibility, log=log)
+        return Recalled(memories, signals)
+
+    async def _with_query_embedding(self, query: RecallQuery) -> RecallQuery:
+        """The query with the embedding semantic ranking will use, if any."""
+        embedding = query.query_embedding
+        if embedding is not None:
+            embedding = self.semantics.check(embedding, "query_embedding", "embedding_model")
+        elif query.weights.semantic > 0:
+            embedding = await self.semantics.embed(query.query)
+            if embedding is None and query.semantic_required:
+                raise FailedPrecondition(
+                    "weights.semantic: no query embedding to rank with: send query_embedding,"
+                    f" or a query this server can embed ({self.semantics.describe()})",
+                    reason="VECTORS_UNAVAILABLE",
+                )
+        return replace(query, query_embedding=embedding)
 
     async def record_feedback(
         self, caller: Principal, feedback: Feedback, request_id: str = "", request_hash: str = ""
@@ -149,3 +188,15 @@ def _next_token(page: Page[Any], filters: Any) -> str:
         return ""
     moment, ident = page.next_position
     return page_token.encode_time_and_id(moment, ident, filters)
+
+
+def _signals(query: RecallQuery) -> tuple[Signal, ...]:
+    """The signals this recall ranks by: weighted above 0, and available."""
+    w = query.weights
+    used = (
+        (Signal.IMPORTANCE, w.importance > 0),
+        (Signal.RECENCY, w.recency > 0),
+        (Signal.LEXICAL, w.relevance > 0 and bool(query.query)),
+        (Signal.SEMANTIC, w.semantic > 0 and query.query_embedding is not None),
+    )
+    return tuple(signal for signal, on in used if on)

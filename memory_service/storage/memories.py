@@ -13,6 +13,7 @@ from memory_service.domain import audit, ranking
 from memory_service.domain.bm25 import K1, B
 from memory_service.domain.errors import InvalidArgument, NotFound, PermissionDenied, StaleEtag
 from memory_service.domain.models import (
+    Embedding,
     Feedback,
     Interaction,
     InteractionFilter,
@@ -61,24 +62,25 @@ _STORE_VALUES = """:user_id, :assistant_profile_id, :content, :context, :importa
 _STORE_COLUMNS = """user_id, assistant_profile_id, content, context, importance,
                                category, tags, source, confidence, expires_at, metadata"""
 
-_STORE = NamedSQL.compile(f"""
-WITH m AS (
-    INSERT INTO user_memories ({_STORE_COLUMNS})
-    VALUES ({_STORE_VALUES})
-    RETURNING {MEMORY_COLUMNS}
-), logged AS (
-    INSERT INTO memory_interactions (memory_id, user_id, interaction_type)
-    SELECT id, user_id, 'store' FROM m
-)
-SELECT {MEMORY_COLUMNS} FROM m
-""")
+# The memory's embedding (where the server has pgvector: migration 0011),
+# written by the same statement as the memory.
+_EMBED = """, embedded AS (
+    INSERT INTO memory_embeddings (user_id, memory_id, model, embedding)
+    SELECT user_id, id, :model, :embedding::text::vector FROM m
+)"""
 
-# With a request id: the key row claims the memory's id up front, so the key
-# and the memory are written by one statement, or neither is. A racing retry
-# waits on the key's unique index until the first commits, then finds the key
-# taken (ON CONFLICT DO NOTHING) and this statement writes nothing.
-_STORE_ONCE = NamedSQL.compile(f"""
-WITH key AS (
+
+@functools.cache
+def _store_sql(once: bool, embedded: bool) -> NamedSQL:
+    """StoreMemory's statement: the memory, its `store` interaction, its embedding.
+
+    With a request id (`once`): the key row claims the memory's id up front,
+    so the key and the memory are written by one statement, or neither is. A
+    racing retry waits on the key's unique index until the first commits,
+    then finds the key taken (ON CONFLICT DO NOTHING) and writes nothing.
+    """
+    if once:
+        head = f"""WITH key AS (
     INSERT INTO idempotency_keys (caller, request_id, method, request_hash, user_id, memory_id)
     VALUES (:caller, :request_id, 'StoreMemory', :request_hash, :user_id,
             nextval(pg_get_serial_sequence('user_memories', 'id')))
@@ -88,12 +90,20 @@ WITH key AS (
     INSERT INTO user_memories (id, {_STORE_COLUMNS})
     SELECT key.memory_id, {_STORE_VALUES} FROM key
     RETURNING {MEMORY_COLUMNS}
-), logged AS (
+)"""
+    else:
+        head = f"""WITH m AS (
+    INSERT INTO user_memories ({_STORE_COLUMNS})
+    VALUES ({_STORE_VALUES})
+    RETURNING {MEMORY_COLUMNS}
+)"""
+    return NamedSQL.compile(f"""{head}, logged AS (
     INSERT INTO memory_interactions (memory_id, user_id, interaction_type)
     SELECT id, user_id, 'store' FROM m
-)
+){_EMBED if embedded else ""}
 SELECT {MEMORY_COLUMNS} FROM m
 """)
+
 
 _KEY = NamedSQL.compile("""
 SELECT method, request_hash, memory_id, interaction_id FROM idempotency_keys
@@ -286,7 +296,7 @@ _BANDED_CTES = f"""bands AS MATERIALIZED (
     ) bound
 ), banded AS (
     SELECT c.* FROM cuts, LATERAL (
-        SELECT {_RECALL_PARTS}, 0.0::float8 AS relevance_score
+        SELECT {_RECALL_PARTS}, 0.0::float8 AS relevance_score, 0.0::float8 AS semantic_score
         FROM user_memories
         WHERE {_RECALL_FILTERS} AND importance_band = cuts.b AND updated_at >= cuts.since
         OFFSET 0
@@ -294,20 +304,11 @@ _BANDED_CTES = f"""bands AS MATERIALIZED (
 )"""
 
 
-@functools.cache
-def _recall_sql(with_query: bool, log: bool) -> NamedSQL:
-    """One statement ranks, bumps last_accessed and logs: one round trip per recall.
-
-    The score here must match domain.ranking.score_parts.
-    """
-    if with_query:
-        # BM25 (domain.bm25) from the user's term index (migration 0010):
-        # every lookup is an equality on (user_id, lexeme), which the primary
-        # key serves for the service role under row-level security. The
-        # matches come first; when fewer than :limit match (or the query has
-        # only stop words, so no lexemes), the best of the rest by the other
-        # signals follow, from the banded walk.
-        candidates = f"""q AS MATERIALIZED (
+# BM25 (domain.bm25) from the user's term index (migration 0010): every
+# lookup is an equality on (user_id, lexeme), which the primary key serves
+# for the service role under row-level security. A query of stop words only
+# has no lexemes, and so no matches.
+_BM25_CTES = f"""q AS MATERIALIZED (
     SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', :query))) lexeme
 ), stats AS MATERIALIZED (
     SELECT greatest(docs, 1)::float8 AS docs,
@@ -326,20 +327,64 @@ def _recall_sql(with_query: bool, log: bool) -> NamedSQL:
            / (SELECT sum(idf) * {K1 + 1} FROM idf) AS relevance
     FROM idf JOIN memory_terms t ON t.user_id = :user_id AND t.lexeme = idf.lexeme, stats
     GROUP BY t.memory_id
-), {_BANDED_CTES}, candidates AS (
-        SELECT {_RECALL_PARTS}, :w_relevance::float8 * bm25.relevance AS relevance_score,
-               true AS matched
-        FROM bm25 JOIN user_memories ON user_memories.id = bm25.memory_id
-        WHERE {_RECALL_FILTERS}
-    UNION ALL
-        SELECT banded.*, false FROM banded WHERE id NOT IN (SELECT memory_id FROM bm25)
+)"""
+
+# Cosine similarity (below 0 counted as 0) of every embedded memory of the
+# user to the query's embedding: exact, by a scan of the user's vectors.
+_SEMANTIC_CTE = """sem AS MATERIALIZED (
+    SELECT memory_id,
+           greatest(0.0, 1.0 - (embedding <=> :query_embedding::text::vector)) AS similarity
+    FROM memory_embeddings WHERE user_id = :user_id AND model = :model
+)"""
+
+
+@functools.cache
+def _recall_sql(lexical: bool, semantic: bool, log: bool) -> NamedSQL:
+    """One statement ranks, bumps last_accessed and logs: one round trip per recall.
+
+    The score here must match domain.ranking.score_parts. Candidates: the
+    lexical matches, every embedded memory (with semantic ranking), and the
+    best of the rest by importance and recency (the banded walk), which is
+    all any memory without a match or a vector can score, so the top is
+    exact. Lexical-only ranking puts the matches first; with semantic
+    ranking every memory has a similarity, and the score alone decides.
+    """
+    if not lexical and not semantic:
+        candidates = f"""{_BANDED_CTES}, candidates AS (
+    SELECT *, false AS matched FROM banded
 )"""
     else:
-        candidates = f"{_BANDED_CTES}, candidates AS (SELECT *, false AS matched FROM banded)"
+        ctes = [c for c, used in ((_BM25_CTES, lexical), (_SEMANTIC_CTE, semantic)) if used]
+        scored = " UNION ".join(
+            f"SELECT memory_id FROM {name}"
+            for name, used in (("bm25", lexical), ("sem", semantic))
+            if used
+        )
+        relevance = (
+            ":w_relevance::float8 * coalesce(bm25.relevance, 0.0)" if lexical else "0.0::float8"
+        )
+        similarity = (
+            ":w_semantic::float8 * coalesce(sem.similarity, 0.0)" if semantic else "0.0::float8"
+        )
+        joins = "".join(
+            f" LEFT JOIN {name} ON {name}.memory_id = user_memories.id"
+            for name, used in (("bm25", lexical), ("sem", semantic))
+            if used
+        )
+        candidates = f"""{", ".join(ctes)}, scored AS MATERIALIZED ({scored}), {_BANDED_CTES},
+candidates AS (
+        SELECT {_RECALL_PARTS}, {relevance} AS relevance_score,
+               {similarity} AS semantic_score, {"false" if semantic else "true"} AS matched
+        FROM user_memories{joins}
+        WHERE user_memories.id IN (SELECT memory_id FROM scored) AND {_RECALL_FILTERS}
+    UNION ALL
+        SELECT banded.*, false FROM banded WHERE id NOT IN (SELECT memory_id FROM scored)
+)"""
     order = "matched DESC, score DESC, created_at DESC, id DESC"
     sql = f"""
 WITH {candidates}, top AS (
-    SELECT *, importance_score + recency_score + relevance_score AS score FROM candidates
+    SELECT *, importance_score + recency_score + relevance_score + semantic_score AS score
+    FROM candidates
     ORDER BY {order}
     LIMIT :limit
 )"""
@@ -407,6 +452,14 @@ def _missing_reference(exc: asyncpg.ForeignKeyViolationError, memory: NewMemory 
     return NotFound(resource, key)
 
 
+def _embedding_params(embedding: Embedding) -> dict[str, Any]:
+    # pgvector's text form; asyncpg has no codec for the type.
+    return {
+        "model": embedding.model,
+        "embedding": "[" + ",".join(repr(float(x)) for x in embedding.vector) + "]",
+    }
+
+
 def _visible(v: Visibility) -> dict[str, Any]:
     return {"owner": v.user_id, "profiles": v.profile_list}
 
@@ -430,8 +483,10 @@ class RequestKey:
 
 
 class MemoryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, vectors: bool = False) -> None:
+        """`vectors`: the database has memory_embeddings (pgvector, migration 0011)."""
         self._db = db
+        self.vectors = vectors
 
     async def store(self, memory: NewMemory, key: RequestKey | None = None) -> Memory:
         params: dict[str, Any] = {
@@ -447,9 +502,10 @@ class MemoryStore:
             "expires_at": memory.expires_at,
             "metadata": memory.metadata,
         }
-        statement = _STORE
+        if memory.embedding is not None:
+            params |= _embedding_params(memory.embedding)
+        statement = _store_sql(key is not None, memory.embedding is not None)
         if key is not None:
-            statement = _STORE_ONCE
             params |= {
                 "caller": key.caller,
                 "request_id": key.request_id,
@@ -497,6 +553,21 @@ class MemoryStore:
     ) -> Memory:
         columns = list(patch.values)
         assignments = ", ".join(f"{c} = :v_{c}" for c in columns)
+        # New content: its old embeddings no longer describe it.
+        embeddings = ""
+        if "content" in patch.values and self.vectors:
+            keep = "AND e.model <> :model" if patch.embedding is not None else ""
+            embeddings = f""", stale AS (
+    DELETE FROM memory_embeddings e USING m
+    WHERE e.user_id = m.user_id AND e.memory_id = m.id {keep}
+)"""
+            if patch.embedding is not None:
+                embeddings += """, embedded AS (
+    INSERT INTO memory_embeddings (user_id, memory_id, model, embedding)
+    SELECT user_id, id, :model, :embedding::text::vector FROM m
+    ON CONFLICT (user_id, memory_id, model)
+    DO UPDATE SET embedding = excluded.embedding, created_at = now()
+)"""
         statement = NamedSQL.compile(f"""
 WITH m AS (
     UPDATE user_memories SET {assignments}, version = version + 1
@@ -505,9 +576,10 @@ WITH m AS (
 ), logged AS (
     INSERT INTO memory_interactions (memory_id, user_id, interaction_type, context)
     SELECT id, user_id, 'update', :paths::jsonb FROM m
-)
+){embeddings}
 SELECT {MEMORY_COLUMNS} FROM m""")
         params = {
+            **(_embedding_params(patch.embedding) if patch.embedding is not None else {}),
             "id": patch.memory_id,
             "version": patch.expected_version,
             "paths": {"paths": changed_paths},
@@ -576,7 +648,8 @@ SELECT {MEMORY_COLUMNS} FROM m""")
     async def recall(
         self, q: RecallQuery, visibility: Visibility, *, log: bool
     ) -> list[ScoredMemory]:
-        statement = _recall_sql(bool(q.query), log)
+        semantic = q.query_embedding is not None and q.weights.semantic > 0
+        statement = _recall_sql(bool(q.query), semantic, log)
         params: dict[str, Any] = {
             "profiles": visibility.profile_list,
             "user_id": q.user_id,
@@ -585,6 +658,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             "w_importance": q.weights.importance,
             "w_recency": q.weights.recency,
             "w_relevance": q.weights.relevance,
+            "w_semantic": q.weights.semantic,
             "half_life_seconds": q.weights.half_life.total_seconds(),
             "assistant_profile_id": q.assistant_profile_id,
             "categories": q.categories,
@@ -596,6 +670,10 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             "created_before": q.created_before,
             "limit": q.limit,
         }
+        if semantic:
+            assert q.query_embedding is not None
+            params |= _embedding_params(q.query_embedding)
+            params["query_embedding"] = params.pop("embedding")
         rows = await self._db.fetch(statement.sql, *statement.args(params))
         return [
             ScoredMemory(
@@ -604,9 +682,15 @@ SELECT {MEMORY_COLUMNS} FROM m""")
                 importance_score=r["importance_score"],
                 recency_score=r["recency_score"],
                 relevance_score=r["relevance_score"],
+                semantic_score=r["semantic_score"],
             )
             for r in rows
         ]
+
+    async def has_vectors(self) -> bool:
+        """Whether this database keeps embeddings (pgvector: migration 0011)."""
+        row = await self._db.fetchrow("SELECT to_regclass('memory_embeddings') IS NOT NULL AS yes")
+        return bool(row and row["yes"])
 
     async def record_feedback(
         self,

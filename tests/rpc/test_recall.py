@@ -206,7 +206,16 @@ async def test_recall_logs_one_interaction_per_memory_and_bumps_last_access(
         ({"min_importance": 1.5}, "min_importance"),
         ({"weights": memory_service_pb2.RecallWeights(importance=-1)}, "weights.importance"),
         (
-            {"weights": memory_service_pb2.RecallWeights(importance=0, recency=0, relevance=0)},
+            {
+                "weights": memory_service_pb2.RecallWeights(
+                    importance=0, recency=0, relevance=0, semantic=0
+                )
+            },
+            "weights",
+        ),
+        # Relevance without a query, semantic without vectors: nothing to rank by.
+        (
+            {"weights": memory_service_pb2.RecallWeights(importance=0, recency=0)},
             "weights",
         ),
         ({"categories": ["c"] * 51}, "categories"),

@@ -95,6 +95,8 @@ class Memory(_message.Message):
     LAST_ACCESS_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    EMBEDDING_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned identifier, unique across all users. Output only."""
     user_id: _builtins.str
@@ -133,6 +135,10 @@ class Memory(_message.Message):
     the memory changed in the meantime. Output only (input on update). An
     etag this service did not issue (it has at most 10 digits) is
     INVALID_ARGUMENT.
+    """
+    embedding_model: _builtins.str
+    """Input only: the name of the model `embedding` came from (required with
+    it), e.g. "all-minilm-l6-v2".
     """
     @_builtins.property
     def context(self) -> _struct_pb2.Struct:
@@ -173,6 +179,17 @@ class Memory(_message.Message):
     def metadata(self) -> _struct_pb2.Struct:
         """Caller-defined JSON object, stored and returned as is; not searchable."""
 
+    @_builtins.property
+    def embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Input only (never returned): the content's embedding, for semantic
+        recall, when the caller computes embeddings itself. It must come from
+        the server's configured model (`embedding_model`) and have its
+        dimension, else INVALID_ARGUMENT naming the field; FAILED_PRECONDITION
+        if the server has no vector support. Empty: the server embeds the
+        content itself if it runs a model, else the memory is found lexically
+        only. On UpdateMemory it is read when the mask names `content`.
+        """
+
     def __init__(
         self,
         *,
@@ -193,10 +210,12 @@ class Memory(_message.Message):
         last_access_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        embedding: _abc.Iterable[_builtins.float] | None = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_importance", b"_importance", "confidence", b"confidence", "context", b"context", "create_time", b"create_time", "expire_time", b"expire_time", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_importance", b"_importance", "assistant_profile_id", b"assistant_profile_id", "category", b"category", "confidence", b"confidence", "content", b"content", "context", b"context", "create_time", b"create_time", "etag", b"etag", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "source", b"source", "tags", b"tags", "update_time", b"update_time", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_importance", b"_importance", "assistant_profile_id", b"assistant_profile_id", "category", b"category", "confidence", b"confidence", "content", b"content", "context", b"context", "create_time", b"create_time", "embedding", b"embedding", "embedding_model", b"embedding_model", "etag", b"etag", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "source", b"source", "tags", b"tags", "update_time", b"update_time", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__confidence: _TypeAlias = _typing.Literal["confidence"]  # noqa: Y015
     _WhichOneofArgType__confidence: _TypeAlias = _typing.Literal["_confidence", b"_confidence"]  # noqa: Y015

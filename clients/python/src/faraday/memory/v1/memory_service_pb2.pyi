@@ -48,6 +48,38 @@ TAG_MATCH_ALL: TagMatch.ValueType  # 2
 """A memory needs all of the tags."""
 Global___TagMatch: _TypeAlias = TagMatch  # noqa: Y015
 
+class _RecallSignal:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecallSignalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecallSignal.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECALL_SIGNAL_UNSPECIFIED: _RecallSignal.ValueType  # 0
+    """Not used."""
+    RECALL_SIGNAL_IMPORTANCE: _RecallSignal.ValueType  # 1
+    """The memory's importance."""
+    RECALL_SIGNAL_RECENCY: _RecallSignal.ValueType  # 2
+    """How recently the memory changed."""
+    RECALL_SIGNAL_LEXICAL: _RecallSignal.ValueType  # 3
+    """BM25 relevance of the memory's words to the query's."""
+    RECALL_SIGNAL_SEMANTIC: _RecallSignal.ValueType  # 4
+    """Cosine similarity of the memory's and the query's embeddings."""
+
+class RecallSignal(_RecallSignal, metaclass=_RecallSignalEnumTypeWrapper):
+    """A signal a recall ranked by."""
+
+RECALL_SIGNAL_UNSPECIFIED: RecallSignal.ValueType  # 0
+"""Not used."""
+RECALL_SIGNAL_IMPORTANCE: RecallSignal.ValueType  # 1
+"""The memory's importance."""
+RECALL_SIGNAL_RECENCY: RecallSignal.ValueType  # 2
+"""How recently the memory changed."""
+RECALL_SIGNAL_LEXICAL: RecallSignal.ValueType  # 3
+"""BM25 relevance of the memory's words to the query's."""
+RECALL_SIGNAL_SEMANTIC: RecallSignal.ValueType  # 4
+"""Cosine similarity of the memory's and the query's embeddings."""
+Global___RecallSignal: _TypeAlias = RecallSignal  # noqa: Y015
+
 @_typing.final
 class StoreMemoryRequest(_message.Message):
     """Request for StoreMemory."""
@@ -253,8 +285,8 @@ Global___ListMemoriesResponse: _TypeAlias = ListMemoriesResponse  # noqa: Y015
 class RecallWeights(_message.Message):
     """Per-request ranking weights. Each weight is 0 or 1e-6..10 (a smaller
     positive weight would underflow in PostgreSQL's arithmetic); unset takes the
-    server's default (importance 1.0, recency 0.5, relevance 1.0, half-life
-    30 days). All three weights zero is INVALID_ARGUMENT.
+    server's default (importance 1.0, recency 0.5, relevance 1.0, semantic 1.0,
+    half-life 30 days). All weights zero is INVALID_ARGUMENT.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -263,12 +295,19 @@ class RecallWeights(_message.Message):
     RECENCY_FIELD_NUMBER: _builtins.int
     RELEVANCE_FIELD_NUMBER: _builtins.int
     RECENCY_HALF_LIFE_FIELD_NUMBER: _builtins.int
+    SEMANTIC_FIELD_NUMBER: _builtins.int
     importance: _builtins.float
     """Weight of the memory's importance."""
     recency: _builtins.float
     """Weight of recency."""
     relevance: _builtins.float
     """Weight of text relevance to the query (ignored without a query)."""
+    semantic: _builtins.float
+    """Weight of semantic similarity to the query: the cosine of the memory's
+    and the query's embeddings, below 0 counted as 0. Used when the request
+    has a query embedding, or a query the server can embed; set above 0
+    without either, it is FAILED_PRECONDITION.
+    """
     @_builtins.property
     def recency_half_life(self) -> _duration_pb2.Duration:
         """Age at which recency is 0.5: 1 minute to 100 years."""
@@ -280,10 +319,11 @@ class RecallWeights(_message.Message):
         recency: _builtins.float | None = ...,
         relevance: _builtins.float | None = ...,
         recency_half_life: _duration_pb2.Duration | None = ...,
+        semantic: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "_recency", b"_recency", "_relevance", b"_relevance", "importance", b"importance", "recency", b"recency", "recency_half_life", b"recency_half_life", "relevance", b"relevance"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "_recency", b"_recency", "_relevance", b"_relevance", "_semantic", b"_semantic", "importance", b"importance", "recency", b"recency", "recency_half_life", b"recency_half_life", "relevance", b"relevance", "semantic", b"semantic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "_recency", b"_recency", "_relevance", b"_relevance", "importance", b"importance", "recency", b"recency", "recency_half_life", b"recency_half_life", "relevance", b"relevance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_importance", b"_importance", "_recency", b"_recency", "_relevance", b"_relevance", "_semantic", b"_semantic", "importance", b"importance", "recency", b"recency", "recency_half_life", b"recency_half_life", "relevance", b"relevance", "semantic", b"semantic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__importance: _TypeAlias = _typing.Literal["importance"]  # noqa: Y015
     _WhichOneofArgType__importance: _TypeAlias = _typing.Literal["_importance", b"_importance"]  # noqa: Y015
@@ -291,12 +331,16 @@ class RecallWeights(_message.Message):
     _WhichOneofArgType__recency: _TypeAlias = _typing.Literal["_recency", b"_recency"]  # noqa: Y015
     _WhichOneofReturnType__relevance: _TypeAlias = _typing.Literal["relevance"]  # noqa: Y015
     _WhichOneofArgType__relevance: _TypeAlias = _typing.Literal["_relevance", b"_relevance"]  # noqa: Y015
+    _WhichOneofReturnType__semantic: _TypeAlias = _typing.Literal["semantic"]  # noqa: Y015
+    _WhichOneofArgType__semantic: _TypeAlias = _typing.Literal["_semantic", b"_semantic"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__importance) -> _WhichOneofReturnType__importance | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__recency) -> _WhichOneofReturnType__recency | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__relevance) -> _WhichOneofReturnType__relevance | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__semantic) -> _WhichOneofReturnType__semantic | None: ...
 
 Global___RecallWeights: _TypeAlias = RecallWeights  # noqa: Y015
 
@@ -318,6 +362,8 @@ class RecallMemoriesRequest(_message.Message):
     CREATE_TIME_END_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
+    QUERY_EMBEDDING_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Whose memories. Required (UUID)."""
     query: _builtins.str
@@ -336,6 +382,8 @@ class RecallMemoriesRequest(_message.Message):
     """How many memories to return: 1..100; 0 means 10; over 100 is
     INVALID_ARGUMENT.
     """
+    embedding_model: _builtins.str
+    """The model `query_embedding` came from; required with it."""
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only memories whose category is one of these. At most 50."""
@@ -364,6 +412,13 @@ class RecallMemoriesRequest(_message.Message):
     def weights(self) -> Global___RecallWeights:
         """Ranking weights; unset parts take the server defaults."""
 
+    @_builtins.property
+    def query_embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The query's embedding, when the caller computes embeddings itself: same
+        rules as Memory.embedding. Empty: the server embeds `query` if it runs a
+        model.
+        """
+
     def __init__(
         self,
         *,
@@ -379,10 +434,12 @@ class RecallMemoriesRequest(_message.Message):
         create_time_end: _timestamp_pb2.Timestamp | None = ...,
         limit: _builtins.int = ...,
         weights: Global___RecallWeights | None = ...,
+        query_embedding: _abc.Iterable[_builtins.float] | None = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_profile_id", b"assistant_profile_id", "categories", b"categories", "context", b"context", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "limit", b"limit", "min_importance", b"min_importance", "query", b"query", "tag_match", b"tag_match", "tags", b"tags", "user_id", b"user_id", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_profile_id", b"assistant_profile_id", "categories", b"categories", "context", b"context", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "embedding_model", b"embedding_model", "limit", b"limit", "min_importance", b"min_importance", "query", b"query", "query_embedding", b"query_embedding", "tag_match", b"tag_match", "tags", b"tags", "user_id", b"user_id", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -399,6 +456,7 @@ class ScoredMemory(_message.Message):
     IMPORTANCE_SCORE_FIELD_NUMBER: _builtins.int
     RECENCY_SCORE_FIELD_NUMBER: _builtins.int
     RELEVANCE_SCORE_FIELD_NUMBER: _builtins.int
+    SEMANTIC_SCORE_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     """The total score (see RecallMemories)."""
     importance_score: _builtins.float
@@ -407,6 +465,10 @@ class ScoredMemory(_message.Message):
     """recency_weight * 0.5 ^ (age / half-life)."""
     relevance_score: _builtins.float
     """relevance_weight * relevance (0 without a query)."""
+    semantic_score: _builtins.float
+    """semantic_weight * similarity (0 when semantic ranking was not used, or
+    the memory has no embedding yet).
+    """
     @_builtins.property
     def memory(self) -> _memory_pb2.Memory:
         """The memory, as it was before this recall bumped last_access_time."""
@@ -419,10 +481,11 @@ class ScoredMemory(_message.Message):
         importance_score: _builtins.float = ...,
         recency_score: _builtins.float = ...,
         relevance_score: _builtins.float = ...,
+        semantic_score: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["importance_score", b"importance_score", "memory", b"memory", "recency_score", b"recency_score", "relevance_score", b"relevance_score", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["importance_score", b"importance_score", "memory", b"memory", "recency_score", b"recency_score", "relevance_score", b"relevance_score", "score", b"score", "semantic_score", b"semantic_score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -435,18 +498,24 @@ class RecallMemoriesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMORIES_FIELD_NUMBER: _builtins.int
+    SIGNALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def memories(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredMemory]:
         """The memories, best first."""
+
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedScalarFieldContainer[Global___RecallSignal.ValueType]:
+        """The signals this recall ranked by (weight above 0 and available)."""
 
     def __init__(
         self,
         *,
         memories: _abc.Iterable[Global___ScoredMemory] | None = ...,
+        signals: _abc.Iterable[Global___RecallSignal.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["memories", b"memories"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memories", b"memories", "signals", b"signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -37,9 +37,11 @@ _POLICY = "((SELECT faraday_sees_all()) OR user_id = (SELECT faraday_acting_user
 
 
 def upgrade() -> None:
-    available = op.get_bind().execute(
-        text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-    ).scalar()
+    available = (
+        op.get_bind()
+        .execute(text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"))
+        .scalar()
+    )
     if not available:
         return
     op.execute("CREATE EXTENSION IF NOT EXISTS vector")

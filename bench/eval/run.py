@@ -47,13 +47,17 @@ from run import Server, git_describe, log  # noqa: E402  (bench/run.py's helpers
 # and the data's `age_days` cannot be honoured. `lexical` is relevance alone
 # (what the query text finds); `default` is what an assistant gets today
 # without weights (importance 1.0 dominates relevance, which rarely passes
-# 0.1). `semantic` and `hybrid` name the fields issue 9's embeddings are to
-# add; until RecallWeights has them the mode prints "n/a".
+# 0.1). `semantic` is the embeddings alone, `hybrid` both text signals.
+# The service's built-in model behind the semantic and hybrid rows: the
+# same WordLlama the dense reference uses (`embeddings` extra).
+EMBEDDING_MODEL = "wordllama-l2-supercat-256"
+
 MODES: dict[str, dict[str, float]] = {
-    "lexical": {"importance": 0.0, "recency": 0.0, "relevance": 1.0},
+    "lexical": {"importance": 0.0, "recency": 0.0, "relevance": 1.0, "semantic": 0.0},
     "default": {"recency": 0.0},
     "semantic": {"importance": 0.0, "recency": 0.0, "relevance": 0.0, "semantic": 1.0},
-    "hybrid": {"importance": 0.0, "recency": 0.0, "relevance": 1.0, "semantic": 1.0},
+    # Both text signals at the server's default weights (relevance 1, semantic 4).
+    "hybrid": {"importance": 0.0, "recency": 0.0},
 }
 LABELS = {
     "bm25": "BM25 reference (rank_bm25)",
@@ -189,6 +193,8 @@ async def service_rankings(data: Corpus, logs: Path) -> dict[str, references.Ran
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARADAY_")}
         env |= {"GRPC_ENABLE_FORK_SUPPORT": "false"}
         env["FARADAY_DATABASE_URL"] = migrate.app_role_url(embedded.url)
+        # The dense reference's model, so semantic rows compare like with like.
+        env["FARADAY_EMBEDDING_MODEL"] = EMBEDDING_MODEL
         command = [sys.executable, "-m", "memory_service.cli", "serve"]
         command += ["--host", "127.0.0.1", "--port", "{port}"]
         service = Server("service", command, env, logs)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from memory_service.domain.models import Weights
 
 DEFAULT_WEIGHTS = Weights(
-    importance=1.0, recency=0.5, relevance=1.0, half_life=timedelta(days=30), semantic=1.0
+    importance=1.0, recency=0.5, relevance=1.0, half_life=timedelta(days=30), semantic=4.0
 )
 MAX_WEIGHT = 10.0
 MIN_HALF_LIFE = timedelta(minutes=1)

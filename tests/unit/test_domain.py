@@ -86,7 +86,7 @@ def test_tags_are_deduplicated_and_limited() -> None:
 
 
 def test_default_weights_are_the_documented_ones() -> None:
-    assert ranking.Weights(1.0, 0.5, 1.0, timedelta(days=30), 1.0) == ranking.DEFAULT_WEIGHTS
+    assert ranking.Weights(1.0, 0.5, 1.0, timedelta(days=30), 4.0) == ranking.DEFAULT_WEIGHTS
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,7 @@ class MemoryServiceStub:
     score = importance_weight * importance
           + recency_weight * 0.5 ^ (age / recency_half_life)
           + relevance_weight * relevance
+          + semantic_weight * similarity
     where age is now minus the memory's update_time (recency stops decaying
     after 1,000 half-lives, at 2^-1000) and relevance is the memory's BM25
     score against `query` (k1 1.2, b 0.75, English stemming, stop words
@@ -121,8 +122,15 @@ class MemoryServiceStub:
     With `query` set, the memories that match at least one of its words
     come first, ranked by score; if fewer than `limit` match (a query of
     stop words only matches nothing), the best of the others by score follow
-    with relevance 0. Expired memories are never returned. Ties go to the
-    newer memory.
+    with relevance 0. similarity is the cosine (below 0 as 0) of the
+    memory's embedding and the query's (from `query_embedding`, or the
+    server's model; RecallWeights.semantic); with it, every embedded memory
+    is a candidate and the score alone orders them, and a memory without an
+    embedding yet scores 0 there. The response's `signals` list what was
+    used. Expired memories are never returned. Ties go to the newer memory.
+    Returns FAILED_PRECONDITION if the request needs vectors (a
+    query_embedding, or a semantic weight above 0 set by the caller) and the
+    server cannot rank by them.
     Returns INVALID_ARGUMENT for a bad filter or weight.
     """
     RecordFeedback: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.RecordFeedbackRequest, _memory_service_pb2.RecordFeedbackResponse]
@@ -225,6 +233,7 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     score = importance_weight * importance
           + recency_weight * 0.5 ^ (age / recency_half_life)
           + relevance_weight * relevance
+          + semantic_weight * similarity
     where age is now minus the memory's update_time (recency stops decaying
     after 1,000 half-lives, at 2^-1000) and relevance is the memory's BM25
     score against `query` (k1 1.2, b 0.75, English stemming, stop words
@@ -233,8 +242,15 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     With `query` set, the memories that match at least one of its words
     come first, ranked by score; if fewer than `limit` match (a query of
     stop words only matches nothing), the best of the others by score follow
-    with relevance 0. Expired memories are never returned. Ties go to the
-    newer memory.
+    with relevance 0. similarity is the cosine (below 0 as 0) of the
+    memory's embedding and the query's (from `query_embedding`, or the
+    server's model; RecallWeights.semantic); with it, every embedded memory
+    is a candidate and the score alone orders them, and a memory without an
+    embedding yet scores 0 there. The response's `signals` list what was
+    used. Expired memories are never returned. Ties go to the newer memory.
+    Returns FAILED_PRECONDITION if the request needs vectors (a
+    query_embedding, or a semantic weight above 0 set by the caller) and the
+    server cannot rank by them.
     Returns INVALID_ARGUMENT for a bad filter or weight.
     """
     RecordFeedback: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.RecordFeedbackRequest, _memory_service_pb2.RecordFeedbackResponse]  # type: ignore[assignment]
@@ -370,6 +386,7 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         score = importance_weight * importance
               + recency_weight * 0.5 ^ (age / recency_half_life)
               + relevance_weight * relevance
+              + semantic_weight * similarity
         where age is now minus the memory's update_time (recency stops decaying
         after 1,000 half-lives, at 2^-1000) and relevance is the memory's BM25
         score against `query` (k1 1.2, b 0.75, English stemming, stop words
@@ -378,8 +395,15 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         With `query` set, the memories that match at least one of its words
         come first, ranked by score; if fewer than `limit` match (a query of
         stop words only matches nothing), the best of the others by score follow
-        with relevance 0. Expired memories are never returned. Ties go to the
-        newer memory.
+        with relevance 0. similarity is the cosine (below 0 as 0) of the
+        memory's embedding and the query's (from `query_embedding`, or the
+        server's model; RecallWeights.semantic); with it, every embedded memory
+        is a candidate and the score alone orders them, and a memory without an
+        embedding yet scores 0 there. The response's `signals` list what was
+        used. Expired memories are never returned. Ties go to the newer memory.
+        Returns FAILED_PRECONDITION if the request needs vectors (a
+        query_embedding, or a semantic weight above 0 set by the caller) and the
+        server cannot rank by them.
         Returns INVALID_ARGUMENT for a bad filter or weight.
         """
 

@@ -93,7 +93,9 @@ async def test_caller_vectors_rank_by_cosine(caller_vectors, admin_stub, has_pgv
     plain = await stub.StoreMemory(
         memory_service_pb2.StoreMemoryRequest(memory=_memory(user, "delta"))
     )
-    got = await stub.RecallMemories(_recall(user, [1.0, 0.0, 0.0], importance=0, recency=0))
+    got = await stub.RecallMemories(
+        _recall(user, [1.0, 0.0, 0.0], importance=0, recency=0, semantic=1)
+    )
     assert got.memories[0].memory.id == near.id  # the rest tie at 0, newest first
     by_id = {s.memory.id: s.semantic_score for s in got.memories}
     assert by_id[near.id] == pytest.approx(1.0 / math.sqrt(1.01), rel=1e-6)
@@ -122,7 +124,9 @@ async def test_caller_vectors_rank_by_cosine(caller_vectors, admin_stub, has_pgv
             update_mask=field_mask_pb2.FieldMask(paths=["content"]),
         )
     )
-    again = await stub.RecallMemories(_recall(user, [1.0, 0.0, 0.0], importance=0, recency=0))
+    again = await stub.RecallMemories(
+        _recall(user, [1.0, 0.0, 0.0], importance=0, recency=0, semantic=1)
+    )
     assert {s.memory.id: s.semantic_score for s in again.memories}[near.id] == 0.0
 
 

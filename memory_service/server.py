@@ -44,6 +44,9 @@ from memory_service.storage.registry import RegistryStore
 
 logger = logging.getLogger(__name__)
 
+# The health-check name that says whether recall can rank by embeddings.
+SEMANTIC_RECALL_HEALTH = "faraday.memory.v1.SemanticRecall"
+
 SERVICE_NAMES = (
     memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
     lesson_service_pb2.DESCRIPTOR.services_by_name["LessonService"].full_name,
@@ -207,6 +210,14 @@ async def start(
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Not a gRPC service: a capability grpcurl users and load balancers can
+    # ask about. NOT_SERVING: recall is lexical-only (no model or no pgvector).
+    await health_servicer.set(
+        SEMANTIC_RECALL_HEALTH,
+        health_pb2.HealthCheckResponse.SERVING
+        if semantics.enabled
+        else health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
     running = RunningServer(
         server, port, database, cache, health_servicer, memories, limiter, interceptor
     )

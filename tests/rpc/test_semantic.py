@@ -165,6 +165,26 @@ async def test_wrong_vectors_are_invalid(caller_vectors, admin_stub, has_pgvecto
     )
 
 
+async def test_health_says_whether_recall_is_semantic(channel, app_url: str, has_pgvector) -> None:
+    """The suite's own server has no model: NOT_SERVING; the caller-vector one: pgvector's say."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from memory_service.server import SEMANTIC_RECALL_HEALTH
+
+    request = health_pb2.HealthCheckRequest(service=SEMANTIC_RECALL_HEALTH)
+    plain = await health_pb2_grpc.HealthStub(channel).Check(request)
+    assert plain.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    settings = TEST_SETTINGS.with_overrides(embedding_model=CALLER_MODEL, embedding_dimension=3)
+    running = await start(settings, app_url)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            status = (await health_pb2_grpc.HealthStub(ch).Check(request)).status
+    finally:
+        await running.stop(0.5)
+    expected = "SERVING" if has_pgvector else "NOT_SERVING"
+    assert health_pb2.HealthCheckResponse.ServingStatus.Name(status) == expected
+
+
 async def test_without_pgvector_vectors_are_a_failed_precondition(
     caller_vectors, admin_stub, memory_stub, has_pgvector
 ) -> None:

@@ -53,7 +53,7 @@ def _bind(statement: NamedSQL, params: dict[str, Any], rpc: str) -> Statement:
 
 
 def recall(request: memory_service_pb2.RecallMemoriesRequest, log: bool = True) -> Statement:
-    statement = memory_sql._recall_sql(bool(request.query), False, log)
+    statement = memory_sql._recall_sql(bool(request.query), 0, log)
     weights = ranking.DEFAULT_WEIGHTS
     limit = request.limit or RECALL_DEFAULT_LIMIT
     params = {

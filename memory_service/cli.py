@@ -98,11 +98,10 @@ async def _serve(settings: Settings) -> None:
         sys.exit(f"configuration error: {exc}")
     # Imported only now: importing alembic logs its plugins at INFO, which
     # would bury a configuration error in noise.
-    from memory_service.storage import migrate
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
-        await migrate.upgrade(owner_url)
+        await _upgrade(owner_url, settings)
     if settings.workers > 1:
         await _serve_workers(settings, app_url, platform_url)
         return
@@ -174,21 +173,29 @@ def _as_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def _migrate(settings: Settings) -> None:
+async def _upgrade(owner_url: str, settings: Settings) -> None:
+    """Migrations, then the configured embedding model's vector index (if pgvector)."""
+    from memory_service.services.semantics import configured_model
     from memory_service.storage import migrate
 
-    owner_url, _, _, _ = await _database_urls(settings)
     await migrate.upgrade(owner_url)
+    model = configured_model(settings)
+    if model is not None and model[1] > 0:
+        await migrate.ensure_vector_index(owner_url, *model)
+
+
+async def _migrate(settings: Settings) -> None:
+    owner_url, _, _, _ = await _database_urls(settings)
+    await _upgrade(owner_url, settings)
     print("database is at the latest migration")
 
 
 async def _seed(settings: Settings) -> None:
     from memory_service.seed import seed_demo
-    from memory_service.storage import migrate
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
-        await migrate.upgrade(owner_url)
+        await _upgrade(owner_url, settings)
     counts = await seed_demo(app_url, platform_url)
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 

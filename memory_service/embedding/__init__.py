@@ -13,9 +13,15 @@ from memory_service.embedding.embedder import (
     ModelUnavailable,
     Vectors,
 )
-from memory_service.embedding.loading import MODEL_NAMES, load_embedder, load_model
+from memory_service.embedding.loading import (
+    MODEL_DIMENSIONS,
+    MODEL_NAMES,
+    load_embedder,
+    load_model,
+)
 
 __all__ = [
+    "MODEL_DIMENSIONS",
     "MODEL_NAMES",
     "BatchingEmbedder",
     "Embedder",

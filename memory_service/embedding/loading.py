@@ -18,6 +18,7 @@ _MODELS: dict[str, tuple[Callable[[], Embedder], str]] = {
     MINILM: (MiniLMEmbedder, "embeddings-minilm"),
 }
 MODEL_NAMES = tuple(_MODELS)
+MODEL_DIMENSIONS = {WORDLLAMA: WordLlamaEmbedder.dimension, MINILM: MiniLMEmbedder.dimension}
 
 
 def load_model(name: str) -> Embedder:

@@ -24,7 +24,13 @@ from memory_service.config import Settings
 from memory_service.domain.errors import FailedPrecondition, InvalidArgument
 from memory_service.domain.models import Embedding
 from memory_service.domain.validation import EMBEDDING_MAX_DIMENSION as MAX_DIMENSION
-from memory_service.embedding import MODEL_NAMES, BatchingEmbedder, EmbeddingError, load_embedder
+from memory_service.embedding import (
+    MODEL_DIMENSIONS,
+    MODEL_NAMES,
+    BatchingEmbedder,
+    EmbeddingError,
+    load_embedder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +92,14 @@ class Semantics:
     async def close(self) -> None:
         if self.embedder is not None:
             await self.embedder.aclose()
+
+
+def configured_model(settings: Settings) -> tuple[str, int] | None:
+    """(name, dimension) of the configured model, without loading it; None for "none"."""
+    name = settings.embedding_model
+    if name == "none":
+        return None
+    return name, MODEL_DIMENSIONS.get(name, settings.embedding_dimension)
 
 
 def semantics_from_settings(settings: Settings, stored: bool) -> Semantics:

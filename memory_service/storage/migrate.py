@@ -14,11 +14,13 @@ source checkout, point FARADAY_MIGRATIONS_DIR at it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
@@ -117,3 +119,31 @@ def platform_role_url(database_url: str) -> str:
 def _as_role(database_url: str, role: str) -> str:
     url = make_url(database_url).set(username=role)._replace(password=None)
     return url.render_as_string(hide_password=False)
+
+
+def vector_index_name(model: str, dimension: int) -> str:
+    digest = hashlib.sha256(f"{model}:{dimension}".encode()).hexdigest()[:12]
+    return f"ix_memory_embeddings_hnsw_{digest}"
+
+
+async def ensure_vector_index(owner_url: str, model: str, dimension: int) -> bool:
+    """The HNSW index recall uses for heavy users' vectors of `model`; False without pgvector.
+
+    Built CONCURRENTLY, so a running service keeps storing meanwhile; on a
+    large table that takes a while (about 1.5 s per 1,000 vectors here), once
+    per model. Its expression and predicate are exactly what the recall
+    statement orders by (storage/memories.py), or the planner cannot use it.
+    """
+    conn = await asyncpg.connect(owner_url)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('memory_embeddings') IS NOT NULL"):
+            return False
+        literal = "'" + model.replace("'", "''") + "'"
+        await conn.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {vector_index_name(model, dimension)}"
+            f" ON memory_embeddings USING hnsw ((embedding::vector({int(dimension)}))"
+            f" vector_cosine_ops) WHERE model = {literal}"
+        )
+        return True
+    finally:
+        await conn.close()

@@ -65,9 +65,22 @@ def upgrade() -> None:
     )
     for role in _ROLES:
         op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON memory_embeddings TO {role}")
+    # A heavy user's nearest neighbours come from an HNSW index over every
+    # user's vectors (storage/migrate.py ensure_vector_index); the user filter
+    # applies after the index, so let the scan continue until enough rows
+    # pass it (pgvector 0.8's iterative scans), for every new session here.
+    op.execute("""
+        DO $$ BEGIN
+            EXECUTE format('ALTER DATABASE %I SET hnsw.iterative_scan = relaxed_order',
+                           current_database());
+        END $$""")
 
 
 def downgrade() -> None:
+    op.execute("""
+        DO $$ BEGIN
+            EXECUTE format('ALTER DATABASE %I RESET hnsw.iterative_scan', current_database());
+        END $$""")
     op.execute("DROP TABLE IF EXISTS memory_embeddings")
     # Extensions are per database; without CASCADE this fails, rightly, if
     # anything else here has come to use pgvector.

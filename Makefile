@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP) ## Start the service on 127.0.0.1:50051 (embedded PostgreSQL unless FARADAY_DATABASE_URL is set)
-	$(BIN)/memory-service serve
+	FARADAY_EMBEDDING_MODEL=$${FARADAY_EMBEDDING_MODEL:-wordllama-l2-supercat-256} $(BIN)/memory-service serve
 
 seed-demo: $(STAMP) ## Load the example data into the same database `make run` uses
 	$(BIN)/memory-service seed-demo

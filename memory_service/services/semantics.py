@@ -108,7 +108,10 @@ def semantics_from_settings(settings: Settings, stored: bool) -> Semantics:
     if name == "none":
         return Semantics(None, 0, None, stored)
     if name in MODEL_NAMES:
-        embedder = load_embedder(settings)
+        try:
+            embedder = load_embedder(settings)
+        except EmbeddingError as exc:  # not installed, or files that fail their checksum
+            raise ValueError(f"FARADAY_EMBEDDING_MODEL={name}: {exc}") from exc
         assert embedder is not None
         return Semantics(name, embedder.dimension, embedder, stored)
     if not 0 < settings.embedding_dimension <= MAX_DIMENSION:

@@ -60,9 +60,10 @@ async def backfill(
             vectors = await asyncio.to_thread(model.embed, [m.content for m in memories])
             keep = [i for i, vector in enumerate(vectors) if vector.any()]
             batch = BackfillCount(read=len(memories), wordless=len(memories) - len(keep))
-            batch.written = await store.write(
+            written = await store.write(
                 model.name, [memories[i] for i in keep], vectors[keep].tolist()
             )
+            batch.written = len(written) - await store.drop_changed(model.name, written)
             total.read += batch.read
             total.written += batch.written
             total.wordless += batch.wordless

@@ -5,6 +5,7 @@ model in short keyset batches, embeds them outside any transaction, and
 writes each vector only if its memory still has the version that was read:
 UpdateMemory bumps the version and deletes the memory's vectors when the
 content changes, so a vector of the old content must not land after it.
+`write` and then `drop_changed` hold that against an update in either order.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ LIMIT :limit
 # FOR SHARE: an UpdateMemory that has changed the row but not yet committed
 # (and has already deleted the vectors it could see) makes this wait, and
 # the version check then runs on its committed row and skips it.
+# The other order is _DROP_CHANGED's: an UpdateMemory whose statement began
+# while this one held the row waits, then deletes vectors from a snapshot
+# taken before this commit, and so misses the vector written here.
 _WRITE = NamedSQL.compile("""
 INSERT INTO memory_embeddings (user_id, memory_id, model, embedding)
 SELECT m.user_id, m.id, :model, b.embedding::vector
@@ -50,6 +54,23 @@ FROM unnest(:ids::bigint[], :versions::int[], :embeddings::text[]) AS b(id, vers
 JOIN user_memories m ON m.id = b.id AND m.version = b.version
 FOR SHARE OF m
 ON CONFLICT DO NOTHING
+RETURNING memory_id
+""")
+
+# Run after _WRITE has committed: delete the vectors it wrote for memories
+# whose version has moved on since they were read. FOR SHARE waits for an
+# UpdateMemory that took the row when _WRITE let go of it, and then reads
+# its committed version. A vector of the new content that such an update
+# wrote itself goes too: the memory is then missing one, which the next run
+# fills, never holding a wrong one.
+_DROP_CHANGED = NamedSQL.compile("""
+WITH current AS (
+    SELECT id, user_id, version FROM user_memories WHERE id = ANY(:ids::bigint[]) FOR SHARE
+)
+DELETE FROM memory_embeddings e
+USING current m, unnest(:ids::bigint[], :versions::int[]) AS b(id, version)
+WHERE m.id = b.id AND m.version <> b.version
+  AND e.user_id = m.user_id AND e.memory_id = m.id AND e.model = :model
 """)
 
 # In batches by ctid, as the request-key sweep does: short transactions.
@@ -95,8 +116,8 @@ class EmbeddingStore:
 
     async def write(
         self, model: str, memories: Sequence[Unembedded], vectors: Sequence[Sequence[float]]
-    ) -> int:
-        """Store each memory's vector unless its version moved on; return how many were stored."""
+    ) -> list[Unembedded]:
+        """Store each memory's vector unless its version moved on; return those stored."""
         params = {
             "model": model,
             "ids": [m.id for m in memories],
@@ -104,7 +125,19 @@ class EmbeddingStore:
             "embeddings": [vector_text(v) for v in vectors],
         }
         async with self._db.connection() as conn:
-            status: str = await conn.execute(_WRITE.sql, *_WRITE.args(params))
+            rows = await conn.fetch(_WRITE.sql, *_WRITE.args(params))
+        written = {r["memory_id"] for r in rows}
+        return [m for m in memories if m.id in written]
+
+    async def drop_changed(self, model: str, memories: Sequence[Unembedded]) -> int:
+        """After `write`, with what it stored: delete the vectors of memories changed since."""
+        params = {
+            "model": model,
+            "ids": [m.id for m in memories],
+            "versions": [m.version for m in memories],
+        }
+        async with self._db.connection() as conn:
+            status: str = await conn.execute(_DROP_CHANGED.sql, *_DROP_CHANGED.args(params))
         return int(status.split()[-1])
 
     async def drop_other_models(self, model: str, user_id: uuid.UUID | None, limit: int) -> int:

@@ -23,7 +23,7 @@ from memory_service.embedding import Embedder, ModelUnavailable, load_model
 from memory_service.services import backfill
 from memory_service.storage import migrate, session
 from memory_service.storage.database import Database, PoolSettings
-from memory_service.storage.embeddings import EmbeddingStore
+from memory_service.storage.embeddings import _WRITE, EmbeddingStore, Unembedded
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
 
@@ -183,7 +183,8 @@ async def test_content_changed_after_the_read_gets_no_old_vector(owner, db, mode
         )
     vectors = model.embed([m.content for m in batch])
     with session.acting_as(session.ALL_USERS):
-        assert await store.write(MODEL, batch, vectors.tolist()) == 9
+        written = await store.write(MODEL, batch, vectors.tolist())
+        assert [m.id for m in written] == [m.id for m in batch if m is not changed]
     assert changed.id not in await _vectors(owner)
     # The next run embeds the new content.
     done = await backfill.backfill(store, model, batch_size=64, limit=1)
@@ -209,7 +210,7 @@ async def test_write_waits_for_an_uncommitted_update_then_skips_it(
             batch[0].id,
         )
 
-        async def write() -> int:
+        async def write() -> list[Unembedded]:
             with session.acting_as(session.ALL_USERS):
                 return await store.write(MODEL, batch, vectors)
 
@@ -220,10 +221,51 @@ async def test_write_waits_for_an_uncommitted_update_then_skips_it(
             assert not writing.done(), "the write did not wait for the row lock"
             await asyncio.sleep(0.01)
         await transaction.commit()
-        assert await writing == 4
+        assert [m.id for m in await writing] == [m.id for m in batch[1:]]
     finally:
         await updater.close()
     assert batch[0].id not in await _vectors(owner)
+
+
+async def test_an_update_that_waited_for_the_write_loses_the_old_vector(
+    owner, owner_url, db, model
+) -> None:
+    """The other order: the write holds the row, and an UpdateMemory statement that
+    started meanwhile deletes vectors from a snapshot that cannot see the new one."""
+    store = EmbeddingStore(db)
+    with session.acting_as(session.ALL_USERS):
+        (memory,) = await store.read_missing(MODEL, None, 0, 1)
+    vector = model.embed([memory.content])[0].tolist()
+    # The backfill's own statement, held open on a connection of the platform role.
+    writer = await asyncpg.connect(migrate.platform_role_url(migrate.app_role_url(owner_url)))
+    try:
+        transaction = writer.transaction()
+        await transaction.start()
+        await writer.execute("SELECT set_config('faraday.acting_user', '*', true)")
+        params = {"model": MODEL, "ids": [memory.id], "versions": [memory.version]}
+        await writer.execute(_WRITE.sql, *_WRITE.args(params | {"embeddings": [str(vector)]}))
+
+        async def update() -> None:
+            with session.acting_as(memory.user_id):
+                await MemoryStore(db, vectors=True).update(
+                    MemoryPatch(memory.id, {"content": "prefers geometry puzzles"}, None),
+                    ["content"],
+                    EVERYTHING,
+                )
+
+        updating = asyncio.create_task(update())
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        while not await owner.fetchval(waiting):
+            assert not updating.done(), "the update did not wait for the write's row lock"
+            await asyncio.sleep(0.01)
+        await transaction.commit()
+        await updating
+    finally:
+        await writer.close()
+    assert memory.id in await _vectors(owner)  # the update's delete missed it
+    with session.acting_as(session.ALL_USERS):
+        assert await store.drop_changed(MODEL, [memory]) == 1
+    assert memory.id not in await _vectors(owner)
 
 
 async def test_drop_other_models(owner, db, model) -> None:

@@ -30,10 +30,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field; each overrides its FARADAY_* variable."""
+def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> None:
+    """One flag per Settings field (those in `only`, if given); each overrides FARADAY_*."""
     defaults = Settings()
     for f in fields(Settings):
+        if only and f.name not in only:
+            continue
         default = getattr(defaults, f.name)
         help_text = f"env FARADAY_{f.name.upper()}; default {default!r}"
         kind = str(f.type)
@@ -330,7 +332,21 @@ def _add_embed_parser(commands: Any) -> None:
         help="after the backfill, delete vectors of every other model (recall uses only"
         " the configured model's); not with --limit",
     )
-    _add_setting_flags(parser)
+    # The settings embed uses; the others (listening, auth, cache) are serve's.
+    _add_setting_flags(
+        parser,
+        only=(
+            "database_url",
+            "platform_database_url",
+            "migration_database_url",
+            "data_dir",
+            "migrate_on_start",
+            "connect_timeout_seconds",
+            "statement_timeout_seconds",
+            "log_level",
+            "embedding_model",
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,13 +1,16 @@
-"""`memory-service serve | migrate | seed-demo | new-token`: the command line."""
+"""`memory-service serve | migrate | seed-demo | embed | new-token`: the command line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sys
+import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field; each overrides its FARADAY_* variable."""
+def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> None:
+    """One flag per Settings field (those in `only`, if given); each overrides FARADAY_*."""
     defaults = Settings()
     for f in fields(Settings):
+        if only and f.name not in only:
+            continue
         default = getattr(defaults, f.name)
         help_text = f"env FARADAY_{f.name.upper()}; default {default!r}"
         kind = str(f.type)
@@ -200,6 +205,80 @@ async def _seed(settings: Settings) -> None:
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
+async def _embed(settings: Settings, args: argparse.Namespace) -> None:
+    """Backfill the configured model's vectors (docs/embeddings.md), with a progress bar."""
+    from tqdm import tqdm
+
+    from memory_service.embedding import MODEL_NAMES, ModelUnavailable, load_model
+
+    name = settings.embedding_model
+    if name == "none":
+        sys.exit("configuration error: no embedding model configured (FARADAY_EMBEDDING_MODEL)")
+    if name not in MODEL_NAMES:
+        sys.exit(
+            f"configuration error: FARADAY_EMBEDDING_MODEL={name!r} is not built in"
+            f" ({', '.join(MODEL_NAMES)}): its vectors come from the callers, who must"
+            " send them (with StoreMemory, or UpdateMemory of the content); the server cannot"
+            " compute them"
+        )
+    try:
+        model = await asyncio.to_thread(load_model, name)
+    except ModelUnavailable as exc:
+        sys.exit(f"configuration error: {exc}")
+    # Imported only now, as in _serve: alembic logs at INFO on import.
+    from memory_service.services import backfill
+    from memory_service.storage import migrate
+    from memory_service.storage.database import Database, PoolSettings
+    from memory_service.storage.embeddings import EmbeddingStore
+    from memory_service.storage.memories import MemoryStore
+
+    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded or settings.migrate_on_start:
+        await migrate.upgrade(owner_url)
+    # One batch at a time needs one connection (the platform pool's); the
+    # user pool's is never used but cannot be empty.
+    db = Database(
+        PoolSettings(
+            url=app_url,
+            platform_url=platform_url,
+            size=2,
+            user_size=1,
+            max_overflow=0,
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            statement_timeout_seconds=settings.statement_timeout_seconds,
+        )
+    )
+    await db.open()
+    try:
+        if not await MemoryStore(db).has_vectors():
+            sys.exit(
+                "error: this database has no pgvector, so it keeps no embeddings"
+                " (docs/embeddings.md: install pgvector, then migrate)"
+            )
+        store = EmbeddingStore(db)
+        total = await backfill.count_missing(store, name, args.user)
+        if args.limit is not None:
+            total = min(total, args.limit)
+        with tqdm(total=total, unit=" memories", desc=f"embedding with {name}") as bar:
+            done = await backfill.backfill(
+                store,
+                model,
+                batch_size=args.batch_size,
+                limit=args.limit,
+                user_id=args.user,
+                on_batch=lambda batch: bar.update(batch.read),
+            )
+        print(
+            f"embedded {done.written} memories with {name}; {done.wordless} have no known"
+            f" word (no vector); {done.changed} changed while embedding (the next run takes them)"
+        )
+        if args.drop_other_models:
+            dropped = await backfill.drop_other_models(store, name, args.user, args.batch_size)
+            print(f"dropped {dropped} vectors of other models")
+    finally:
+        await db.close()
+
+
 def _new_token(args: argparse.Namespace) -> None:
     """Print a fresh service token (give it to the caller) and its entry for the tokens file."""
     import json
@@ -221,6 +300,60 @@ def _new_token(args: argparse.Namespace) -> None:
     print(f"token (shown once, store it as a secret): {token}")
     print('entry for FARADAY_SERVICE_TOKENS_FILE\'s "tokens" list:')
     print(json.dumps(entry))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_embed_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "embed",
+        help="backfill missing embeddings of the configured model (safe while serving)",
+        description=(
+            "Embed every stored, unexpired memory that has no vector of the configured"
+            " built-in model (FARADAY_EMBEDDING_MODEL), in batches, with a progress bar"
+            " on stderr. Resumable: a re-run skips what is done. See docs/embeddings.md."
+        ),
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=256,
+        help="memories read, embedded and written per transaction-sized step (default 256)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=_positive,
+        help="stop after this many memories (a partial run; run again to continue)",
+    )
+    parser.add_argument(
+        "--user", type=uuid.UUID, help="only this user's memories (a user id, a UUID)"
+    )
+    parser.add_argument(
+        "--drop-other-models",
+        action="store_true",
+        help="after the backfill, delete vectors of every other model (recall uses only"
+        " the configured model's); not with --limit",
+    )
+    # The settings embed uses; the others (listening, auth, cache) are serve's.
+    _add_setting_flags(
+        parser,
+        only=(
+            "database_url",
+            "platform_database_url",
+            "migration_database_url",
+            "data_dir",
+            "migrate_on_start",
+            "connect_timeout_seconds",
+            "statement_timeout_seconds",
+            "log_level",
+            "embedding_model",
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,16 +379,25 @@ def main(argv: list[str] | None = None) -> None:
         ("seed-demo", "load the documentation's example data (idempotent)"),
     ):
         _add_setting_flags(commands.add_parser(name, help=help_text))
+    _add_embed_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "new-token":
         _new_token(args)
         return
+    if args.command == "embed" and args.drop_other_models and args.limit is not None:
+        parser.error("--drop-other-models needs a full run: leave out --limit")
     settings = _settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    action = {"serve": _serve, "migrate": _migrate, "seed-demo": _seed}[args.command]
+    actions: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
+        "serve": _serve,
+        "migrate": _migrate,
+        "seed-demo": _seed,
+        "embed": functools.partial(_embed, args=args),
+    }
+    action = actions[args.command]
     try:
         import uvloop
     except ImportError:  # uvloop is optional (not on Windows): 5-18% faster where present

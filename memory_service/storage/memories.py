@@ -29,6 +29,7 @@ from memory_service.domain.models import (
 from memory_service.domain.principal import EVERYTHING, Visibility
 from memory_service.domain.validation import SMALLEST_POSITIVE
 from memory_service.storage.database import Database
+from memory_service.storage.embeddings import vector_text
 from memory_service.storage.named_sql import NamedSQL
 from memory_service.storage.tables import IMPORTANCE_BANDS
 
@@ -480,11 +481,7 @@ def _missing_reference(exc: asyncpg.ForeignKeyViolationError, memory: NewMemory 
 
 
 def _embedding_params(embedding: Embedding) -> dict[str, Any]:
-    # pgvector's text form; asyncpg has no codec for the type.
-    return {
-        "model": embedding.model,
-        "embedding": "[" + ",".join(repr(float(x)) for x in embedding.vector) + "]",
-    }
+    return {"model": embedding.model, "embedding": vector_text(embedding.vector)}
 
 
 def _visible(v: Visibility) -> dict[str, Any]:

@@ -13,6 +13,7 @@ bench/results/eval-<UTC timestamp>.json.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -35,6 +36,7 @@ from faraday.memory.v1 import (
 
 from bench.eval import corpus, metrics, references
 from bench.eval.corpus import Corpus
+from memory_service.embedding import MODEL_NAMES, load_model
 
 BENCH = Path(__file__).resolve().parent.parent
 # bench/run.py and bench/pg.py import their siblings as top-level modules.
@@ -48,8 +50,9 @@ from run import Server, git_describe, log  # noqa: E402  (bench/run.py's helpers
 # (what the query text finds); `default` is what an assistant gets today
 # without weights (importance 1.0 dominates relevance, which rarely passes
 # 0.1). `semantic` is the embeddings alone, `hybrid` both text signals.
-# The service's built-in model behind the semantic and hybrid rows: the
-# same WordLlama the dense reference uses (`embeddings` extra).
+# The built-in model behind the semantic and hybrid rows and the dense
+# reference, unless --model says otherwise (all-minilm-l6-v2 needs the
+# `embeddings-minilm` extra).
 EMBEDDING_MODEL = "wordllama-l2-supercat-256"
 
 MODES: dict[str, dict[str, float]] = {
@@ -61,7 +64,7 @@ MODES: dict[str, dict[str, float]] = {
 }
 LABELS = {
     "bm25": "BM25 reference (rank_bm25)",
-    "dense": "dense reference (WordLlama 256d)",
+    "dense": "dense reference (the service's model, brute-force cosine)",
     "lexical": "service lexical (relevance only)",
     "default": "service, default weights",
     "semantic": "service semantic",
@@ -181,7 +184,7 @@ async def measure_service(data: Corpus, address: str) -> dict[str, references.Ra
         return await recall(channel, data, user_ids, ids)
 
 
-async def service_rankings(data: Corpus, logs: Path) -> dict[str, references.Rankings]:
+async def service_rankings(data: Corpus, logs: Path, model: str) -> dict[str, references.Rankings]:
     """Runs the service on a throwaway embedded PostgreSQL, as bench/run.py does."""
     from memory_service.storage import migrate
 
@@ -194,7 +197,7 @@ async def service_rankings(data: Corpus, logs: Path) -> dict[str, references.Ran
         env |= {"GRPC_ENABLE_FORK_SUPPORT": "false"}
         env["FARADAY_DATABASE_URL"] = migrate.app_role_url(embedded.url)
         # The dense reference's model, so semantic rows compare like with like.
-        env["FARADAY_EMBEDDING_MODEL"] = EMBEDDING_MODEL
+        env["FARADAY_EMBEDDING_MODEL"] = model
         command = [sys.executable, "-m", "memory_service.cli", "serve"]
         command += ["--host", "127.0.0.1", "--port", "{port}"]
         service = Server("service", command, env, logs)
@@ -206,20 +209,21 @@ async def service_rankings(data: Corpus, logs: Path) -> dict[str, references.Ran
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def run(results_dir: Path) -> dict[str, Any]:
+async def run(results_dir: Path, model: str) -> dict[str, Any]:
     data = corpus.load()
     started = datetime.now(UTC)
     logs = results_dir / f"eval-{started:%Y%m%d-%H%M%S}-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log("references: BM25 and WordLlama")
-    rankings = {"bm25": references.bm25(data), "dense": references.dense(data)}
-    rankings |= await service_rankings(data, logs)
+    log(f"references: BM25 and {model}")
+    rankings = {"bm25": references.bm25(data), "dense": references.dense(data, load_model(model))}
+    rankings |= await service_rankings(data, logs, model)
     methods = ["bm25", "dense", *MODES]
     summaries = {m: summarise(data, rankings[m]) if m in rankings else None for m in methods}
     rendered = table(summaries, data)
     results = {
         "started": started.isoformat(timespec="seconds"),
         "commit": git_describe(),
+        "model": model,
         "modes": MODES,
         "not_implemented": [m for m in methods if m not in rankings],
         "summaries": summaries,
@@ -228,13 +232,21 @@ async def run(results_dir: Path) -> dict[str, Any]:
     }
     out = results_dir / f"eval-{started:%Y%m%d-%H%M%S}.json"
     out.write_text(json.dumps(results, indent=1))
+    print(f"embedding model: {model}")
     print(rendered)
     log(f"results in {out}, service log in {logs}")
     return results
 
 
 def main() -> None:
-    asyncio.run(run(BENCH / "results"))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--model",
+        default=EMBEDDING_MODEL,
+        choices=MODEL_NAMES,
+        help="built-in embedding model for the service and the dense reference",
+    )
+    asyncio.run(run(BENCH / "results", parser.parse_args().model))
 
 
 if __name__ == "__main__":

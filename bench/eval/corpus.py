@@ -24,6 +24,9 @@ DATA = Path(__file__).resolve().parent / "data"
 CATEGORIES = frozenset({"preference", "class_context", "fact", "lesson_note"})
 KINDS = frozenset({"paraphrase", "lexical"})
 MIN_USERS, MIN_MEMORIES, MIN_QUERIES = 20, 500, 200
+# Each kind is summarised on its own, so each needs enough queries to mean
+# something; a fixed floor, not a share, so that one kind can grow alone.
+MIN_PER_KIND = 100
 
 # field -> (type, id pattern or None); every row has exactly these fields.
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -124,9 +127,10 @@ def check(rows: dict[str, list[dict[str, Any]]]) -> list[str]:
                 problems.append(f"{where}: shares {sorted(shared)} with {m}")
             if q["kind"] == "lexical" and not shared:
                 problems.append(f"{where}: shares no word with {m}")
-    paraphrases = sum(q["kind"] == "paraphrase" for q in queries)
-    if 2 * paraphrases < len(queries):
-        problems.append(f"queries: {paraphrases} of {len(queries)} are paraphrases, want half")
+    per_kind = Counter(q["kind"] for q in queries)
+    for kind in sorted(KINDS):
+        if per_kind[kind] < MIN_PER_KIND:
+            problems.append(f"queries: {per_kind[kind]} {kind}, want at least {MIN_PER_KIND}")
     return problems
 
 

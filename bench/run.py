@@ -51,6 +51,10 @@ import report
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+# This checkout's memory_service and migrations, here and in every child
+# (PYTHONPATH below), not whichever checkout the virtualenv installed: a
+# worktree sharing another checkout's .venv would otherwise measure that one.
+sys.path.insert(0, str(ROOT))
 
 GRID_KINDS = (
     "recall",
@@ -198,7 +202,8 @@ class Bench:
         self.out = out
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"}
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        self.env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false", "PYTHONPATH": path}
         self.servers: dict[str, Server] = {}
         self.rss = RssWatch()
         self.loadgen: LoadGen | None = None

@@ -93,7 +93,7 @@ def store(request: memory_service_pb2.StoreMemoryRequest) -> Statement:
         "expires_at": None,
         "metadata": struct_to_dict(m.metadata),
     }
-    return _bind(memory_sql._STORE, params, "StoreMemory")
+    return _bind(memory_sql._store_sql(False, False), params, "StoreMemory")
 
 
 def feedback(request: memory_service_pb2.RecordFeedbackRequest) -> Statement:

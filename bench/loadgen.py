@@ -60,6 +60,7 @@ from memory_service.storage.database import Database
 from memory_service.storage.migrate import platform_role_url
 
 CALL_TIMEOUT_SECONDS = 10.0
+EXPLAIN_TIMEOUT_S = 600
 POOL_SIZE = 4096
 
 # rpc kind -> (service, method)
@@ -523,6 +524,76 @@ async def verify(targets: Targets, cmd: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+async def explain(targets: Targets, cmd: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the recall statements for one user, as the service role.
+
+    As the service queries for a service token: faraday_platform acting for
+    all users, through the service's Database (BEGIN + set_config), with the
+    user's most common term as the query text; with `semantic`, the hybrid
+    statement too, with the caller's vector of that term. Each runs twice
+    (the plan of the second, with warm caches, is kept) and for real: it
+    logs its recall, as a recall would; a run of over 10 s is not repeated.
+    asyncpg's extended protocol makes
+    them custom plans for these values, as the service's first five
+    executions of a prepared statement are.
+    """
+    url = cmd["database_url"]
+    await targets.sql_call(url, "recall_vector" if cmd.get("semantic") else "recall_query")
+    db = targets.databases[url]
+    user = cmd["user_id"]
+    common = await db.fetchrow(
+        "SELECT lexeme, count(*) AS docs FROM memory_terms WHERE user_id = $1::uuid"
+        " GROUP BY lexeme ORDER BY count(*) DESC, lexeme LIMIT 1",
+        user,
+    )
+    word = common["lexeme"] if common else "student"
+    request = memory_service_pb2.RecallMemoriesRequest(user_id=user, query=word, limit=10)
+    cases: list[tuple[str, Any]] = [("recall_query", request)]
+    if cmd.get("semantic"):
+        vector = query_vectors({"queries": [word]})[0]
+        cases.append(
+            (
+                "recall_vector",
+                memory_service_pb2.RecallMemoriesRequest(
+                    user_id=user,
+                    query=word,
+                    limit=10,
+                    query_embedding=vector,
+                    embedding_model=SEMANTIC_MODEL,
+                ),
+            )
+        )
+    plans = []
+    for kind, r in cases:
+        sql, args = floor_sql.recall(r, True, floor_sql.query_embedding(r))
+        lines: list[str] = []
+        for _ in range(2):
+            started = time.perf_counter()
+            try:
+                async with db.connection() as conn:
+                    # Past the service's own statement timeout: the plan of a
+                    # slow recall is the point.
+                    await conn.execute(f"SET LOCAL statement_timeout = '{EXPLAIN_TIMEOUT_S}s'")
+                    rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+                lines = [row[0] for row in rows]
+            except Exception as exc:
+                lines = [f"failed after {time.perf_counter() - started:.1f} s: {exc}"]
+                break
+            if time.perf_counter() - started > 10:  # slow enough: once is enough
+                break
+        plans.append(
+            {
+                "rpc": kind,
+                "user_id": user,
+                "query": word,
+                "query_docs": int(common["docs"]) if common else None,
+                "role": "faraday_platform",
+                "plan": lines,
+            }
+        )
+    return {"plans": plans}
+
+
 async def main() -> None:
     session.acting_user.set(session.ALL_USERS)  # the asyncpg floor acts as the service does
     targets = Targets()
@@ -536,6 +607,8 @@ async def main() -> None:
                 answer = await run_cell(targets, cmd)
             elif cmd["op"] == "verify":
                 answer = await verify(targets, cmd)
+            elif cmd["op"] == "explain":
+                answer = await explain(targets, cmd)
             elif cmd["op"] == "close":
                 await targets.close()
                 answer = {"closed": True}

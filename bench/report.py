@@ -246,6 +246,21 @@ def semantic_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def explain_section(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for e in results.get("explain") or []:
+        lines += [
+            f"### {LABELS.get(e['rpc'], e['rpc'])}: heaviest user ({e['user_memories']:,}"
+            f" memories), query {e['query']!r} (in {e['query_docs']} of them), as {e['role']}",
+            "",
+            "```",
+            *e["plan"],
+            "```",
+            "",
+        ]
+    return ["## The heaviest user's recall plans", "", *lines] if lines else []
+
+
 def _ratio_detail(service: dict[str, Any], floor: dict[str, Any], ratio: float) -> str:
     return f"{service['throughput']:.0f}/s vs floor {floor['throughput']:.0f}/s = {ratio:.0%}"
 
@@ -356,6 +371,7 @@ def markdown(results: dict[str, Any]) -> str:
             + ".",
             "",
         ]
+    lines += explain_section(results)
     lines.append(f"Total run time: {results.get('total_s', 0):.0f} s.")
     return "\n".join(lines) + "\n"
 

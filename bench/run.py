@@ -19,7 +19,9 @@ the binary exists. Then:
    process of its own. The semantic kinds (hybrid recall with a caller's
    vector or the server's embedding of the query, StoreMemory embedded by
    the server) run against a second service and grpc floor started with
-   FARADAY_EMBEDDING_MODEL set to the built-in WordLlama model.
+   FARADAY_EMBEDDING_MODEL set to the built-in WordLlama model;
+3. the heaviest user's recall plans: EXPLAIN (ANALYZE, BUFFERS) as the
+   service role of the recall statements with that user's most common term.
 
 Writes bench/results/<timestamp>/{results.json, results.md, latency.png} and
 prints the Markdown (tables, and PASS/FAIL for the issue's targets) to stdout.
@@ -224,6 +226,7 @@ class Bench:
         self.load: list[dict[str, Any]] = []
         self.first_cell: set[tuple[str, str]] = set()
         self.floor_check: dict[str, Any] = {}
+        self.explain: list[dict[str, Any]] = []
         self.model: Any = None  # the data set's embedding model, loaded on first use
         self.git_at_start = git_describe()
 
@@ -500,6 +503,24 @@ class Bench:
                 self.stop_server("service nolog")
                 self.stop_server("floor nolog")
 
+    def explain_heaviest(self, plan: dataset.Plan, size: int) -> None:
+        """EXPLAIN ANALYZE the recall statements for the heaviest user, as the service role."""
+        assert self.loadgen is not None
+        counts = plan.counts_at(size)
+        answer = self.loadgen.ask(
+            {
+                "op": "explain",
+                "database_url": self.app_url,
+                "user_id": str(plan.user_ids[int(counts.argmax())]),
+                "semantic": self.args.embeddings,
+            }
+        )
+        for e in answer["plans"]:
+            e["user_memories"] = int(counts.max())
+            self.explain.append(e)
+            log(f"  EXPLAIN {e['rpc']}, heaviest user ({e['user_memories']:,} memories),"
+                f" query {e['query']!r}: {e['plan'][-1].strip()}")  # fmt: skip
+
     async def environment(self) -> dict[str, Any]:
         conn = await asyncpg.connect(self.owner_url)
         try:
@@ -663,6 +684,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.stop_server("service")
         log(f"grid at {args.memories:,} memories")
         bench.grid(plan, args.memories)
+        bench.explain_heaviest(plan, args.memories)
         for size in beyond:
             bench.stop_all()
             if not enough_disk(tmp, size):
@@ -698,6 +720,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cells": bench.cells,
         "redis": {"url": bench.redis_url, "skipped": bench.redis_skipped},
         "floor_check": bench.floor_check,
+        "explain": bench.explain,
         "rss": {
             "max_mb_by_server": bench.rss.max_mb,
             "max_process_mb_by_server": bench.rss.max_process_mb,

@@ -29,6 +29,28 @@ transaction; with a superuser, `session_replication_role = replica` skips
 the per-row foreign-key triggers for rows that are consistent by
 construction. Then ANALYZE.
 
+Replica mode skips ordinary triggers too, among them migration 0010's
+statement-level trigger that fills the per-user term index (memory_terms,
+memory_user_stats) which lexical recall ranks from: without it lexical
+recall would match nothing. `terms` chooses how the index is filled:
+"trigger" turns that trigger on for the COPY (ENABLE ALWAYS, back to ENABLE
+before commit), so the service's own code indexes the rows; "bulk" (the
+default) inserts the same rows with one statement after the COPY, the
+trigger's expressions with each memory's length computed once rather than
+once per term (the trigger calls faraday_tsvector_length, a SQL function
+that is not inlined, for every posting). At 20k memories the two gave
+identical rows, and the trigger added 4.8 s to the COPY against 2.4 s for
+the statement; "none" leaves the index empty, only to measure its cost. Either way
+memory_terms' primary key is dropped and re-added around a big stage, as
+the secondary indexes are.
+
+Where the database has pgvector (migration 0011), every loaded memory also
+gets its vector in memory_embeddings, computed with the model the semantic
+service runs (loadgen.SEMANTIC_MODEL, built in) in batches of 10,000 in a
+worker thread, overlapped with a binary COPY of the previous batch. A text
+whose vector is all zeros (no known word) gets none, as the service would
+store none.
+
     .venv/bin/python bench/dataset.py --database-url postgresql://owner@host/db \
         [--users 10000 --memories 1000000 --lessons 20000 --seed 42]
 
@@ -42,6 +64,7 @@ import asyncio
 import json
 import math
 import random
+import struct
 import sys
 import time
 import uuid
@@ -89,6 +112,36 @@ INTERACTION_COLUMNS = (
 )
 # Tables whose secondary indexes are rebuilt around a big COPY.
 BULK_TABLES = ("user_memories", "memory_interactions")
+# Primary keys of the tables filled alongside the memories (by the term
+# trigger, and the embedding COPY): dropped and re-added around a big COPY.
+# Nothing references them.
+BULK_KEYS = ("pk_memory_terms", "pk_memory_embeddings")
+TERMS_TRIGGER = "trg_user_memories_terms_insert"
+TERMS_MODES = ("bulk", "trigger", "none")
+# The term trigger's two inserts (migration 0010, faraday_memory_terms_insert)
+# for the memories with ids in ($1, $2], each memory's length computed once.
+_BULK_TERMS = """
+WITH new_rows AS MATERIALIZED (
+    SELECT id, user_id, content_tsv, faraday_tsvector_length(content_tsv) AS doc_len
+    FROM user_memories WHERE id > $1 AND id <= $2
+), postings AS (
+    INSERT INTO memory_terms (user_id, lexeme, memory_id, tf, doc_len)
+    SELECT n.user_id, t.lexeme, n.id, coalesce(array_length(t.positions, 1), 1), n.doc_len
+    FROM new_rows n, unnest(n.content_tsv) t
+)
+INSERT INTO memory_user_stats AS s (user_id, docs, total_len)
+SELECT user_id, count(*), sum(doc_len)
+FROM new_rows GROUP BY user_id ORDER BY user_id
+ON CONFLICT (user_id) DO UPDATE
+    SET docs = s.docs + excluded.docs, total_len = s.total_len + excluded.total_len
+"""
+EMBEDDING_BATCH = 10_000
+# The built-in model of the semantic cells: the data set's vectors are its
+# own, the semantic service and floors run it (FARADAY_EMBEDDING_MODEL), and
+# the load generator computes callers' query vectors with it.
+SEMANTIC_MODEL = "wordllama-l2-supercat-256"
+# RPC kinds run against a server with SEMANTIC_MODEL; *_embed: the server embeds.
+SEMANTIC_KINDS = ("recall_vector", "recall_embed", "store_embed")
 
 
 @dataclass(frozen=True)
@@ -507,10 +560,65 @@ async def _secondary_indexes(conn: asyncpg.Connection) -> list[tuple[str, str, s
     return [(r["tablename"], r["indexname"], r["indexdef"]) for r in rows]
 
 
-async def _records(
-    plan: Plan, start: int, end: int, offset: int, interactions: list[tuple[Any, ...]]
+async def _bulk_keys(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
+    """(table, constraint, definition) of the BULK_KEYS this database has."""
+    rows = await conn.fetch(
+        """
+        SELECT c.conrelid::regclass::text AS tablename, c.conname,
+               pg_get_constraintdef(c.oid) AS def
+        FROM pg_constraint c
+        WHERE c.conname = ANY($1::text[]) AND c.connamespace = current_schema()::regnamespace
+        ORDER BY c.conname
+        """,
+        list(BULK_KEYS),
+    )
+    return [(r["tablename"], r["conname"], r["def"]) for r in rows]
+
+
+def _vectors_binary(vectors: np.ndarray) -> list[bytes | None]:
+    """pgvector's binary form of each row (int16 dimension, int16 0, float4s), None for zeros."""
+    header = struct.pack(">HH", vectors.shape[1], 0)
+    big_endian = vectors.astype(">f4")
+    known = np.any(vectors != 0, axis=1)
+    return [
+        header + row.tobytes() if ok else None for row, ok in zip(big_endian, known, strict=True)
+    ]
+
+
+async def _embedding_records(
+    model: Any, texts: list[tuple[int, uuid.UUID, str]]
 ) -> AsyncIterator[tuple[Any, ...]]:
-    """Memory rows of positions [start, end); their interactions go to `interactions`.
+    """memory_embeddings rows for (memory id, user id, content): the next batch is
+    embedded in a thread while this one is copied."""
+
+    def embed(start: int) -> list[bytes | None]:
+        batch = texts[start : start + EMBEDDING_BATCH]
+        return _vectors_binary(model.embed([content for _, _, content in batch]))
+
+    starts = range(0, len(texts), EMBEDDING_BATCH)
+    pending = asyncio.ensure_future(asyncio.to_thread(embed, 0)) if texts else None
+    for start in starts:
+        assert pending is not None
+        encoded = await pending
+        if start + EMBEDDING_BATCH < len(texts):
+            pending = asyncio.ensure_future(asyncio.to_thread(embed, start + EMBEDDING_BATCH))
+        for (memory_id, user_id, _), vector in zip(
+            texts[start : start + EMBEDDING_BATCH], encoded, strict=True
+        ):
+            if vector is not None:
+                yield (user_id, memory_id, model.name, vector)
+
+
+async def _records(
+    plan: Plan,
+    start: int,
+    end: int,
+    offset: int,
+    interactions: list[tuple[Any, ...]],
+    texts: list[tuple[int, uuid.UUID, str]] | None = None,
+) -> AsyncIterator[tuple[Any, ...]]:
+    """Memory rows of positions [start, end); their interactions go to `interactions`,
+    and (id, user id, content) to `texts` if given.
 
     A memory's id is its position + 1, plus `offset` when rows stored through
     the service since the last stage already hold those ids.
@@ -520,7 +628,10 @@ async def _records(
         memories, logged, positions = _chunk_rows(plan, chunk)
         for row, position in zip(memories, positions, strict=True):
             if start <= position < end:
-                yield (row[0] + offset, *row[1:]) if offset else row
+                row = (row[0] + offset, *row[1:]) if offset else row
+                if texts is not None:
+                    texts.append((row[0], row[1], row[3]))
+                yield row
         interactions.extend(
             ((i[0] + offset, *i[1:]) if offset else i) for i in logged if low <= i[0] <= high
         )
@@ -528,9 +639,20 @@ async def _records(
 
 
 async def load_memories(
-    conn: asyncpg.Connection, plan: Plan, start: int, end: int
+    conn: asyncpg.Connection,
+    plan: Plan,
+    start: int,
+    end: int,
+    *,
+    model: Any = None,
+    terms: str = "bulk",
 ) -> dict[str, Any]:
-    """Add memory positions [start, end) and their interactions; return timings and counts."""
+    """Add memory positions [start, end) and their interactions; return timings and counts.
+
+    `model`: an embedding model (memory_service.embedding.load_model) whose
+    vectors of the new memories go to memory_embeddings, if the table exists.
+    `terms`: how the term index is filled, one of TERMS_MODES (see the module's doc).
+    """
     end = min(end, plan.spec.memories)
     if end <= start:
         return {"memories": 0, "interactions": 0}
@@ -538,45 +660,90 @@ async def load_memories(
     existing, top = await conn.fetchrow("SELECT count(*), coalesce(max(id), 0) FROM user_memories")
     offset = max(0, top - start)
     rebuild = end - start > existing
+    has_terms = await conn.fetchval("SELECT to_regclass('memory_terms') IS NOT NULL")
+    vectors = model is not None and await conn.fetchval(
+        "SELECT to_regclass('memory_embeddings') IS NOT NULL"
+    )
     timings: dict[str, float] = {}
+    texts: list[tuple[int, uuid.UUID, str]] | None = [] if vectors else None
+    embedded = 0
     async with conn.transaction():
         await _bulk_session(conn)
         indexes = await _secondary_indexes(conn) if rebuild else []
         for _, name, _ in indexes:
             await conn.execute(f'DROP INDEX "{name}"')
+        keys = await _bulk_keys(conn) if rebuild else []
+        for table, name, _ in keys:
+            await conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        if has_terms and terms == "trigger":  # replica mode skips it otherwise
+            await conn.execute(f"ALTER TABLE user_memories ENABLE ALWAYS TRIGGER {TERMS_TRIGGER}")
         interactions: list[tuple[Any, ...]] = []
         await conn.copy_records_to_table(
             "user_memories",
-            records=_records(plan, start, end, offset, interactions),
+            records=_records(plan, start, end, offset, interactions, texts),
             columns=MEMORY_COLUMNS,
         )
-        timings["copy_memories_s"] = time.perf_counter() - t0
+        if has_terms and terms == "trigger":
+            await conn.execute(f"ALTER TABLE user_memories ENABLE TRIGGER {TERMS_TRIGGER}")
+        timings["copy_memories_s"] = time.perf_counter() - t0  # with the trigger, if on
+        if has_terms and terms == "bulk":
+            t = time.perf_counter()
+            await conn.execute(_BULK_TERMS, start + offset, end + offset)
+            timings["bulk_terms_s"] = time.perf_counter() - t
         t1 = time.perf_counter()
         await conn.copy_records_to_table(
             "memory_interactions", records=interactions, columns=INTERACTION_COLUMNS
         )
         timings["copy_interactions_s"] = time.perf_counter() - t1
+        if texts:
+            t = time.perf_counter()
+            schema = await conn.fetchval(
+                "SELECT typnamespace::regnamespace::text FROM pg_type WHERE typname = 'vector'"
+            )
+            await conn.set_type_codec(
+                "vector", schema=schema, encoder=bytes, decoder=bytes, format="binary"
+            )
+            await conn.copy_records_to_table(
+                "memory_embeddings",
+                records=_embedding_records(model, texts),
+                columns=("user_id", "memory_id", "model", "embedding"),
+            )
+            embedded = await conn.fetchval(
+                "SELECT count(*) FROM memory_embeddings WHERE memory_id > $1", start + offset
+            )
+            timings["embed_and_copy_vectors_s"] = time.perf_counter() - t
         t2 = time.perf_counter()
         for _, _, definition in indexes:
             await conn.execute(definition)
         if indexes and await _secondary_indexes(conn) != indexes:
             raise RuntimeError("rebuilt indexes differ from the schema's")
         timings["rebuild_indexes_s"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        for table, name, definition in keys:
+            await conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        if keys and await _bulk_keys(conn) != keys:
+            raise RuntimeError("re-added primary keys differ from the schema's")
+        timings["rebuild_keys_s"] = time.perf_counter() - t3
         await _sync_identity(conn, "user_memories")
-    t3 = time.perf_counter()
+    t4 = time.perf_counter()
     # As a live table would be: vacuumed (visibility map and hint bits set, so
     # the first reads do not write) and analyzed; and the load's WAL
     # checkpointed now rather than in the middle of a measurement.
     await conn.execute("VACUUM ANALYZE")
     await conn.execute("CHECKPOINT")
-    timings["vacuum_analyze_checkpoint_s"] = time.perf_counter() - t3
+    timings["vacuum_analyze_checkpoint_s"] = time.perf_counter() - t4
     timings["total_s"] = time.perf_counter() - t0
     return {
         "memories": end - start,
         "interactions": len(interactions),
+        "embeddings": embedded,
+        "terms": terms if has_terms else "no term index",
         "id_offset": offset,
-        "indexes_rebuilt": len(indexes),
+        "indexes_rebuilt": len(indexes) + len(keys),
         **{k: round(v, 2) for k, v in timings.items()},
+        "database_mb": round(
+            await conn.fetchval("SELECT pg_database_size(current_database())") / 2**20, 1
+        ),
     }
 
 
@@ -666,6 +833,10 @@ async def _main() -> None:
     )
     parser.add_argument("--probe-memories", type=int, default=Spec.probe_memories)
     parser.add_argument("--seed", type=int, default=Spec.seed)
+    parser.add_argument(
+        "--terms", choices=TERMS_MODES, default="bulk", help="how the term index is filled"
+    )
+    parser.add_argument("--no-embeddings", action="store_true", help="load no vectors")
     args = parser.parse_args()
     spec = Spec(
         users=args.users,
@@ -694,7 +865,15 @@ async def _main() -> None:
             conn = await asyncpg.connect(url)
             try:
                 print("registry:", await load_registry(conn, plan), flush=True)
-                print("memories:", await load_memories(conn, plan, 0, spec.memories), flush=True)
+                model = None
+                if not args.no_embeddings:
+                    from memory_service.embedding import load_model
+
+                    model = load_model(SEMANTIC_MODEL)
+                loaded = await load_memories(
+                    conn, plan, 0, spec.memories, model=model, terms=args.terms
+                )
+                print("memories:", loaded, flush=True)
                 print(json.dumps(await table_stats(conn), indent=1))
             finally:
                 await conn.close()

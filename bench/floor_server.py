@@ -13,6 +13,12 @@ which imports it from memory_service.storage), runs it through the
 service's `Database` (same pool settings, same BEGIN + set_config and
 COMMIT per call) and builds the response straight from the rows.
 
+With FARADAY_EMBEDDING_MODEL set to a built-in model, as for the service,
+it loads that model behind the service's own batching front (one worker
+thread, `Semantics.embed` from memory_service.services.semantics) and
+embeds what the service embeds: each stored memory's content, and a recall's
+query text when the caller sent no vector. A caller's vector is used as sent.
+
 `--mode redis` answers GetLesson from Redis with nothing else: GET of the
 service's own cache key (memory_service.storage.cache.key), json.loads of
 the entry the service wrote (the cache's JSON codec), and the message built
@@ -48,6 +54,7 @@ from faraday.memory.v1 import (
 
 from memory_service import config
 from memory_service.server import pool_settings
+from memory_service.services.semantics import Semantics, semantics_from_settings
 from memory_service.storage import cache, session
 from memory_service.storage.database import Database
 from memory_service.storage.migrate import platform_role_url
@@ -56,22 +63,29 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class MemoryFloor(memory_service_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, db: Database, log_recalls: bool) -> None:
+    def __init__(self, db: Database, log_recalls: bool, semantics: Semantics | None) -> None:
         self._db = db
         self._log = log_recalls
+        self._semantics = semantics
 
     async def RecallMemories(
         self, request: memory_service_pb2.RecallMemoriesRequest, context: Context
     ) -> memory_service_pb2.RecallMemoriesResponse:
         session.acting_user.set(session.ALL_USERS)
-        sql, args = floor_sql.recall(request, self._log)
+        embedding = floor_sql.query_embedding(request)
+        if embedding is None and self._semantics is not None:
+            embedding = await self._semantics.embed(request.query)
+        sql, args = floor_sql.recall(request, self._log, embedding)
         return floor_sql.recall_response(await self._db.fetch(sql, *args))
 
     async def StoreMemory(
         self, request: memory_service_pb2.StoreMemoryRequest, context: Context
     ) -> memory_pb2.Memory:
         session.acting_user.set(session.ALL_USERS)
-        sql, args = floor_sql.store(request)
+        embedding = None
+        if self._semantics is not None:
+            embedding = await self._semantics.embed(request.memory.content)
+        sql, args = floor_sql.store(request, embedding)
         row = await self._db.fetchrow(sql, *args)
         assert row is not None
         return floor_sql.memory(row)
@@ -154,8 +168,12 @@ async def serve(args: argparse.Namespace) -> None:
         )
         await db.open()
         closers.append(db.close)
+        semantics = None
+        if settings.embedding_model != "none":  # loaded as the service loads it
+            semantics = await asyncio.to_thread(semantics_from_settings, settings, True)
+            closers.append(semantics.close)
         memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
-            MemoryFloor(db, not args.no_log_recalls), server
+            MemoryFloor(db, not args.no_log_recalls, semantics), server
         )
         lesson_service_pb2_grpc.add_LessonServiceServicer_to_server(LessonFloor(db), server)
     else:

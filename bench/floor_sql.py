@@ -30,6 +30,7 @@ from faraday.memory.v1 import (
 
 from memory_service.domain import ranking
 from memory_service.domain.feedback import DEFAULT_LEARNING_RATE
+from memory_service.domain.models import Embedding
 from memory_service.rpc.wire import fill_value, struct_to_dict
 from memory_service.storage import lessons as lesson_sql
 from memory_service.storage import memories as memory_sql
@@ -52,9 +53,23 @@ def _bind(statement: NamedSQL, params: dict[str, Any], rpc: str) -> Statement:
     return statement.sql, statement.args(params)
 
 
-def recall(request: memory_service_pb2.RecallMemoriesRequest, log: bool = True) -> Statement:
-    statement = memory_sql._recall_sql(bool(request.query), 0, log)
+def query_embedding(request: memory_service_pb2.RecallMemoriesRequest) -> Embedding | None:
+    """The caller's query vector, as sent (the floor does not validate it)."""
+    if not request.query_embedding:
+        return None
+    return Embedding(request.embedding_model, tuple(request.query_embedding))
+
+
+def recall(
+    request: memory_service_pb2.RecallMemoriesRequest,
+    log: bool = True,
+    embedding: Embedding | None = None,
+) -> Statement:
+    """`embedding`: the query's vector (the caller's, or the server's embedding of the query)."""
     weights = ranking.DEFAULT_WEIGHTS
+    semantic = embedding is not None and weights.semantic > 0
+    dimension = len(embedding.vector) if embedding is not None and semantic else 0
+    statement = memory_sql._recall_sql(bool(request.query), dimension, log)
     limit = request.limit or RECALL_DEFAULT_LIMIT
     params = {
         "profiles": None,
@@ -64,6 +79,7 @@ def recall(request: memory_service_pb2.RecallMemoriesRequest, log: bool = True) 
         "w_importance": weights.importance,
         "w_recency": weights.recency,
         "w_relevance": weights.relevance,
+        "w_semantic": weights.semantic,
         "half_life_seconds": HALF_LIFE_SECONDS,
         "assistant_profile_id": None,
         "categories": [],
@@ -75,10 +91,21 @@ def recall(request: memory_service_pb2.RecallMemoriesRequest, log: bool = True) 
         "created_before": None,
         "limit": limit,
     }
+    if semantic:
+        assert embedding is not None
+        vector = memory_sql._embedding_params(embedding)
+        params |= {
+            "model": vector["model"],
+            "query_embedding": vector["embedding"],
+            "semantic_exact_max": memory_sql.SEMANTIC_EXACT_MAX_MEMORIES,
+        }
     return _bind(statement, params, "RecallMemories")
 
 
-def store(request: memory_service_pb2.StoreMemoryRequest) -> Statement:
+def store(
+    request: memory_service_pb2.StoreMemoryRequest, embedding: Embedding | None = None
+) -> Statement:
+    """`embedding`: the server's embedding of the content (the service stores it alongside)."""
     m = request.memory
     params = {
         "user_id": uuid.UUID(m.user_id),
@@ -93,7 +120,9 @@ def store(request: memory_service_pb2.StoreMemoryRequest) -> Statement:
         "expires_at": None,
         "metadata": struct_to_dict(m.metadata),
     }
-    return _bind(memory_sql._STORE, params, "StoreMemory")
+    if embedding is not None:
+        params |= memory_sql._embedding_params(embedding)
+    return _bind(memory_sql._store_sql(False, embedding is not None), params, "StoreMemory")
 
 
 def feedback(request: memory_service_pb2.RecordFeedbackRequest) -> Statement:
@@ -183,6 +212,7 @@ def recall_response(rows: list[Any]) -> memory_service_pb2.RecallMemoriesRespons
                 importance_score=r["importance_score"],
                 recency_score=r["recency_score"],
                 relevance_score=r["relevance_score"],
+                semantic_score=r["semantic_score"],
             )
             for r in rows
         ]

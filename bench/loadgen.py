@@ -19,7 +19,12 @@ Targets:
 
 Request pools are built before the window from the workload file written by
 the driver (bench/dataset.py `workload`), so the window spends its CPU on
-calls, not on building requests.
+calls, not on building requests. The caller-sent query vectors of
+`recall_vector` are computed there too, with the built-in model the
+semantic service runs (SEMANTIC_MODEL), as a caller would before calling.
+The server-side embedding of `recall_embed` and `store_embed` is part of
+the call: the direct floor embeds in the window, through the service's own
+`Semantics.embed` and batching front, as the service and the grpc floor do.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import floor_sql
 import grpc
 import numpy as np
 import psutil
+from dataset import SEMANTIC_KINDS, SEMANTIC_MODEL
 from faraday.memory.v1 import (
     lesson_service_pb2,
     lesson_service_pb2_grpc,
@@ -47,29 +54,47 @@ from faraday.memory.v1 import (
 
 from memory_service import config
 from memory_service.server import pool_settings
+from memory_service.services.semantics import Semantics, semantics_from_settings
 from memory_service.storage import cache, session
 from memory_service.storage.database import Database
 from memory_service.storage.migrate import platform_role_url
 
 CALL_TIMEOUT_SECONDS = 10.0
+EXPLAIN_TIMEOUT_S = 600
 POOL_SIZE = 4096
 
 # rpc kind -> (service, method)
 METHODS = {
     "recall": ("memory", "RecallMemories"),
     "recall_query": ("memory", "RecallMemories"),
+    "recall_vector": ("memory", "RecallMemories"),
+    "recall_embed": ("memory", "RecallMemories"),
     "recall_nolog": ("memory", "RecallMemories"),
     "recall_query_nolog": ("memory", "RecallMemories"),
     "recall_one_user": ("memory", "RecallMemories"),
     "probe_recall": ("memory", "RecallMemories"),
     "probe_recall_query": ("memory", "RecallMemories"),
     "store": ("memory", "StoreMemory"),
+    "store_embed": ("memory", "StoreMemory"),
     "feedback": ("memory", "RecordFeedback"),
     "get_lesson": ("lesson", "GetLesson"),
     "get_lesson_cached": ("lesson", "GetLesson"),
     "list_lessons": ("lesson", "ListLessons"),
     "search_lessons": ("lesson", "SearchLessons"),
 }
+
+
+def query_vectors(w: dict[str, Any]) -> list[list[float]]:
+    """The workload's queries embedded with SEMANTIC_MODEL: what a caller would send."""
+    if "_query_vectors" not in w:
+        from memory_service.embedding import load_model
+
+        vectors = load_model(SEMANTIC_MODEL).embed(w["queries"])
+        if not np.abs(vectors).sum(axis=1).all():
+            raise ValueError("a workload query has no known word, so no vector")
+        w["_query_vectors"] = vectors.tolist()
+    vectors: list[list[float]] = w["_query_vectors"]
+    return vectors
 
 
 def build_requests(kind: str, w: dict[str, Any]) -> list[Any]:
@@ -80,10 +105,21 @@ def build_requests(kind: str, w: dict[str, Any]) -> list[Any]:
             memory_service_pb2.RecallMemoriesRequest(user_id=u, limit=10)
             for u in w["recall_users"][:n]
         ]
-    if kind in ("recall_query", "recall_query_nolog"):
+    if kind in ("recall_query", "recall_query_nolog", "recall_embed"):
         return [
             memory_service_pb2.RecallMemoriesRequest(user_id=u, query=q, limit=10)
             for u, q in zip(w["recall_users"][:n], w["queries"], strict=False)
+        ]
+    if kind == "recall_vector":  # hybrid: the query text and the caller's vector of it
+        return [
+            memory_service_pb2.RecallMemoriesRequest(
+                user_id=u,
+                query=q,
+                limit=10,
+                query_embedding=v,
+                embedding_model=SEMANTIC_MODEL,
+            )
+            for u, q, v in zip(w["recall_users"][:n], w["queries"], query_vectors(w), strict=False)
         ]
     probes = w["probe_users"]
     if kind == "recall_one_user":  # concurrent recalls of one teacher (several assistants)
@@ -97,7 +133,7 @@ def build_requests(kind: str, w: dict[str, Any]) -> list[Any]:
             )
             for i in range(len(probes) * 64)
         ]
-    if kind == "store":
+    if kind in ("store", "store_embed"):
         requests = []
         for i, user in enumerate(w["store_users"][:n]):
             m = w["store_memories"][i % len(w["store_memories"])]
@@ -142,8 +178,18 @@ def build_requests(kind: str, w: dict[str, Any]) -> list[Any]:
     raise ValueError(f"unknown rpc kind {kind!r}")
 
 
-def _sql_call(kind: str, db: Database) -> Callable[[Any], Awaitable[Any]]:
-    """The asyncpg floor of one kind: the statement, prepared from the request beforehand."""
+def _sql_call(
+    kind: str, db: Database, semantics: Semantics | None
+) -> Callable[[Any], Awaitable[Any]]:
+    """The asyncpg floor of one kind: the statement, prepared from the request beforehand.
+
+    Except where the server embeds (`*_embed`): the embedding is part of the
+    call, so it happens in the window, then the statement is built as the
+    grpc floor builds it.
+    """
+    if kind in ("recall_embed", "store_embed"):
+        assert semantics is not None
+        return _embedding_sql_call(kind, db, semantics)
     log = not kind.endswith("_nolog")
     to_sql: dict[str, Callable[[Any], floor_sql.Statement]] = {
         "store": floor_sql.store,
@@ -153,7 +199,9 @@ def _sql_call(kind: str, db: Database) -> Callable[[Any], Awaitable[Any]]:
         "search_lessons": floor_sql.search_lessons,
     }
     single = kind in ("store", "feedback", "get_lesson")
-    convert = to_sql.get(kind) or (lambda request: floor_sql.recall(request, log))
+    convert = to_sql.get(kind) or (
+        lambda request: floor_sql.recall(request, log, floor_sql.query_embedding(request))
+    )
 
     def prepare(request: Any) -> Any:
         return convert(request)
@@ -168,6 +216,22 @@ def _sql_call(kind: str, db: Database) -> Callable[[Any], Awaitable[Any]]:
     return call
 
 
+def _embedding_sql_call(
+    kind: str, db: Database, semantics: Semantics
+) -> Callable[[Any], Awaitable[Any]]:
+    async def call(request: Any) -> Any:
+        if kind == "store_embed":
+            embedding = await semantics.embed(request.memory.content)
+            sql, args = floor_sql.store(request, embedding)
+            return await db.fetchrow(sql, *args)
+        embedding = await semantics.embed(request.query)
+        sql, args = floor_sql.recall(request, True, embedding)
+        return await db.fetch(sql, *args)
+
+    call.prepare = lambda request: request  # type: ignore[attr-defined]
+    return call
+
+
 class Targets:
     """Open channels, pools and clients, reused across cells."""
 
@@ -175,6 +239,7 @@ class Targets:
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.databases: dict[str, Database] = {}
         self.redis: dict[str, Any] = {}
+        self.semantics: Semantics | None = None
         self.workloads: dict[str, dict[str, Any]] = {}
 
     def workload(self, path: str) -> dict[str, Any]:
@@ -208,7 +273,10 @@ class Targets:
             db = Database(pool_settings(config.from_environment(), url, platform_role_url(url)))
             await db.open()
             self.databases[url] = db
-        return _sql_call(kind, db)
+        if kind in SEMANTIC_KINDS and self.semantics is None:  # loaded as the service loads it
+            settings = replace(config.from_environment(), embedding_model=SEMANTIC_MODEL)
+            self.semantics = await asyncio.to_thread(semantics_from_settings, settings, True)
+        return _sql_call(kind, db, self.semantics)
 
     async def redis_call(self, url: str) -> Callable[[Any], Awaitable[Any]]:
         from floor_server import redis_client
@@ -233,7 +301,10 @@ class Targets:
             await db.close()
         for client in self.redis.values():
             await client.aclose()
+        if self.semantics is not None:
+            await self.semantics.close()
         self.channels, self.databases, self.redis = {}, {}, {}
+        self.semantics = None
 
 
 def _tree(pids: list[int]) -> list[psutil.Process]:
@@ -393,7 +464,10 @@ async def run_cell(targets: Targets, cmd: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+SCORE_PARTS = ("score", "importance_score", "recency_score", "relevance_score", "semantic_score")
 VERIFIED_KINDS = ("recall", "recall_query", "get_lesson", "list_lessons", "search_lessons")
+# Asked of the service and the grpc floor that run SEMANTIC_MODEL.
+VERIFIED_SEMANTIC_KINDS = ("recall_vector", "recall_embed")
 
 
 def _difference(kind: str, service: Any, floor: Any) -> str | None:
@@ -408,7 +482,7 @@ def _difference(kind: str, service: Any, floor: Any) -> str | None:
                 m.memory.ClearField("last_access_time")
             if x.memory != y.memory:
                 return f"memory {x.memory.id} vs {y.memory.id} differs"
-            for part in ("score", "importance_score", "recency_score", "relevance_score"):
+            for part in SCORE_PARTS:
                 if abs(getattr(x, part) - getattr(y, part)) > 1e-5:
                     return f"memory {x.memory.id}: {part} {getattr(x, part)} vs {getattr(y, part)}"
         return None
@@ -426,9 +500,15 @@ async def verify(targets: Targets, cmd: dict[str, Any]) -> dict[str, Any]:
     """Ask the service and the grpc floor the same few questions; compare the answers."""
     w = targets.workload(cmd["workload"])
     found: dict[str, Any] = {}
-    for kind in VERIFIED_KINDS:
-        service = await targets.grpc_call(cmd["service"], kind)
-        floor = await targets.grpc_call(cmd["floor"], kind)
+    pairs = [(kind, cmd["service"], cmd["floor"]) for kind in VERIFIED_KINDS]
+    if cmd.get("semantic_service"):
+        pairs += [
+            (kind, cmd["semantic_service"], cmd["semantic_floor"])
+            for kind in VERIFIED_SEMANTIC_KINDS
+        ]
+    for kind, service_address, floor_address in pairs:
+        service = await targets.grpc_call(service_address, kind)
+        floor = await targets.grpc_call(floor_address, kind)
         same, differences = 0, []
         requests = build_requests(kind, w)[: int(cmd.get("requests", 5))]
         for request in requests:
@@ -444,6 +524,76 @@ async def verify(targets: Targets, cmd: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+async def explain(targets: Targets, cmd: dict[str, Any]) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the recall statements for one user, as the service role.
+
+    As the service queries for a service token: faraday_platform acting for
+    all users, through the service's Database (BEGIN + set_config), with the
+    user's most common term as the query text; with `semantic`, the hybrid
+    statement too, with the caller's vector of that term. Each runs twice
+    (the plan of the second, with warm caches, is kept) and for real: it
+    logs its recall, as a recall would; a run of over 10 s is not repeated.
+    asyncpg's extended protocol makes
+    them custom plans for these values, as the service's first five
+    executions of a prepared statement are.
+    """
+    url = cmd["database_url"]
+    await targets.sql_call(url, "recall_vector" if cmd.get("semantic") else "recall_query")
+    db = targets.databases[url]
+    user = cmd["user_id"]
+    common = await db.fetchrow(
+        "SELECT lexeme, count(*) AS docs FROM memory_terms WHERE user_id = $1::uuid"
+        " GROUP BY lexeme ORDER BY count(*) DESC, lexeme LIMIT 1",
+        user,
+    )
+    word = common["lexeme"] if common else "student"
+    request = memory_service_pb2.RecallMemoriesRequest(user_id=user, query=word, limit=10)
+    cases: list[tuple[str, Any]] = [("recall_query", request)]
+    if cmd.get("semantic"):
+        vector = query_vectors({"queries": [word]})[0]
+        cases.append(
+            (
+                "recall_vector",
+                memory_service_pb2.RecallMemoriesRequest(
+                    user_id=user,
+                    query=word,
+                    limit=10,
+                    query_embedding=vector,
+                    embedding_model=SEMANTIC_MODEL,
+                ),
+            )
+        )
+    plans = []
+    for kind, r in cases:
+        sql, args = floor_sql.recall(r, True, floor_sql.query_embedding(r))
+        lines: list[str] = []
+        for _ in range(2):
+            started = time.perf_counter()
+            try:
+                async with db.connection() as conn:
+                    # Past the service's own statement timeout: the plan of a
+                    # slow recall is the point.
+                    await conn.execute(f"SET LOCAL statement_timeout = '{EXPLAIN_TIMEOUT_S}s'")
+                    rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+                lines = [row[0] for row in rows]
+            except Exception as exc:
+                lines = [f"failed after {time.perf_counter() - started:.1f} s: {exc}"]
+                break
+            if time.perf_counter() - started > 10:  # slow enough: once is enough
+                break
+        plans.append(
+            {
+                "rpc": kind,
+                "user_id": user,
+                "query": word,
+                "query_docs": int(common["docs"]) if common else None,
+                "role": "faraday_platform",
+                "plan": lines,
+            }
+        )
+    return {"plans": plans}
+
+
 async def main() -> None:
     session.acting_user.set(session.ALL_USERS)  # the asyncpg floor acts as the service does
     targets = Targets()
@@ -457,6 +607,8 @@ async def main() -> None:
                 answer = await run_cell(targets, cmd)
             elif cmd["op"] == "verify":
                 answer = await verify(targets, cmd)
+            elif cmd["op"] == "explain":
+                answer = await explain(targets, cmd)
             elif cmd["op"] == "close":
                 await targets.close()
                 answer = {"closed": True}

@@ -16,7 +16,12 @@ the binary exists. Then:
    floor (bench/floor_server.py: a bare grpc.aio server doing the service's
    SQL) and the direct floor (the same SQL through asyncpg, no gRPC; for the
    cached GetLesson, a Redis GET). The load comes from bench/loadgen.py, a
-   process of its own.
+   process of its own. The semantic kinds (hybrid recall with a caller's
+   vector or the server's embedding of the query, StoreMemory embedded by
+   the server) run against a second service and grpc floor started with
+   FARADAY_EMBEDDING_MODEL set to the built-in WordLlama model;
+3. the heaviest user's recall plans: EXPLAIN (ANALYZE, BUFFERS) as the
+   service role of the recall statements with that user's most common term.
 
 Writes bench/results/<timestamp>/{results.json, results.md, latency.png} and
 prints the Markdown (tables, and PASS/FAIL for the issue's targets) to stdout.
@@ -48,14 +53,22 @@ import dataset
 import pg
 import psutil
 import report
+from dataset import SEMANTIC_KINDS, SEMANTIC_MODEL
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+# This checkout's memory_service and migrations, here and in every child
+# (PYTHONPATH below), not whichever checkout the virtualenv installed: a
+# worktree sharing another checkout's .venv would otherwise measure that one.
+sys.path.insert(0, str(ROOT))
 
 GRID_KINDS = (
     "recall",
     "recall_query",
+    "recall_vector",
+    "recall_embed",
     "store",
+    "store_embed",
     "feedback",
     "get_lesson",
     "list_lessons",
@@ -198,7 +211,8 @@ class Bench:
         self.out = out
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"}
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        self.env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false", "PYTHONPATH": path}
         self.servers: dict[str, Server] = {}
         self.rss = RssWatch()
         self.loadgen: LoadGen | None = None
@@ -212,6 +226,8 @@ class Bench:
         self.load: list[dict[str, Any]] = []
         self.first_cell: set[tuple[str, str]] = set()
         self.floor_check: dict[str, Any] = {}
+        self.explain: list[dict[str, Any]] = []
+        self.model: Any = None  # the data set's embedding model, loaded on first use
         self.git_at_start = git_describe()
 
     # ------------------------------------------------------------ servers
@@ -239,11 +255,20 @@ class Bench:
         floor = [sys.executable, str(BENCH / "floor_server.py"), "--port", "{port}"]
         if self.args.workers > 1:
             floor += ["--workers", str(self.args.workers)]
-        for key in ("FARADAY_REDIS_URL", "FARADAY_LOG_RECALL_INTERACTIONS", "FARADAY_PORT"):
+        for key in (
+            "FARADAY_REDIS_URL",
+            "FARADAY_LOG_RECALL_INTERACTIONS",
+            "FARADAY_PORT",
+            "FARADAY_EMBEDDING_MODEL",
+        ):
             env.pop(key, None)
         env["FARADAY_DATABASE_URL"] = self.app_url
+        if name.endswith("semantic"):
+            env["FARADAY_EMBEDDING_MODEL"] = SEMANTIC_MODEL
         if name == "service":
             command, label = self.service_command(), "service"
+        elif name == "service semantic":
+            command, label = self.service_command(), f"service with {SEMANTIC_MODEL}"
         elif name == "service redis":
             assert self.redis_url is not None
             env["FARADAY_REDIS_URL"] = self.redis_url
@@ -253,6 +278,9 @@ class Bench:
             command, label = self.service_command(), "service, recall logging off"
         elif name == "floor":
             command, label = [*floor, "--database-url", self.app_url], "grpc floor"
+        elif name == "floor semantic":
+            command = [*floor, "--database-url", self.app_url]
+            label = f"grpc floor with {SEMANTIC_MODEL}"
         elif name == "floor nolog":
             command = [*floor, "--database-url", self.app_url, "--no-log-recalls"]
             label = "grpc floor, recall logging off"
@@ -323,6 +351,12 @@ class Bench:
             ]
         nolog = kind.endswith("_nolog")
         direct = {"target": "asyncpg", "database_url": self.app_url}
+        if kind in SEMANTIC_KINDS:
+            return [
+                ("service", "service (model)", self._grpc("service semantic")),
+                ("grpc floor", "grpc.aio + model", self._grpc("floor semantic")),
+                ("direct floor", "asyncpg + model", direct),
+            ]
         return [
             ("service", "service", self._grpc("service nolog" if nolog else "service")),
             ("grpc floor", "grpc.aio + asyncpg", self._grpc("floor nolog" if nolog else "floor")),
@@ -396,9 +430,15 @@ class Bench:
 
     async def load_to(self, plan: dataset.Plan, start: int, size: int) -> None:
         log(f"loading memories {start:,} .. {size:,}")
+        if self.model is None and self.args.embeddings:
+            from memory_service.embedding import load_model
+
+            self.model = load_model(SEMANTIC_MODEL)
         conn = await asyncpg.connect(self.owner_url)
         try:
-            stats = await dataset.load_memories(conn, plan, start, size)
+            stats = await dataset.load_memories(
+                conn, plan, start, size, model=self.model, terms=self.args.terms
+            )
         finally:
             await conn.close()
         stats["size"] = size
@@ -425,12 +465,19 @@ class Bench:
     def verify_floor(self, workload: Path) -> None:
         """Check the grpc floor answers as the service does, so it is the same work."""
         assert self.loadgen is not None
+        semantic: dict[str, str] = {}
+        if set(self.args.only or GRID_KINDS) & set(SEMANTIC_KINDS):
+            semantic = {
+                "semantic_service": self.server("service semantic").address,
+                "semantic_floor": self.server("floor semantic").address,
+            }
         self.floor_check = self.loadgen.ask(
             {
                 "op": "verify",
                 "service": self.server("service").address,
                 "floor": self.server("floor").address,
                 "workload": str(workload),
+                **semantic,
             }
         )
         for kind, found in self.floor_check.items():
@@ -455,6 +502,24 @@ class Bench:
             if kind.endswith("_nolog"):
                 self.stop_server("service nolog")
                 self.stop_server("floor nolog")
+
+    def explain_heaviest(self, plan: dataset.Plan, size: int) -> None:
+        """EXPLAIN ANALYZE the recall statements for the heaviest user, as the service role."""
+        assert self.loadgen is not None
+        counts = plan.counts_at(size)
+        answer = self.loadgen.ask(
+            {
+                "op": "explain",
+                "database_url": self.app_url,
+                "user_id": str(plan.user_ids[int(counts.argmax())]),
+                "semantic": self.args.embeddings,
+            }
+        )
+        for e in answer["plans"]:
+            e["user_memories"] = int(counts.max())
+            self.explain.append(e)
+            log(f"  EXPLAIN {e['rpc']}, heaviest user ({e['user_memories']:,} memories),"
+                f" query {e['query']!r}: {e['plan'][-1].strip()}")  # fmt: skip
 
     async def environment(self) -> dict[str, Any]:
         conn = await asyncpg.connect(self.owner_url)
@@ -494,6 +559,10 @@ class Bench:
             "git_at_start": self.git_at_start,
             "tables": tables,
         }
+
+
+def is_plain_service(name: str) -> bool:
+    return name.startswith("service") and not name.endswith("semantic")
 
 
 def git_describe() -> str:
@@ -615,6 +684,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.stop_server("service")
         log(f"grid at {args.memories:,} memories")
         bench.grid(plan, args.memories)
+        bench.explain_heaviest(plan, args.memories)
         for size in beyond:
             bench.stop_all()
             if not enough_disk(tmp, size):
@@ -650,17 +720,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cells": bench.cells,
         "redis": {"url": bench.redis_url, "skipped": bench.redis_skipped},
         "floor_check": bench.floor_check,
+        "explain": bench.explain,
         "rss": {
             "max_mb_by_server": bench.rss.max_mb,
             "max_process_mb_by_server": bench.rss.max_process_mb,
+            # Without an embedding model; the one with it has its own target.
             "service_max_mb": max(
-                (v for k, v in bench.rss.max_mb.items() if k.startswith("service")),
+                (v for k, v in bench.rss.max_mb.items() if is_plain_service(k)),
                 default=None,
             ),
             "service_max_process_mb": max(
-                (v for k, v in bench.rss.max_process_mb.items() if k.startswith("service")),
+                (v for k, v in bench.rss.max_process_mb.items() if is_plain_service(k)),
                 default=None,
             ),
+            "service_model_max_mb": bench.rss.max_mb.get("service semantic"),
         },
         "total_s": time.perf_counter() - t0,
     }
@@ -717,6 +790,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="recall users drawn with weight memory_count ** this (0 uniform, 1 proportional)",
     )
     load.add_argument("--skip-growth", action="store_true", help="load once, no growth curve")
+    size.add_argument(
+        "--terms",
+        choices=dataset.TERMS_MODES,
+        default="bulk",
+        help="how the memories' term index is filled (bench/dataset.py)",
+    )
+    size.add_argument(
+        "--no-embeddings",
+        dest="embeddings",
+        action="store_false",
+        help=f"load no vectors ({SEMANTIC_MODEL}) for the memories",
+    )
     load.add_argument("--workers", type=int, default=1, help="memory-service serve --workers N")
     where = parser.add_argument_group("where")
     where.add_argument("--database-url", help="schema owner's URL to an empty database")

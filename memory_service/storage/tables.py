@@ -23,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -325,11 +326,12 @@ user_memories = Table(
 memory_terms = Table(
     "memory_terms",
     metadata,
-    Column("user_id", UUID(as_uuid=True), primary_key=True),
-    Column("lexeme", Text, primary_key=True),
-    Column("memory_id", BigInteger, primary_key=True),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
+    Column("lexeme", Text, nullable=False),
+    Column("memory_id", BigInteger, nullable=False),
     Column("tf", Integer, nullable=False),
     Column("doc_len", Integer, nullable=False),
+    PrimaryKeyConstraint("user_id", "lexeme", "memory_id", postgresql_include=["tf", "doc_len"]),
 )
 
 memory_user_stats = Table(

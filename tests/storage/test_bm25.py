@@ -19,12 +19,12 @@ import asyncpg
 import pytest
 
 from memory_service.domain import bm25, ranking
-from memory_service.domain.models import RecallQuery, Weights
+from memory_service.domain.models import Weights
 from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
-from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
+from tests.storage.helpers import recall_query, service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -78,15 +78,7 @@ async def world(pg_admin_url: str) -> AsyncIterator[World]:
         "INSERT INTO user_memories (user_id, content, category) VALUES ($1, $2, 'fact')",
         [(user, c) for c in contents],
     )
-    db = Database(
-        PoolSettings(
-            url=migrate.app_role_url(owner_url),
-            platform_url=migrate.platform_role_url(owner_url),
-            size=2,
-            user_size=1,
-            max_overflow=0,
-        )
-    )
+    db = service_database(owner_url)
     await db.open()
     try:
         with session.acting_as(user):
@@ -124,20 +116,7 @@ async def _expected(world: World, query: str) -> dict[int, float]:
 
 
 async def _recalled(world: World, query: str) -> dict[int, float]:
-    q = RecallQuery(
-        user_id=world.user,
-        query=query,
-        assistant_profile_id=None,
-        categories=[],
-        tags=[],
-        match_all_tags=False,
-        context=None,
-        min_importance=0.0,
-        created_from=None,
-        created_before=None,
-        limit=100,
-        weights=RELEVANCE_ONLY,
-    )
+    q = recall_query(world.user, RELEVANCE_ONLY, query=query, limit=100)
     scored = await world.store.recall(q, EVERYTHING, log=False)
     return {s.memory.id: s.relevance_score for s in scored if s.relevance_score > 0}
 

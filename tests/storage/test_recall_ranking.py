@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,12 +20,12 @@ import asyncpg
 import pytest
 
 from memory_service.domain import ranking
-from memory_service.domain.models import RecallQuery, Weights
+from memory_service.domain.models import Weights
 from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
-from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
+from tests.storage.helpers import recall_query, service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -111,15 +111,7 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
         )
     finally:
         await conn.close()
-    db = Database(
-        PoolSettings(
-            url=migrate.app_role_url(owner_url),
-            platform_url=migrate.platform_role_url(owner_url),
-            size=3,
-            user_size=1,
-            max_overflow=0,
-        )
-    )
+    db = service_database(owner_url, size=3)
     await db.open()
     try:
         with session.acting_as(session.ALL_USERS):
@@ -127,24 +119,6 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
     finally:
         await db.close()
         await drop_scratch_database(pg_admin_url, owner_url)
-
-
-def _query(user: uuid.UUID, weights: Weights, **fields: Any) -> RecallQuery:
-    no_filters = RecallQuery(
-        user_id=user,
-        query="",
-        assistant_profile_id=None,
-        categories=[],
-        tags=[],
-        match_all_tags=False,
-        context=None,
-        min_importance=0.0,
-        created_from=None,
-        created_before=None,
-        limit=10,
-        weights=weights,
-    )
-    return replace(no_filters, **fields)
 
 
 def _cases() -> list[tuple[Weights, dict[str, Any]]]:
@@ -181,7 +155,7 @@ def _cases() -> list[tuple[Weights, dict[str, Any]]]:
 async def test_recall_returns_the_true_top_k(
     data: Data, weights: Weights, fields: dict[str, Any]
 ) -> None:
-    q = _query(data.user, weights, **fields)
+    q = recall_query(data.user, weights, **fields)
     before = datetime.now(UTC)
     got = await data.store.recall(q, EVERYTHING, log=False)
     after = datetime.now(UTC)

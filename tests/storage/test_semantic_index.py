@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from memory_service.domain import ranking
-from memory_service.domain.models import Embedding, RecallQuery, Weights
+from memory_service.domain.models import Embedding, Weights
 from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
-from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
+from tests.storage.helpers import recall_query, service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -74,32 +74,15 @@ async def heavy(pg_admin_url: str) -> AsyncIterator[tuple[str, uuid.UUID, np.nda
 
 async def test_a_heavy_user_gets_the_nearest_through_the_index(heavy) -> None:
     owner_url, user, vectors, ids = heavy
-    db = Database(
-        PoolSettings(
-            url=migrate.app_role_url(owner_url),
-            platform_url=migrate.platform_role_url(owner_url),
-            size=2,
-            user_size=1,
-            max_overflow=0,
-        )
-    )
+    db = service_database(owner_url)
     await db.open()
     try:
         store = MemoryStore(db, vectors=True, semantic_exact_max=100)
         target = 17
-        query = RecallQuery(
-            user_id=user,
-            query="",
-            assistant_profile_id=None,
-            categories=[],
-            tags=[],
-            match_all_tags=False,
-            context=None,
-            min_importance=0.0,
-            created_from=None,
-            created_before=None,
+        query = recall_query(
+            user,
+            SEMANTIC_ONLY,
             limit=5,
-            weights=SEMANTIC_ONLY,
             query_embedding=Embedding(MODEL, tuple(float(x) for x in vectors[target])),
         )
         with session.acting_as(session.ALL_USERS):

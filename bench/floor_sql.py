@@ -30,7 +30,7 @@ from faraday.memory.v1 import (
 
 from memory_service.domain import ranking
 from memory_service.domain.feedback import DEFAULT_LEARNING_RATE
-from memory_service.domain.models import Embedding
+from memory_service.domain.models import RECALL_DEFAULT_LIMIT, Embedding
 from memory_service.rpc.wire import fill_value, struct_to_dict
 from memory_service.storage import lessons as lesson_sql
 from memory_service.storage import memories as memory_sql
@@ -38,7 +38,6 @@ from memory_service.storage.named_sql import NamedSQL
 
 Statement = tuple[str, list[Any]]
 
-RECALL_DEFAULT_LIMIT = 10
 HALF_LIFE_SECONDS = ranking.DEFAULT_WEIGHTS.half_life.total_seconds()
 
 

@@ -364,20 +364,7 @@ async def _seed(admin: Admin, memories: Memories) -> dict[str, int]:
     for u in sorted(fresh):
         recalled = await memories.recall(
             LOCAL,
-            RecallQuery(
-                user_id=USERS[u][0],
-                query="",
-                assistant_profile_id=None,
-                categories=[],
-                tags=[],
-                match_all_tags=False,
-                context=None,
-                min_importance=0.0,
-                created_from=None,
-                created_before=None,
-                limit=3,
-                weights=ranking.DEFAULT_WEIGHTS,
-            ),
+            RecallQuery(user_id=USERS[u][0], weights=ranking.DEFAULT_WEIGHTS, limit=3),
         )
         counts["interactions"] += len(recalled.memories)
         if recalled.memories:

@@ -114,20 +114,26 @@ class Weights:
     semantic: float = 0.0
 
 
+# Memories a recall returns when the caller does not say.
+RECALL_DEFAULT_LIMIT = 10
+
+
 @dataclass(frozen=True, slots=True)
 class RecallQuery:
+    """A recall of one user's memories; left out, a part means no query text and no filter."""
+
     user_id: uuid.UUID
-    query: str
-    assistant_profile_id: int | None
-    categories: list[str]
-    tags: list[str]
-    match_all_tags: bool
-    context: JsonObject | None
-    min_importance: float
-    created_from: datetime | None
-    created_before: datetime | None
-    limit: int
     weights: Weights
+    query: str = ""
+    assistant_profile_id: int | None = None
+    categories: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    match_all_tags: bool = False
+    context: JsonObject | None = None
+    min_importance: float = 0.0
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = RECALL_DEFAULT_LIMIT
     query_embedding: Embedding | None = None
     # The caller set a semantic weight above 0: an error, not a silent
     # lexical-only recall, if semantic ranking is impossible.

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from memory_service.domain.errors import FieldViolation, InvalidArgument
-from memory_service.domain.models import Embedding
+from memory_service.domain.models import RECALL_DEFAULT_LIMIT, Embedding
 
 CONTENT_MAX_CHARS = 8000
 CATEGORY_MAX_CHARS = 100
@@ -30,7 +30,6 @@ QUERY_MAX_CHARS = 1000
 COMMENT_MAX_CHARS = 2000
 EMBEDDING_MAX_DIMENSION = 4096
 EMBEDDING_MODEL_MAX_CHARS = 100
-RECALL_DEFAULT_LIMIT = 10
 RECALL_MAX_LIMIT = 100
 INT32_MAX = 2**31 - 1
 # Every time a caller sends (timestamps, dates, page-token positions) lies in

@@ -19,12 +19,12 @@ import asyncpg
 import pytest
 
 from memory_service.domain import bm25, ranking
-from memory_service.domain.models import Weights
+from memory_service.domain.models import RecallQuery, Weights
 from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
-from tests.storage.helpers import recall_query, service_database
+from tests.storage.helpers import service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -116,7 +116,7 @@ async def _expected(world: World, query: str) -> dict[int, float]:
 
 
 async def _recalled(world: World, query: str) -> dict[int, float]:
-    q = recall_query(world.user, RELEVANCE_ONLY, query=query, limit=100)
+    q = RecallQuery(user_id=world.user, weights=RELEVANCE_ONLY, query=query, limit=100)
     scored = await world.store.recall(q, EVERYTHING, log=False)
     return {s.memory.id: s.relevance_score for s in scored if s.relevance_score > 0}
 

@@ -20,12 +20,12 @@ import asyncpg
 import pytest
 
 from memory_service.domain import ranking
-from memory_service.domain.models import Weights
+from memory_service.domain.models import RecallQuery, Weights
 from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
-from tests.storage.helpers import recall_query, service_database
+from tests.storage.helpers import service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -155,7 +155,7 @@ def _cases() -> list[tuple[Weights, dict[str, Any]]]:
 async def test_recall_returns_the_true_top_k(
     data: Data, weights: Weights, fields: dict[str, Any]
 ) -> None:
-    q = recall_query(data.user, weights, **fields)
+    q = RecallQuery(user_id=data.user, weights=weights, **fields)
     before = datetime.now(UTC)
     got = await data.store.recall(q, EVERYTHING, log=False)
     after = datetime.now(UTC)

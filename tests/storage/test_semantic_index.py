@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from memory_service.domain import ranking
-from memory_service.domain.models import Embedding, Weights
+from memory_service.domain.models import Embedding, RecallQuery, Weights
 from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
-from tests.storage.helpers import recall_query, service_database
+from tests.storage.helpers import service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -79,9 +79,9 @@ async def test_a_heavy_user_gets_the_nearest_through_the_index(heavy) -> None:
     try:
         store = MemoryStore(db, vectors=True, semantic_exact_max=100)
         target = 17
-        query = recall_query(
-            user,
-            SEMANTIC_ONLY,
+        query = RecallQuery(
+            user_id=user,
+            weights=SEMANTIC_ONLY,
             limit=5,
             query_embedding=Embedding(MODEL, tuple(float(x) for x in vectors[target])),
         )

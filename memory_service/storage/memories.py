@@ -258,7 +258,10 @@ _RECALL_PARTS = f"""{MEMORY_COLUMNS},
 # importance_band, updated_at DESC). Within a band a row scores at most
 # w_i * (band's upper edge) + w_r * recency(updated_at), so:
 #   seed   - the newest :limit rows of each band, scored: their :limit-th
-#            best score ("floor") is at most the true :limit-th best;
+#            best score ("floor") is at most the true :limit-th best; and
+#            since a band's newest row is in it, the highest `ceiling`
+#            (w_i * band's upper edge + w_r * recency) bounds every row's
+#            score without query text (used by _SCORED_BOUND below);
 #   cuts   - per band, the oldest updated_at at which a row could still
 #            reach the floor (-infinity: the whole band; infinity: none);
 #   banded - every row newer than its band's cut, scored exactly.
@@ -276,9 +279,10 @@ _BANDED_CTES = f"""bands AS MATERIALIZED (
     FROM generate_series(greatest(floor(:min_importance::float8 * 10)::int, 0),
                          {IMPORTANCE_BANDS - 1}) b
 ), seed AS MATERIALIZED (
-    SELECT s.score FROM bands, LATERAL (
-        SELECT :w_importance::float8 * importance + :w_recency::float8 * {_RECENCY} AS score
-        FROM user_memories
+    SELECT s.id, s.score, :w_importance::float8 * bands.upper_edge + s.recency_part AS ceiling
+    FROM bands, LATERAL (
+        SELECT id, :w_importance::float8 * importance + r.part AS score, r.part AS recency_part
+        FROM user_memories, LATERAL (SELECT :w_recency::float8 * {_RECENCY} AS part) r
         WHERE {_RECALL_FILTERS} AND importance_band = bands.b
         ORDER BY updated_at DESC
         LIMIT :limit
@@ -302,6 +306,40 @@ _BANDED_CTES = f"""bands AS MATERIALIZED (
         WHERE {_RECALL_FILTERS} AND importance_band = cuts.b AND updated_at >= cuts.since
         OFFSET 0
     ) c
+)"""
+
+
+# Exact top-k among the scored rows (query matches, embedded memories)
+# without fetching every one: a heavy user's common word matches tens of
+# thousands. A scored row's score is its text score (w_rel * relevance +
+# w_sem * similarity, known from the index alone) plus at most the highest
+# `ceiling` of the banded seed. Any :limit scored rows, fetched and scored,
+# give a floor no higher than the true :limit-th best among them; here the
+# :limit best by text score and the seed's scored rows (each row once).
+# A row whose text score plus the ceiling is below that floor cannot be in
+# the top, so only rows with text_score >= floor - ceiling are fetched.
+# When fewer than :limit of the seeded rows pass the filters the floor is
+# -infinity and every scored row is fetched, as before. In lexical-only
+# recall the scored rows are the matches, which rank first, so the floor
+# from matches alone is the right one; in hybrid recall every candidate
+# counts and a floor from some of them is still a lower bound.
+_SCORED_BOUND = f"""scored_seed AS MATERIALIZED (
+    SELECT id, max(score) AS score FROM (
+            SELECT user_memories.id, :w_importance::float8 * importance
+                       + :w_recency::float8 * {_RECENCY} + top_text.text_score AS score
+            FROM (SELECT memory_id, text_score FROM scored
+                  ORDER BY text_score DESC LIMIT :limit) top_text
+            JOIN user_memories ON user_memories.id = top_text.memory_id
+            WHERE {_RECALL_FILTERS}
+        UNION ALL
+            SELECT seed.id, seed.score + scored.text_score
+            FROM seed JOIN scored ON scored.memory_id = seed.id
+    ) s
+    GROUP BY id
+), scored_bound AS MATERIALIZED (
+    SELECT coalesce((SELECT score FROM scored_seed ORDER BY score DESC OFFSET :limit - 1 LIMIT 1),
+                    '-Infinity'::float8)
+           - coalesce((SELECT max(ceiling) FROM seed), 0.0) - 1e-9 AS text_floor
 )"""
 
 
@@ -392,17 +430,19 @@ def _recall_sql(lexical: bool, dimension: int, log: bool) -> NamedSQL:
         # planner that underestimated the CTE chose a nested loop over all of
         # them (266 ms instead of 17 ms at 20k memories, bench/README.md).
         candidates = f"""{", ".join(ctes)}, scored AS MATERIALIZED (
-    SELECT memory_id, max(relevance) AS relevance, max(similarity) AS similarity
+    SELECT memory_id, max(relevance) AS relevance, max(similarity) AS similarity,
+           :w_relevance::float8 * max(relevance) + :w_semantic::float8 * max(similarity)
+               AS text_score
     FROM ({" UNION ALL ".join(parts)}) s
     GROUP BY memory_id
-), {_BANDED_CTES},
+), {_BANDED_CTES}, {_SCORED_BOUND},
 candidates AS (
         SELECT {_RECALL_PARTS},
                :w_relevance::float8 * scored.relevance AS relevance_score,
                :w_semantic::float8 * scored.similarity AS semantic_score,
                {"false" if semantic else "true"} AS matched
         FROM scored JOIN user_memories ON user_memories.id = scored.memory_id
-        WHERE {_RECALL_FILTERS}
+        WHERE scored.text_score >= (SELECT text_floor FROM scored_bound) AND {_RECALL_FILTERS}
     UNION ALL
         SELECT banded.*, false FROM banded WHERE id NOT IN (SELECT memory_id FROM scored)
 )"""

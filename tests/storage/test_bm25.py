@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
-from memory_service.domain import bm25, ranking
+from memory_service.domain import ranking
 from memory_service.domain.models import RecallQuery, Weights
 from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
-from tests.storage.helpers import service_database
+from tests.storage.helpers import bm25_relevance, service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -89,32 +88,6 @@ async def world(pg_admin_url: str) -> AsyncIterator[World]:
         await drop_scratch_database(pg_admin_url, owner_url)
 
 
-async def _expected(world: World, query: str) -> dict[int, float]:
-    """domain.bm25 over every memory of the user, from PostgreSQL's lexemes."""
-    rows = await world.owner.fetch(
-        "SELECT m.id, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf"
-        " FROM user_memories m LEFT JOIN LATERAL unnest(m.content_tsv) t ON true"
-        " WHERE m.user_id = $1",
-        world.user,
-    )
-    terms: dict[int, Counter[str]] = {}
-    for r in rows:
-        terms.setdefault(r["id"], Counter())
-        if r["lexeme"] is not None:
-            terms[r["id"]][r["lexeme"]] = r["tf"]
-    query_terms = await world.owner.fetchval(
-        "SELECT tsvector_to_array(to_tsvector('english', $1))", query
-    )
-    docs = len(terms)
-    avgdl = sum(sum(c.values()) for c in terms.values()) / docs
-    df = {t: sum(1 for c in terms.values() if t in c) for t in query_terms}
-    return {
-        memory_id: bm25.relevance(counts, sum(counts.values()), df, docs, avgdl)
-        for memory_id, counts in terms.items()
-        if any(counts.get(t) for t in query_terms)
-    }
-
-
 async def _recalled(world: World, query: str) -> dict[int, float]:
     q = RecallQuery(user_id=world.user, weights=RELEVANCE_ONLY, query=query, limit=100)
     scored = await world.store.recall(q, EVERYTHING, log=False)
@@ -126,7 +99,7 @@ async def _recalled(world: World, query: str) -> dict[int, float]:
     ["fractions", "quiet reading group", "safety goggles lab essay", "fraction homework the", "x"],
 )
 async def test_relevance_is_domain_bm25(world: World, query: str) -> None:
-    expected = await _expected(world, query)
+    expected = await bm25_relevance(world.owner, world.user, query)
     got = await _recalled(world, query)
     assert len(expected) <= 100  # every match fits in one recall
     assert got.keys() == expected.keys()
@@ -143,7 +116,8 @@ async def test_the_term_index_follows_stores_updates_and_deletes(world: World) -
         world.user,
     )
     assert (await _recalled(world, "projector")).keys() == before.keys() | {memory_id}
-    assert await _recalled(world, "projector") == pytest.approx(await _expected(world, "projector"))
+    expected = await bm25_relevance(world.owner, world.user, "projector")
+    assert await _recalled(world, "projector") == pytest.approx(expected)
     await world.owner.execute(
         "UPDATE user_memories SET content = 'whiteboard markers' WHERE id = $1", memory_id
     )

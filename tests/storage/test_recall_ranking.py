@@ -1,10 +1,14 @@
-"""Recall's banded top-k (storage/memories.py) is exact: no better row is ever missed.
+"""Recall's top-k (storage/memories.py) is exact: no better row is ever missed.
 
-The statement reads only the rows that could still reach the top of each
-importance band. These tests hold it to a brute force over every row of a
-user whose data is built to stress the bound: importances on the band edges
-(0.0, 0.1, ..., 1.0), ties, updates in the future, expired rows, and
-weights and half-lives from zero to the limits.
+Without query text the statement reads only the rows that could still
+reach the top of each importance band; with query text (and a query
+vector, where PostgreSQL has pgvector) it fetches only the matched or
+embedded rows whose text score could still lift them into the top. These
+tests hold both to a brute force over every row of a user whose data is
+built to stress the bounds: importances on the band edges (0.0, 0.1, ...,
+1.0), ties, updates in the future, expired rows, words common and rare,
+memories without a vector, and weights and half-lives from zero to the
+limits.
 """
 
 from __future__ import annotations
@@ -17,20 +21,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 
 from memory_service.domain import ranking
-from memory_service.domain.models import RecallQuery, Weights
+from memory_service.domain.models import Embedding, RecallQuery, Weights
 from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
 from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
-from tests.storage.helpers import service_database
+from tests.storage.helpers import bm25_relevance, service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ROWS = 3000
 CATEGORIES = ("preference", "class_context", "fact")
+# Word frequencies from common (in most memories) to rare (a handful).
+VOCABULARY = {"student": 30, "lesson": 12, "quiz": 6, "parents": 3, "goggles": 1}
+FILLER = ["notes", "week", "room", "plan", "group", "reading", "essay", "lab"]
+MODEL, DIMENSION = "test-8d", 8
 
 
 @dataclass(frozen=True)
@@ -46,8 +55,15 @@ class Row:
 @dataclass(frozen=True)
 class Data:
     store: MemoryStore
+    owner: asyncpg.Connection
     user: uuid.UUID
     rows: list[Row]
+    vectors: dict[int, np.ndarray]  # empty without pgvector
+
+
+def _content(rng: random.Random) -> str:
+    words = rng.choices(list(VOCABULARY), weights=list(VOCABULARY.values()), k=rng.randint(0, 3))
+    return " ".join(words + rng.choices(FILLER, k=rng.randint(1, 12)))
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +97,7 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
             records.append(
                 (
                     user,
-                    f"memory {n}",
+                    _content(rng),
                     importance,
                     rng.choice(CATEGORIES),
                     updated - timedelta(days=rng.random() * 30),
@@ -109,16 +125,40 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
             " FROM user_memories WHERE user_id = $1",
             user,
         )
-    finally:
+        vectors = {}
+        if await conn.fetchval("SELECT to_regclass('memory_embeddings') IS NOT NULL"):
+            gen = np.random.default_rng(5)
+            for r in fetched:
+                if r["id"] % 10:  # one in ten has no vector yet
+                    v = gen.standard_normal(DIMENSION)
+                    vectors[r["id"]] = v / np.linalg.norm(v)
+            await conn.executemany(
+                "INSERT INTO memory_embeddings (user_id, memory_id, model, embedding)"
+                " VALUES ($1, $2, $3, $4::text::vector)",
+                [(user, i, MODEL, _vector_text(v)) for i, v in vectors.items()],
+            )
+    except BaseException:
         await conn.close()
+        raise
     db = service_database(owner_url, size=3)
     await db.open()
     try:
         with session.acting_as(session.ALL_USERS):
-            yield Data(MemoryStore(db), user, [Row(**dict(r)) for r in fetched])
+            yield Data(
+                MemoryStore(db, vectors=bool(vectors)),
+                conn,
+                user,
+                [Row(**dict(r)) for r in fetched],
+                vectors,
+            )
     finally:
         await db.close()
+        await conn.close()
         await drop_scratch_database(pg_admin_url, owner_url)
+
+
+def _vector_text(v: np.ndarray) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
 
 
 def _cases() -> list[tuple[Weights, dict[str, Any]]]:
@@ -155,7 +195,64 @@ def _cases() -> list[tuple[Weights, dict[str, Any]]]:
 async def test_recall_returns_the_true_top_k(
     data: Data, weights: Weights, fields: dict[str, Any]
 ) -> None:
-    q = RecallQuery(user_id=data.user, weights=weights, **fields)
+    await _check_top_k(data, RecallQuery(user_id=data.user, weights=weights, **fields))
+
+
+def _text_cases() -> list[tuple[Weights, dict[str, Any]]]:
+    rng = random.Random(13)
+    queries = ["student", "student lesson", "quiz parents", "goggles", "lesson notes", "nowhere"]
+    weights = [0.0, 0.05, 0.5, 1.0, 3.0, 10.0]
+    cases: list[tuple[Weights, dict[str, Any]]] = [
+        (ranking.DEFAULT_WEIGHTS, {"query": q}) for q in queries
+    ]
+    while len(cases) < 40:
+        w = Weights(
+            rng.choice(weights),
+            rng.choice(weights),
+            rng.choice(weights),
+            timedelta(days=rng.choice([1, 30, 3650])),
+            semantic=rng.choice(weights),
+        )
+        fields: dict[str, Any] = {"query": rng.choice(queries), "limit": rng.choice([1, 10, 100])}
+        if rng.random() < 0.3:
+            fields["min_importance"] = rng.choice([0.35, 0.85])
+        if rng.random() < 0.3:
+            fields["categories"] = [rng.choice(CATEGORIES)]
+        cases.append((w, fields))
+    return cases
+
+
+@pytest.mark.parametrize(("weights", "fields"), _text_cases())
+async def test_query_recall_returns_the_true_top_k(
+    data: Data, weights: Weights, fields: dict[str, Any]
+) -> None:
+    """Lexical only: matches first, then the rest; each by score."""
+    await _check_top_k(data, RecallQuery(user_id=data.user, weights=weights, **fields))
+
+
+@pytest.mark.parametrize(("weights", "fields"), _text_cases())
+async def test_hybrid_recall_returns_the_true_top_k(
+    data: Data, weights: Weights, fields: dict[str, Any]
+) -> None:
+    """Query text and a query vector: one score for all, every memory a candidate."""
+    if not data.vectors:
+        pytest.skip("this PostgreSQL has no pgvector: no hybrid recall to test")
+    gen = np.random.default_rng(len(str(fields)) + int(weights.semantic * 100))
+    vector = gen.standard_normal(DIMENSION)
+    vector /= np.linalg.norm(vector)
+    embedding = Embedding(MODEL, tuple(float(x) for x in vector))
+    q = RecallQuery(user_id=data.user, weights=weights, query_embedding=embedding, **fields)
+    await _check_top_k(data, q)
+
+
+async def _check_top_k(data: Data, q: RecallQuery) -> None:
+    """The recall's rows, scores and order are the brute force's over every row."""
+    relevance = await bm25_relevance(data.owner, data.user, q.query) if q.query else {}
+    # A semantic weight of 0 ranks as if no vector had been sent.
+    semantic = q.query_embedding is not None and q.weights.semantic > 0
+    query_vector = np.array(q.query_embedding.vector) if q.query_embedding and semantic else None
+    lexical_only = query_vector is None and bool(relevance)
+    weights = q.weights
     before = datetime.now(UTC)
     got = await data.store.recall(q, EVERYTHING, log=False)
     after = datetime.now(UTC)
@@ -168,20 +265,35 @@ async def test_recall_returns_the_true_top_k(
         and (not q.categories or r.category in q.categories)
     ]
     # PostgreSQL's now() is between `before` and `after`; a score can drift
-    # by at most this much across that window.
+    # by at most this much across that window. PostgreSQL's BM25 and cosine
+    # sum in another order than Python's, and pgvector keeps single precision.
     drift = weights.recency * (1 - 0.5 ** ((after - before) / weights.half_life)) + 1e-9
+    tolerance = 2 * drift + 1e-9 + weights.semantic * 1e-6
 
     def score(r: Row) -> float:
-        return sum(ranking.score_parts(r.importance, before - r.updated_at, 0.0, weights))
+        parts = ranking.score_parts(
+            r.importance, before - r.updated_at, relevance.get(r.id, 0.0), weights
+        )
+        similarity = 0.0
+        if query_vector is not None and r.id in data.vectors:
+            similarity = max(0.0, float(data.vectors[r.id] @ query_vector))
+        return sum(parts) + weights.semantic * similarity
+
+    def matched(memory_id: int) -> bool:
+        return lexical_only and memory_id in relevance
 
     assert len(got) == min(q.limit, len(eligible))
     by_id = {r.id: r for r in eligible}
     assert all(s.memory.id in by_id for s in got)
     for s in got:
-        assert s.score == pytest.approx(score(by_id[s.memory.id]), abs=drift)
-    scores = [s.score for s in got]
-    assert scores == sorted(scores, reverse=True)
+        assert s.score == pytest.approx(score(by_id[s.memory.id]), abs=tolerance)
+    keys = [(matched(s.memory.id), s.score) for s in got]
+    assert keys == sorted(keys, reverse=True)
     returned = {s.memory.id for s in got}
-    best_missed = max((score(r) for r in eligible if r.id not in returned), default=None)
-    if best_missed is not None:
-        assert best_missed <= scores[-1] + 2 * drift
+    missed = [(matched(r.id), score(r)) for r in eligible if r.id not in returned]
+    if missed:
+        best_matched, best_score = max(missed)
+        last_matched, last_score = keys[-1]
+        assert best_matched <= last_matched
+        if best_matched == last_matched:
+            assert best_score <= last_score + tolerance

@@ -5,10 +5,12 @@
 Checks the labelled data (bench/eval/data/), starts a throwaway embedded
 PostgreSQL and `memory-service serve` as the benchmark does (bench/pg.py,
 bench/run.py's Server), registers the teachers and stores their memories
-through AdminService and MemoryService, then asks RecallMemories (limit 10)
-every query in each mode. Prints one Markdown table next to two references
-computed in Python (bench/eval/references.py) and writes
-bench/results/eval-<UTC timestamp>.json.
+through AdminService and MemoryService, then asks RecallMemories every query
+in each mode, for the deepest list the API gives (RECALL_MAX_LIMIT). Fuses
+the service's own lexical and semantic rankings in Python
+(bench/eval/fusion.py), scores every method's first 10, prints one Markdown
+table next to two references computed in Python (bench/eval/references.py)
+and writes bench/results/eval-<UTC timestamp>.json.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from faraday.memory.v1 import (
@@ -34,8 +36,10 @@ from faraday.memory.v1 import (
     registry_pb2,
 )
 
-from bench.eval import corpus, metrics, references
+from bench.eval import corpus, fusion, metrics, references
 from bench.eval.corpus import Corpus
+from memory_service.domain.ranking import DEFAULT_WEIGHTS
+from memory_service.domain.validation import RECALL_MAX_LIMIT
 from memory_service.embedding import MODEL_NAMES, load_model
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -48,8 +52,9 @@ from run import Server, git_describe, log  # noqa: E402  (bench/run.py's helpers
 # API cannot back-date a memory, so every memory is as recent as every other
 # and the data's `age_days` cannot be honoured. `lexical` is relevance alone
 # (what the query text finds); `default` is what an assistant gets today
-# without weights (importance 1.0 dominates relevance, which rarely passes
-# 0.1). `semantic` is the embeddings alone, `hybrid` both text signals.
+# without weights (importance 1, relevance 1, semantic 4: the stored
+# importance counts next to both text signals). `semantic` is the
+# embeddings alone, `hybrid` both text signals.
 # The built-in model behind the semantic and hybrid rows and the dense
 # reference, unless --model says otherwise (all-minilm-l6-v2 needs the
 # `embeddings-minilm` extra).
@@ -62,21 +67,38 @@ MODES: dict[str, dict[str, float]] = {
     # Both text signals at the server's default weights (relevance 1, semantic 4).
     "hybrid": {"importance": 0.0, "recency": 0.0},
 }
+# Other fusion rules, computed in Python from the service's `lexical` and
+# `semantic` rankings (fused() below): would the service rank better with
+# another rule than its weighted sum?
+FUSED = ("rrf60", "rrf10", "minmax", "sum")
 LABELS = {
     "bm25": "BM25 reference (rank_bm25)",
     "dense": "dense reference (the service's model, brute-force cosine)",
     "lexical": "service lexical (relevance only)",
     "default": "service, default weights",
     "semantic": "service semantic",
-    "hybrid": "service hybrid",
+    "hybrid": "service hybrid (1 x relevance + 4 x cosine)",
+    "rrf60": "RRF of service lexical + semantic (k=60), Python",
+    "rrf10": "RRF of service lexical + semantic (k=10), Python",
+    "minmax": "min-max normalised service lexical + semantic, 1:1, Python",
+    "sum": "1 x relevance + 4 x cosine of service lexical + semantic, Python (check: = hybrid)",
 }
-NOT_YET = "n/a (not implemented yet)"
+# Every mode is asked for the deepest list the API gives, so the fused rows
+# see each signal's whole ranking of a teacher's ~30 memories; the metrics
+# still look at the first metrics.CUTOFF.
+DEPTH = RECALL_MAX_LIMIT
 CALL_TIMEOUT_SECONDS = 10.0
 
 
-def supported(mode: str) -> bool:
-    fields = memory_service_pb2.RecallWeights.DESCRIPTOR.fields_by_name
-    return all(name in fields for name in MODES[mode])
+class Hit(NamedTuple):
+    """One recalled memory: its data set id and the score parts fusion needs."""
+
+    memory: str
+    relevance: float  # relevance_weight * BM25 relevance (0..1)
+    semantic: float  # semantic_weight * cosine (below 0 counted as 0)
+
+
+Answers = dict[str, list[Hit]]  # query id -> the service's answer, best first
 
 
 async def load(channel: grpc.aio.Channel, data: Corpus) -> tuple[dict[str, str], dict[int, str]]:
@@ -123,25 +145,51 @@ async def load(channel: grpc.aio.Channel, data: Corpus) -> tuple[dict[str, str],
 
 async def recall(
     channel: grpc.aio.Channel, data: Corpus, user_ids: dict[str, str], ids: dict[int, str]
-) -> dict[str, references.Rankings]:
+) -> dict[str, Answers]:
     memories = memory_service_pb2_grpc.MemoryServiceStub(channel)
-    rankings: dict[str, references.Rankings] = {}
-    for mode in (m for m in MODES if supported(m)):
-        rankings[mode] = {}
+    answers: dict[str, Answers] = {}
+    for mode, fields in MODES.items():
+        answers[mode] = {}
         weights = memory_service_pb2.RecallWeights()
-        for field, value in MODES[mode].items():  # by name: the fields vary with the proto
+        for field, value in fields.items():
             setattr(weights, field, value)
         for query in data.queries:
             answer = await memories.RecallMemories(
                 memory_service_pb2.RecallMemoriesRequest(
                     user_id=user_ids[query.user],
                     query=query.query,
-                    limit=metrics.CUTOFF,
+                    limit=DEPTH,
                     weights=weights,
                 ),
                 timeout=CALL_TIMEOUT_SECONDS,
             )
-            rankings[mode][query.id] = [ids[s.memory.id] for s in answer.memories]
+            answers[mode][query.id] = [
+                Hit(ids[s.memory.id], s.relevance_score, s.semantic_score) for s in answer.memories
+            ]
+    return answers
+
+
+def fused(answers: dict[str, Answers]) -> dict[str, references.Rankings]:
+    """The FUSED rows: other rules applied to the service's lexical and semantic rankings.
+
+    The lexical ranking is the memories the `lexical` mode scored above 0 (the
+    BM25 matches: that mode then lists the rest by storage order, which is no
+    evidence); the semantic one the memories the `semantic` mode scored above
+    0 (every memory whose cosine is positive). `sum` is the service's own
+    rule, recomputed here: it should reproduce the `hybrid` row, which shows
+    that the other rows differ by their rule, not by their inputs.
+    """
+    rankings: dict[str, references.Rankings] = {method: {} for method in FUSED}
+    for query, lexical_answer in answers["lexical"].items():
+        lexical = {h.memory: h.relevance for h in lexical_answer if h.relevance > 0}
+        semantic = {h.memory: h.semantic for h in answers["semantic"][query] if h.semantic > 0}
+        both = [lexical, semantic]
+        rankings["rrf60"][query] = fusion.rrf([list(lexical), list(semantic)], k=60)
+        rankings["rrf10"][query] = fusion.rrf([list(lexical), list(semantic)], k=10)
+        rankings["minmax"][query] = fusion.weighted_sum(both, [1.0, 1.0], normalise=True)
+        rankings["sum"][query] = fusion.weighted_sum(
+            both, [DEFAULT_WEIGHTS.relevance, DEFAULT_WEIGHTS.semantic], normalise=False
+        )
     return rankings
 
 
@@ -157,7 +205,7 @@ def summarise(data: Corpus, rankings: references.Rankings) -> dict[str, dict[str
     }
 
 
-def table(results: dict[str, dict[str, dict[str, float]] | None], data: Corpus) -> str:
+def table(results: dict[str, dict[str, dict[str, float]]], data: Corpus) -> str:
     paraphrases = sum(q.kind == "paraphrase" for q in data.queries)
     head = [f"all {n}" for n in metrics.NAMES] + [f"paraphrase {n}" for n in metrics.NAMES]
     lines = [
@@ -168,15 +216,12 @@ def table(results: dict[str, dict[str, dict[str, float]] | None], data: Corpus) 
         "|---|" + "---:|" * len(head),
     ]
     for method, summary in results.items():
-        if summary is None:
-            cells = [NOT_YET] + [""] * (len(head) - 1)
-        else:
-            cells = [f"{summary[g][n]:.3f}" for g in ("all", "paraphrase") for n in metrics.NAMES]
+        cells = [f"{summary[g][n]:.3f}" for g in ("all", "paraphrase") for n in metrics.NAMES]
         lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-async def measure_service(data: Corpus, address: str) -> dict[str, references.Rankings]:
+async def measure_service(data: Corpus, address: str) -> dict[str, Answers]:
     async with grpc.aio.insecure_channel(address) as channel:
         log(f"storing {len(data.memories)} memories of {len(data.users)} teachers")
         user_ids, ids = await load(channel, data)
@@ -184,7 +229,7 @@ async def measure_service(data: Corpus, address: str) -> dict[str, references.Ra
         return await recall(channel, data, user_ids, ids)
 
 
-async def service_rankings(data: Corpus, logs: Path, model: str) -> dict[str, references.Rankings]:
+async def service_answers(data: Corpus, logs: Path, model: str) -> dict[str, Answers]:
     """Runs the service on a throwaway embedded PostgreSQL, as bench/run.py does."""
     from memory_service.storage import migrate
 
@@ -216,18 +261,33 @@ async def run(results_dir: Path, model: str) -> dict[str, Any]:
     logs.mkdir(parents=True, exist_ok=True)
     log(f"references: BM25 and {model}")
     rankings = {"bm25": references.bm25(data), "dense": references.dense(data, load_model(model))}
-    rankings |= await service_rankings(data, logs, model)
-    methods = ["bm25", "dense", *MODES]
-    summaries = {m: summarise(data, rankings[m]) if m in rankings else None for m in methods}
+    answers = await service_answers(data, logs, model)
+    rankings |= {
+        mode: {q: [h.memory for h in a] for q, a in answers[mode].items()} for mode in answers
+    }
+    rankings |= fused(answers)
+    same = sum(
+        rankings["sum"][q][: metrics.CUTOFF] == rankings["hybrid"][q][: metrics.CUTOFF]
+        for q in rankings["hybrid"]
+    )
+    log(f"Python's weighted sum has the service hybrid's top 10 on {same} of {len(data.queries)}")
+    summaries = {m: summarise(data, rankings[m]) for m in rankings}
     rendered = table(summaries, data)
     results = {
         "started": started.isoformat(timespec="seconds"),
         "commit": git_describe(),
         "model": model,
         "modes": MODES,
-        "not_implemented": [m for m in methods if m not in rankings],
+        "depth": DEPTH,
         "summaries": summaries,
+        # Every method's whole ranking (the service's: as deep as it answered).
         "rankings": rankings,
+        # The service's score parts, parallel to its rankings: [relevance, semantic].
+        "scores": {
+            mode: {q: [[h.relevance, h.semantic] for h in a] for q, a in answers[mode].items()}
+            for mode in answers
+        },
+        "hybrid_equals_sum_top10": same,
         "table": rendered,
     }
     out = results_dir / f"eval-{started:%Y%m%d-%H%M%S}.json"

@@ -76,7 +76,9 @@ class MemoryFloor(memory_service_pb2_grpc.MemoryServiceServicer):
         if embedding is None and self._semantics is not None:
             embedding = await self._semantics.embed(request.query)
         sql, args = floor_sql.recall(request, self._log, embedding)
-        return floor_sql.recall_response(await self._db.fetch(sql, *args))
+        # Generic plans, as MemoryStore.recall asks for.
+        rows = await self._db.fetch(sql, *args, generic_plan=True)
+        return floor_sql.recall_response(rows)
 
     async def StoreMemory(
         self, request: memory_service_pb2.StoreMemoryRequest, context: Context

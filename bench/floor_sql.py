@@ -89,6 +89,8 @@ def recall(
         "created_from": None,
         "created_before": None,
         "limit": limit,
+        "fully_scored_postings": memory_sql.FULLY_SCORED_POSTINGS,
+        "walk_row_cost": memory_sql.WALK_ROW_COST,
     }
     if semantic:
         assert embedding is not None

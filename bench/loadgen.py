@@ -210,7 +210,8 @@ def _sql_call(
         sql, args = prepared
         if single:
             return await db.fetchrow(sql, *args)
-        return await db.fetch(sql, *args)
+        # Recall runs generic plans, as MemoryStore.recall asks for.
+        return await db.fetch(sql, *args, generic_plan=kind.startswith("recall"))
 
     call.prepare = prepare  # type: ignore[attr-defined]
     return call
@@ -226,7 +227,7 @@ def _embedding_sql_call(
             return await db.fetchrow(sql, *args)
         embedding = await semantics.embed(request.query)
         sql, args = floor_sql.recall(request, True, embedding)
-        return await db.fetch(sql, *args)
+        return await db.fetch(sql, *args, generic_plan=True)
 
     call.prepare = lambda request: request  # type: ignore[attr-defined]
     return call

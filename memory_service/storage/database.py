@@ -98,6 +98,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+# The longest statement each connection keeps prepared (asyncpg's default: 15 KB).
+MAX_CACHED_STATEMENT_BYTES = 64 * 1024
+
+
 class Database:
     """Two asyncpg pools that hand out one transaction per use, with domain-level errors.
 
@@ -143,6 +147,10 @@ class Database:
             command_timeout=s.statement_timeout_seconds,
             init=_init_connection,
             reset=_nothing_to_reset,
+            # asyncpg prepares anew, every call, a statement longer than its
+            # default 15 KB; query recall's is about 18 KB, and preparing it
+            # (parse and plan) cost more than running it.
+            max_cacheable_statement_size=MAX_CACHED_STATEMENT_BYTES,
             server_settings={"application_name": "faraday-memory"},
         )
 
@@ -153,7 +161,7 @@ class Database:
         self._user_pool = self._platform_pool = None
 
     async def _begin(
-        self, pool: asyncpg.Pool, acting_user: str, read_only_snapshot: bool
+        self, pool: asyncpg.Pool, acting_user: str, read_only_snapshot: bool, generic_plan: bool
     ) -> asyncpg.Connection:
         """A connection of `pool` inside a fresh transaction carrying the session state.
 
@@ -172,6 +180,8 @@ class Database:
             f" set_config('statement_timeout',"
             f" '{session.statement_timeout_ms(self._settings.statement_timeout_seconds)}', true)"
         )
+        if generic_plan:
+            begin += ", set_config('plan_cache_mode', 'force_generic_plan', true)"
         attempts = 2 if self._settings.pre_ping else 1
         for attempt in range(attempts):
             conn: asyncpg.Connection = await pool.acquire(timeout=self._settings.timeout_seconds)
@@ -190,11 +200,15 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, *, read_only_snapshot: bool = False, audited: bool = True
+        self, *, read_only_snapshot: bool = False, audited: bool = True, generic_plan: bool = False
     ) -> AsyncIterator[asyncpg.Connection]:
         """One transaction; in an audited call, a change commits with its audit row.
 
-        `audited=False` is for the audit log's own writes.
+        `audited=False` is for the audit log's own writes. `generic_plan`: the
+        transaction's prepared statements run their cached generic plan from
+        the first execution on (plan_cache_mode = force_generic_plan), for a
+        statement whose planning costs more than running it and whose plan
+        does not depend on its parameters (recall: storage/memories.py).
         """
         # Read once: the pool and the setting spliced into BEGIN must agree.
         acting_user = session.setting_value()
@@ -202,7 +216,7 @@ class Database:
         if pool is None:
             raise Unavailable("database pool is not open")
         try:
-            conn = await self._begin(pool, acting_user, read_only_snapshot)
+            conn = await self._begin(pool, acting_user, read_only_snapshot, generic_plan)
         except Exception as exc:  # CancelledError is a BaseException: not caught
             _raise_if_unavailable(exc)
             raise
@@ -228,8 +242,8 @@ class Database:
         finally:
             await _release(pool, conn)
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async with self.connection() as conn:
+    async def fetch(self, sql: str, *args: Any, generic_plan: bool = False) -> list[asyncpg.Record]:
+        async with self.connection(generic_plan=generic_plan) as conn:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             return rows
 

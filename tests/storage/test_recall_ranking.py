@@ -55,6 +55,10 @@ class Row:
 @dataclass(frozen=True)
 class Data:
     store: MemoryStore
+    # However few the postings: only the essential terms' postings read,
+    # and the bands walked.
+    essential: MemoryStore
+    walking: MemoryStore
     owner: asyncpg.Connection
     user: uuid.UUID
     rows: list[Row]
@@ -146,6 +150,8 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
         with session.acting_as(session.ALL_USERS):
             yield Data(
                 MemoryStore(db, vectors=bool(vectors)),
+                MemoryStore(db, vectors=bool(vectors), fully_scored_postings=0, walk_row_cost=1e9),
+                MemoryStore(db, vectors=bool(vectors), fully_scored_postings=0, walk_row_cost=0),
                 conn,
                 user,
                 [Row(**dict(r)) for r in fetched],
@@ -222,17 +228,20 @@ def _text_cases() -> list[tuple[Weights, dict[str, Any]]]:
     return cases
 
 
+@pytest.mark.parametrize("path", ["scored", "essential", "walking"])
 @pytest.mark.parametrize(("weights", "fields"), _text_cases())
 async def test_query_recall_returns_the_true_top_k(
-    data: Data, weights: Weights, fields: dict[str, Any]
+    data: Data, weights: Weights, fields: dict[str, Any], path: str
 ) -> None:
     """Lexical only: matches first, then the rest; each by score."""
-    await _check_top_k(data, RecallQuery(user_id=data.user, weights=weights, **fields))
+    q = RecallQuery(user_id=data.user, weights=weights, **fields)
+    await _check_top_k(data, q, path)
 
 
+@pytest.mark.parametrize("path", ["scored", "essential", "walking"])
 @pytest.mark.parametrize(("weights", "fields"), _text_cases())
 async def test_hybrid_recall_returns_the_true_top_k(
-    data: Data, weights: Weights, fields: dict[str, Any]
+    data: Data, weights: Weights, fields: dict[str, Any], path: str
 ) -> None:
     """Query text and a query vector: one score for all, every memory a candidate."""
     if not data.vectors:
@@ -242,10 +251,10 @@ async def test_hybrid_recall_returns_the_true_top_k(
     vector /= np.linalg.norm(vector)
     embedding = Embedding(MODEL, tuple(float(x) for x in vector))
     q = RecallQuery(user_id=data.user, weights=weights, query_embedding=embedding, **fields)
-    await _check_top_k(data, q)
+    await _check_top_k(data, q, path)
 
 
-async def _check_top_k(data: Data, q: RecallQuery) -> None:
+async def _check_top_k(data: Data, q: RecallQuery, path: str = "scored") -> None:
     """The recall's rows, scores and order are the brute force's over every row."""
     relevance = await bm25_relevance(data.owner, data.user, q.query) if q.query else {}
     # A semantic weight of 0 ranks as if no vector had been sent.
@@ -254,7 +263,8 @@ async def _check_top_k(data: Data, q: RecallQuery) -> None:
     lexical_only = query_vector is None and bool(relevance)
     weights = q.weights
     before = datetime.now(UTC)
-    got = await data.store.recall(q, EVERYTHING, log=False)
+    store = {"scored": data.store, "essential": data.essential, "walking": data.walking}[path]
+    got = await store.recall(q, EVERYTHING, log=False)
     after = datetime.now(UTC)
 
     eligible = [

@@ -90,7 +90,7 @@ def recall(
         "created_before": None,
         "limit": limit,
         "fully_scored_postings": memory_sql.FULLY_SCORED_POSTINGS,
-        "walk_row_cost": memory_sql.WALK_ROW_COST,
+        "probe_cost": memory_sql.PROBE_COST,
     }
     if semantic:
         assert embedding is not None

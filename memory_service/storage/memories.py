@@ -324,28 +324,37 @@ _BANDED_CTES = f"""bands AS MATERIALIZED (
 # best part, so `ub` bounds any memory's share of text score from that term.
 # Up to FULLY_SCORED_POSTINGS postings in all, every match is scored. Above
 # that (a heavy user's common word: "student" is in 43,000 of one user's
-# 68,000 memories, 130 ms to score and 400 ms to fetch), the statement first
-# probes a pool of likely winners (the newest PROBE_SEED_FACTOR * :limit of
-# each importance band, and the semantic candidates), one primary-key lookup
-# per term each, for a floor: the :limit-th best real score among them.
-# Then, as in MaxScore, the terms whose ub, added up from the smallest, plus
-# the best importance-and-recency (seed's ceiling) stay below that floor are
-# not essential: a memory with none of the others cannot reach the top.
-# Only the essential terms' postings are read; each such memory's partial
-# score plus the others' ub must still reach floor - ceiling, and the ones
-# that do are probed for the other terms. One very common word has no
-# non-essential company, and reading its postings would fetch most of them
-# again; so the statement also counts (index only, stopping early) the rows
-# whose importance and recency are within the best possible relevance of the
-# floor, and when that count times WALK_ROW_COST (a walked row costs a heap
-# fetch and a probe per term, some 30 postings' worth) is below the
-# essential postings, it walks those rows instead (`walked`, below).
+# 68,000 memories, 130 ms to score and 400 ms to fetch), the statement
+# bounds before it reads:
+#   pool_floor - the :limit-th best real score among a pool of likely
+#                winners (the newest PROBE_SEED_FACTOR * :limit of each
+#                importance band, and the semantic candidates), each probed
+#                for its relevance, one primary-key lookup per term;
+#   reach      - the memories whose importance and recency could, with the
+#                best relevance any memory has, still reach that floor: the
+#                importance bands walked as in _BANDED_CTES, index only
+#                (migration 0012), each with its ceiling;
+#   essential  - as in MaxScore, the terms without which a memory cannot
+#                reach the floor (the others' ub added up from the smallest,
+#                plus the highest ceiling, stay below it).
+# A memory outside `reach`, or with no essential term, cannot be in the top.
+# The reachable ones get their relevance either by probing each of them
+# (when they are few against the essential terms' postings, PROBE_COST
+# postings' worth a probe) or by reading the essential terms' postings and
+# joining; either way only those whose ceiling plus text score reach the
+# floor are kept, and only they are ever fetched.
 FULLY_SCORED_POSTINGS = 2000
-WALK_ROW_COST = 30.0
+PROBE_COST = 4.0
 PROBE_SEED_FACTOR = 4
-_BM25_PART = f"t.tf * {K1 + 1} / (t.tf + {K1} * (1 - {B} + {B} * t.doc_len / stats.avgdl))"
+# float8 constants: a bare 2.2 is numeric in SQL, and numeric arithmetic on
+# every posting tripled the cost of counting a common word's df (32 ms
+# against 10 ms for 43,000 postings).
+_K1 = f"{K1}::float8"
+_K1_PLUS_1 = f"{K1 + 1}::float8"
+_LENGTH_NORM = f"(1.0::float8 - {B}::float8 + {B}::float8 * t.doc_len / stats.avgdl)"
+_BM25_PART = f"t.tf * {_K1_PLUS_1} / (t.tf + {_K1} * {_LENGTH_NORM})"
 _PROBING = "(SELECT postings FROM bm25_norm) > :fully_scored_postings::float8"
-_WALK = "(SELECT walk FROM route)"
+_PROBE_EACH = "(SELECT probe_each FROM route)"
 
 
 def _memory_row(memory_id: str) -> str:
@@ -396,8 +405,8 @@ def _lexical_ctes(semantic: bool) -> str:
     ) d
     WHERE d.df > 0
 ), bm25_norm AS MATERIALIZED (
-    SELECT sum(idf) * {K1 + 1} AS norm, coalesce(sum(df), 0) AS postings,
-           coalesce(sum(idf * best) / (sum(idf) * {K1 + 1}), 0.0) AS best_relevance
+    SELECT sum(idf) * {_K1_PLUS_1} AS norm, coalesce(sum(df), 0) AS postings,
+           coalesce(sum(idf * best) / (sum(idf) * {_K1_PLUS_1}), 0.0) AS best_relevance
     FROM idf
 ), probe_seed AS MATERIALIZED (
     SELECT s.id FROM bands, LATERAL (
@@ -412,15 +421,15 @@ def _lexical_ctes(semantic: bool) -> str:
     FROM ({pool}) pool
     WHERE {_PROBING}
 ), pool_floor AS MATERIALIZED (
-    SELECT coalesce((
+    SELECT floor, floor - coalesce((SELECT max(ceiling) FROM seed), 0.0) AS text_floor
+    FROM (SELECT coalesce((
         SELECT :w_importance::float8 * importance + :w_recency::float8 * {_RECENCY}
                + :w_relevance::float8 * coalesce(p.relevance, 0.0)
                + :w_semantic::float8 * {similarity} AS score
         FROM probed p, {_memory_row("p.memory_id")}
         WHERE true {counted}
         ORDER BY score DESC OFFSET :limit - 1 LIMIT 1
-    ), '-Infinity'::float8) - 1e-9
-       - coalesce((SELECT max(ceiling) FROM seed), 0.0) AS text_floor
+    ), '-Infinity'::float8) - 1e-9 AS floor) f
 ), term_bounds AS MATERIALIZED (
     SELECT lexeme, idf, df,
            sum(:w_relevance::float8 * idf * best / (SELECT norm FROM bm25_norm))
@@ -435,27 +444,25 @@ def _lexical_ctes(semantic: bool) -> str:
         SELECT max(ub_so_far) FROM term_bounds
         WHERE ub_so_far < (SELECT text_floor FROM pool_floor)), 0.0) AS others_ub
     FROM term_bounds WHERE ub_so_far >= (SELECT text_floor FROM pool_floor)
-), walk_cuts AS MATERIALIZED (
-    SELECT b, {_band_since("walk_floor")} AS since
-    FROM bands, (
-        SELECT text_floor + coalesce((SELECT max(ceiling) FROM seed), 0.0)
-               - :w_relevance::float8 * (SELECT best_relevance FROM bm25_norm) AS walk_floor
-        FROM pool_floor
-    ) w
-    WHERE {_PROBING}
-), route AS MATERIALIZED (
-    SELECT {_PROBING} AND count(*) * :walk_row_cost::float8
-           < (SELECT postings FROM essential_postings) AS walk
+), reach AS MATERIALIZED (
+    SELECT r.id, :w_importance::float8 * reach_cuts.upper_edge + r.recency_part AS ceiling
     FROM (
-        SELECT 1 FROM walk_cuts, LATERAL (
-            SELECT 1 FROM user_memories
-            WHERE user_id = :user_id AND importance_band = walk_cuts.b
-                  AND updated_at >= walk_cuts.since
-            OFFSET 0
-        ) r
-        LIMIT ((SELECT postings FROM essential_postings)
-               / nullif(:walk_row_cost::float8, 0))::bigint + 1
-    ) counted
+        SELECT bands.b, bands.upper_edge, {_band_since("reach_floor")} AS since
+        FROM bands, (
+            SELECT floor - :w_relevance::float8 * (SELECT best_relevance FROM bm25_norm)
+                   AS reach_floor
+            FROM pool_floor
+        ) w
+        WHERE {_PROBING}
+    ) reach_cuts, LATERAL (
+        SELECT id, :w_recency::float8 * {_RECENCY} AS recency_part FROM user_memories
+        WHERE user_id = :user_id AND importance_band = reach_cuts.b
+              AND updated_at >= reach_cuts.since
+        OFFSET 0
+    ) r
+), route AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM reach) * (SELECT count(*) FROM idf) * :probe_cost::float8
+           < (SELECT postings FROM essential_postings) AS probe_each
 ), partial AS MATERIALIZED (
     SELECT t.memory_id,
            sum(essential.idf * {_BM25_PART}) / (SELECT norm FROM bm25_norm) AS relevance
@@ -464,14 +471,34 @@ def _lexical_ctes(semantic: bool) -> str:
         WHERE user_id = :user_id AND lexeme = essential.lexeme
         OFFSET 0
     ) t
-    WHERE NOT {_WALK}
+    WHERE {_PROBING} AND NOT {_PROBE_EACH}
     GROUP BY t.memory_id
-    HAVING :w_relevance::float8 * sum(essential.idf * {_BM25_PART}) / (SELECT norm FROM bm25_norm)
-           + (SELECT others_ub FROM essential_postings) >= (SELECT text_floor FROM pool_floor)
 ), bm25 AS MATERIALIZED (
-    SELECT memory_id, relevance + coalesce({_relevance_of("partial.memory_id", "others")}, 0.0)
-           AS relevance
-    FROM partial
+        SELECT t.memory_id,
+               sum(idf.idf * {_BM25_PART}) / (SELECT norm FROM bm25_norm) AS relevance
+        FROM idf, stats, LATERAL (
+            SELECT memory_id, tf, doc_len FROM memory_terms
+            WHERE user_id = :user_id AND lexeme = idf.lexeme
+            OFFSET 0
+        ) t
+        WHERE NOT {_PROBING}
+        GROUP BY t.memory_id
+    UNION ALL
+        SELECT memory_id, relevance FROM (
+            SELECT reach.id AS memory_id, reach.ceiling, {_relevance_of("reach.id")} AS relevance
+            FROM reach
+            WHERE {_PROBE_EACH}
+        ) p
+        WHERE ceiling + :w_relevance::float8 * relevance >= (SELECT floor FROM pool_floor)
+    UNION ALL
+        SELECT memory_id, relevance FROM (
+            SELECT partial.memory_id, reach.ceiling, partial.relevance
+                   + coalesce({_relevance_of("partial.memory_id", "others")}, 0.0) AS relevance
+            FROM partial JOIN reach ON reach.id = partial.memory_id
+            WHERE reach.ceiling + :w_relevance::float8 * partial.relevance
+                  + (SELECT others_ub FROM essential_postings) >= (SELECT floor FROM pool_floor)
+        ) j
+        WHERE ceiling + :w_relevance::float8 * relevance >= (SELECT floor FROM pool_floor)
 )"""
 
 
@@ -506,25 +533,6 @@ _SCORED_BOUND = f"""scored_seed AS MATERIALIZED (
         SELECT coalesce((SELECT score FROM scored_seed ORDER BY score DESC
                          OFFSET :limit - 1 LIMIT 1), '-Infinity'::float8) - 1e-9 AS floor
     ) f
-)"""
-
-
-# When walking (see above): the matches outside `scored` that could still
-# reach the top. Their text score is at most w_rel * best_relevance (they
-# are not semantic candidates), so they need importance and recency of at
-# least the floor minus that; walk_cuts gives, per band, the rows that have
-# it, as in _BANDED_CTES, and each is probed.
-_WALKED = f""", walked AS (
-    SELECT c.* FROM walk_cuts, LATERAL (
-        SELECT {_RECALL_PARTS}, :w_relevance::float8 * r.relevance AS relevance_score,
-               0.0::float8 AS semantic_score
-        FROM user_memories,
-             LATERAL (SELECT {_relevance_of("user_memories.id")} AS relevance) r
-        WHERE {_RECALL_FILTERS} AND importance_band = walk_cuts.b
-              AND updated_at >= walk_cuts.since AND r.relevance IS NOT NULL
-        OFFSET 0
-    ) c
-    WHERE {_WALK} AND c.id NOT IN (SELECT memory_id FROM scored)
 )"""
 
 
@@ -590,11 +598,6 @@ def _recall_sql(lexical: bool, dimension: int, log: bool) -> NamedSQL:
                 "SELECT memory_id, relevance, 0.0::float8 FROM probed WHERE relevance IS NOT NULL"
             )
         matched = "false" if semantic else "true"
-        walked = ""
-        if lexical:
-            walked = f"""
-    UNION ALL
-        SELECT walked.*, {matched} FROM walked"""
         # The candidates are driven from the scored ids (one primary-key
         # lookup each), never from the user's rows: joined the other way, a
         # planner that underestimated the CTE chose a nested loop over all of
@@ -605,17 +608,16 @@ def _recall_sql(lexical: bool, dimension: int, log: bool) -> NamedSQL:
                AS text_score
     FROM ({" UNION ALL ".join(parts)}) s
     GROUP BY memory_id
-), {_SCORED_BOUND}{_WALKED if lexical else ""},
+), {_SCORED_BOUND},
 candidates AS (
         SELECT {_RECALL_PARTS},
                :w_relevance::float8 * scored.relevance AS relevance_score,
                :w_semantic::float8 * scored.similarity AS semantic_score,
                {matched} AS matched
         FROM scored, {_memory_row("scored.memory_id")}
-        WHERE scored.text_score >= (SELECT text_floor FROM scored_bound){walked}
+        WHERE scored.text_score >= (SELECT text_floor FROM scored_bound)
     UNION ALL
         SELECT banded.*, false FROM banded WHERE id NOT IN (SELECT memory_id FROM scored)
-            {"AND id NOT IN (SELECT id FROM walked)" if lexical else ""}
 )"""
     order = "matched DESC, score DESC, created_at DESC, id DESC"
     sql = f"""
@@ -723,18 +725,19 @@ class MemoryStore:
         vectors: bool = False,
         semantic_exact_max: int = SEMANTIC_EXACT_MAX_MEMORIES,
         fully_scored_postings: int = FULLY_SCORED_POSTINGS,
-        walk_row_cost: float = WALK_ROW_COST,
+        probe_cost: float = PROBE_COST,
     ) -> None:
         """`vectors`: the database has memory_embeddings (pgvector, migration 0011);
         users with more memories than `semantic_exact_max` get the index's nearest;
-        a query with more postings than `fully_scored_postings` reads only its
-        essential terms' postings, or walks the bands when that looks cheaper
-        at `walk_row_cost` postings a row (the ranking tests take every path)."""
+        a query with more postings than `fully_scored_postings` probes the
+        memories that could reach the top, or joins them with its essential
+        terms' postings, whichever `probe_cost` (postings a probe) makes
+        cheaper (the ranking tests take every path)."""
         self._db = db
         self.vectors = vectors
         self._semantic_exact_max = semantic_exact_max
         self._fully_scored_postings = fully_scored_postings
-        self._walk_row_cost = walk_row_cost
+        self._probe_cost = probe_cost
 
     async def store(self, memory: NewMemory, key: RequestKey | None = None) -> Memory:
         params: dict[str, Any] = {
@@ -919,7 +922,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             "created_before": q.created_before,
             "limit": q.limit,
             "fully_scored_postings": self._fully_scored_postings,
-            "walk_row_cost": self._walk_row_cost,
+            "probe_cost": self._probe_cost,
         }
         if semantic:
             assert q.query_embedding is not None

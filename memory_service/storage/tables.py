@@ -302,11 +302,14 @@ user_memories = Table(
     # A stored column, not an expression: under row-level security only
     # leakproof comparisons can be index conditions (migration 0004), which
     # is also why user_memories has no GIN index (tags, context, content_tsv).
+    # It covers id and assistant_profile_id (the row-level security policy's
+    # column) so that query recall's `reach` is an index-only scan (0012).
     Index(
         "ix_user_memories_user_id_importance_band",
         "user_id",
         "importance_band",
         text("updated_at DESC"),
+        postgresql_include=["id", "assistant_profile_id"],
     ),
     Index("ix_user_memories_user_id_category", "user_id", "category"),
     Index("ix_user_memories_assistant_profile_id", "assistant_profile_id"),

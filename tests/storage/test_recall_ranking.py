@@ -55,10 +55,10 @@ class Row:
 @dataclass(frozen=True)
 class Data:
     store: MemoryStore
-    # However few the postings: only the essential terms' postings read,
-    # and the bands walked.
+    # However few the postings: the reachable memories joined with the
+    # essential terms' postings, or each of them probed.
     essential: MemoryStore
-    walking: MemoryStore
+    probing: MemoryStore
     owner: asyncpg.Connection
     user: uuid.UUID
     rows: list[Row]
@@ -150,8 +150,8 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
         with session.acting_as(session.ALL_USERS):
             yield Data(
                 MemoryStore(db, vectors=bool(vectors)),
-                MemoryStore(db, vectors=bool(vectors), fully_scored_postings=0, walk_row_cost=1e9),
-                MemoryStore(db, vectors=bool(vectors), fully_scored_postings=0, walk_row_cost=0),
+                MemoryStore(db, vectors=bool(vectors), fully_scored_postings=0, probe_cost=1e9),
+                MemoryStore(db, vectors=bool(vectors), fully_scored_postings=0, probe_cost=0),
                 conn,
                 user,
                 [Row(**dict(r)) for r in fetched],
@@ -228,7 +228,7 @@ def _text_cases() -> list[tuple[Weights, dict[str, Any]]]:
     return cases
 
 
-@pytest.mark.parametrize("path", ["scored", "essential", "walking"])
+@pytest.mark.parametrize("path", ["scored", "essential", "probing"])
 @pytest.mark.parametrize(("weights", "fields"), _text_cases())
 async def test_query_recall_returns_the_true_top_k(
     data: Data, weights: Weights, fields: dict[str, Any], path: str
@@ -238,7 +238,7 @@ async def test_query_recall_returns_the_true_top_k(
     await _check_top_k(data, q, path)
 
 
-@pytest.mark.parametrize("path", ["scored", "essential", "walking"])
+@pytest.mark.parametrize("path", ["scored", "essential", "probing"])
 @pytest.mark.parametrize(("weights", "fields"), _text_cases())
 async def test_hybrid_recall_returns_the_true_top_k(
     data: Data, weights: Weights, fields: dict[str, Any], path: str
@@ -263,7 +263,7 @@ async def _check_top_k(data: Data, q: RecallQuery, path: str = "scored") -> None
     lexical_only = query_vector is None and bool(relevance)
     weights = q.weights
     before = datetime.now(UTC)
-    store = {"scored": data.store, "essential": data.essential, "walking": data.walking}[path]
+    store = {"scored": data.store, "essential": data.essential, "probing": data.probing}[path]
     got = await store.recall(q, EVERYTHING, log=False)
     after = datetime.now(UTC)
 

@@ -68,7 +68,8 @@ def recall(
     weights = ranking.DEFAULT_WEIGHTS
     semantic = embedding is not None and weights.semantic > 0
     dimension = len(embedding.vector) if embedding is not None and semantic else 0
-    statement = memory_sql._recall_sql(bool(request.query), dimension, log)
+    model = embedding.model if embedding is not None and semantic else ""
+    statement = memory_sql._recall_sql(bool(request.query), dimension, log, model)
     limit = request.limit or RECALL_DEFAULT_LIMIT
     params = {
         "profiles": None,

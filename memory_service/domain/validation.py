@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
@@ -30,6 +31,10 @@ QUERY_MAX_CHARS = 1000
 COMMENT_MAX_CHARS = 2000
 EMBEDDING_MAX_DIMENSION = 4096
 EMBEDDING_MODEL_MAX_CHARS = 100
+# A configured embedding model's name (docs/embeddings.md): storage writes it
+# into the recall statement as a literal, so that the HNSW index, partial on
+# the model, can serve a cached generic plan.
+EMBEDDING_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@+-]{0,99}")
 RECALL_MAX_LIMIT = 100
 INT32_MAX = 2**31 - 1
 # Every time a caller sends (timestamps, dates, page-token positions) lies in

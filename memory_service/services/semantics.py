@@ -24,6 +24,7 @@ from memory_service.config import Settings
 from memory_service.domain.errors import FailedPrecondition, InvalidArgument
 from memory_service.domain.models import Embedding
 from memory_service.domain.validation import EMBEDDING_MAX_DIMENSION as MAX_DIMENSION
+from memory_service.domain.validation import EMBEDDING_MODEL_NAME
 from memory_service.embedding import (
     MODEL_DIMENSIONS,
     MODEL_NAMES,
@@ -107,6 +108,11 @@ def semantics_from_settings(settings: Settings, stored: bool) -> Semantics:
     name = settings.embedding_model
     if name == "none":
         return Semantics(None, 0, None, stored)
+    if not EMBEDDING_MODEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"FARADAY_EMBEDDING_MODEL={name!r}: a model name is 1-100 letters, digits"
+            " and . _ / @ + -, starting with a letter or digit"
+        )
     if name in MODEL_NAMES:
         try:
             embedder = load_embedder(settings)

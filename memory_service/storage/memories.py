@@ -27,7 +27,7 @@ from memory_service.domain.models import (
     ScoredMemory,
 )
 from memory_service.domain.principal import EVERYTHING, Visibility
-from memory_service.domain.validation import SMALLEST_POSITIVE
+from memory_service.domain.validation import EMBEDDING_MODEL_NAME, SMALLEST_POSITIVE
 from memory_service.storage.database import Database
 from memory_service.storage.embeddings import vector_text
 from memory_service.storage.named_sql import NamedSQL
@@ -382,13 +382,31 @@ def _relevance_of(memory_id: str, terms: str = "idf") -> str:
         ) t)"""
 
 
+def _reachable(floor: str, gate: str = "true") -> str:
+    """(memory_id, ceiling) of the user's memories whose importance and recency could reach
+    `floor` (a query yielding reach_floor), from the band index alone (0012).
+
+    The bands are cut as in _BANDED_CTES; `ceiling` bounds the memory's
+    importance and recency part: w_i * its band's upper edge + w_r * recency.
+    """
+    return f"""SELECT r.id AS memory_id,
+           :w_importance::float8 * reach_cuts.upper_edge + r.recency_part AS ceiling
+    FROM (
+        SELECT bands.b, bands.upper_edge, {_band_since("reach_floor")} AS since
+        FROM bands, ({floor}) w
+        WHERE {gate}
+    ) reach_cuts, LATERAL (
+        SELECT id, :w_recency::float8 * {_RECENCY} AS recency_part FROM user_memories
+        WHERE user_id = :user_id AND importance_band = reach_cuts.b
+              AND updated_at >= reach_cuts.since
+        OFFSET 0
+    ) r"""
+
+
 def _lexical_ctes(semantic: bool) -> str:
     pool = "SELECT id FROM probe_seed" + (" UNION SELECT memory_id FROM sem" if semantic else "")
-    similarity = (
-        "coalesce((SELECT similarity FROM sem WHERE sem.memory_id = p.memory_id), 0.0)"
-        if semantic
-        else "0.0"
-    )
+    similarity = "coalesce(sem.similarity, 0.0)" if semantic else "0.0"
+    with_similarity = " LEFT JOIN sem ON sem.memory_id = p.memory_id" if semantic else ""
     # Lexical-only recall ranks matches first, so only matches set the floor.
     counted = "" if semantic else "AND p.relevance IS NOT NULL"
     return f"""q AS MATERIALIZED (
@@ -426,7 +444,7 @@ def _lexical_ctes(semantic: bool) -> str:
         SELECT :w_importance::float8 * importance + :w_recency::float8 * {_RECENCY}
                + :w_relevance::float8 * coalesce(p.relevance, 0.0)
                + :w_semantic::float8 * {similarity} AS score
-        FROM probed p, {_memory_row("p.memory_id")}
+        FROM probed p{with_similarity}, {_memory_row("p.memory_id")}
         WHERE true {counted}
         ORDER BY score DESC OFFSET :limit - 1 LIMIT 1
     ), '-Infinity'::float8) - 1e-9 AS floor) f
@@ -445,21 +463,13 @@ def _lexical_ctes(semantic: bool) -> str:
         WHERE ub_so_far < (SELECT text_floor FROM pool_floor)), 0.0) AS others_ub
     FROM term_bounds WHERE ub_so_far >= (SELECT text_floor FROM pool_floor)
 ), reach AS MATERIALIZED (
-    SELECT r.id, :w_importance::float8 * reach_cuts.upper_edge + r.recency_part AS ceiling
-    FROM (
-        SELECT bands.b, bands.upper_edge, {_band_since("reach_floor")} AS since
-        FROM bands, (
-            SELECT floor - :w_relevance::float8 * (SELECT best_relevance FROM bm25_norm)
-                   AS reach_floor
-            FROM pool_floor
-        ) w
-        WHERE {_PROBING}
-    ) reach_cuts, LATERAL (
-        SELECT id, :w_recency::float8 * {_RECENCY} AS recency_part FROM user_memories
-        WHERE user_id = :user_id AND importance_band = reach_cuts.b
-              AND updated_at >= reach_cuts.since
-        OFFSET 0
-    ) r
+    {
+        _reachable(
+            "SELECT floor - :w_relevance::float8 * (SELECT best_relevance FROM bm25_norm)"
+            " AS reach_floor FROM pool_floor",
+            _PROBING,
+        )
+    }
 ), route AS MATERIALIZED (
     SELECT (SELECT count(*) FROM reach) * (SELECT count(*) FROM idf) * :probe_cost::float8
            < (SELECT postings FROM essential_postings) AS probe_each
@@ -485,7 +495,8 @@ def _lexical_ctes(semantic: bool) -> str:
         GROUP BY t.memory_id
     UNION ALL
         SELECT memory_id, relevance FROM (
-            SELECT reach.id AS memory_id, reach.ceiling, {_relevance_of("reach.id")} AS relevance
+            SELECT reach.memory_id, reach.ceiling,
+                   {_relevance_of("reach.memory_id")} AS relevance
             FROM reach
             WHERE {_PROBE_EACH}
         ) p
@@ -494,7 +505,7 @@ def _lexical_ctes(semantic: bool) -> str:
         SELECT memory_id, relevance FROM (
             SELECT partial.memory_id, reach.ceiling, partial.relevance
                    + coalesce({_relevance_of("partial.memory_id", "others")}, 0.0) AS relevance
-            FROM partial JOIN reach ON reach.id = partial.memory_id
+            FROM partial JOIN reach ON reach.memory_id = partial.memory_id
             WHERE reach.ceiling + :w_relevance::float8 * partial.relevance
                   + (SELECT others_ub FROM essential_postings) >= (SELECT floor FROM pool_floor)
         ) j
@@ -503,18 +514,18 @@ def _lexical_ctes(semantic: bool) -> str:
 
 
 # Exact top-k among the scored rows (query matches, embedded memories)
-# without fetching every one. A scored row's score is its text score
-# (w_rel * relevance + w_sem * similarity, known from the index alone) plus
-# at most the highest `ceiling` of the banded seed. Any :limit scored rows,
-# fetched and scored, give a floor no higher than the true :limit-th best
-# among them; here the :limit best by text score and the seed's scored rows
-# (each row once). A row whose text score plus the ceiling is below that
-# floor cannot be in the top, so only rows with text_score >= floor -
-# ceiling are fetched. When fewer than :limit of the seeded rows pass the
-# filters the floor is -infinity and every scored row is fetched. In
-# lexical-only recall the scored rows are the matches, which rank first, so
-# the floor from matches alone is the right one; in hybrid recall every
-# candidate counts and a floor from some of them is still a lower bound.
+# without fetching every one. Any :limit scored rows, fetched and scored,
+# give a floor no higher than the true :limit-th best among them; here the
+# :limit best by text score (w_rel * relevance + w_sem * similarity, known
+# without reading a memory) and the seed's scored rows (each row once). A
+# scored row is then fetched only if its ceiling (`ceilings`, from the band
+# index alone) plus its text score reaches that floor; the band walk skips
+# every memory whose ceiling is below the floor minus the best text score.
+# When fewer than :limit of the seeded rows pass the filters the floor is
+# -infinity and every scored row is fetched. In lexical-only recall the
+# scored rows are the matches, which rank first, so the floor from matches
+# alone is the right one; in hybrid recall every candidate counts and a
+# floor from some of them is still a lower bound.
 _SCORED_BOUND = f"""scored_seed AS MATERIALIZED (
     SELECT id, max(score) AS score FROM (
             SELECT user_memories.id, :w_importance::float8 * importance
@@ -528,7 +539,7 @@ _SCORED_BOUND = f"""scored_seed AS MATERIALIZED (
     ) s
     GROUP BY id
 ), scored_bound AS MATERIALIZED (
-    SELECT floor, floor - coalesce((SELECT max(ceiling) FROM seed), 0.0) AS text_floor
+    SELECT floor
     FROM (
         SELECT coalesce((SELECT score FROM scored_seed ORDER BY score DESC
                          OFFSET :limit - 1 LIMIT 1), '-Infinity'::float8) - 1e-9 AS floor
@@ -546,20 +557,31 @@ SEMANTIC_EXACT_MAX_MEMORIES = 5000
 SEMANTIC_CANDIDATES = 200
 
 
-def _semantic_cte(dimension: int) -> str:
-    """Cosine similarity (below 0 as 0) of the user's vectors to the query's."""
+def _semantic_cte(dimension: int, model: str) -> str:
+    """Cosine similarity (below 0 as 0) of the user's vectors of `model` to the query's.
+
+    The model is a literal, not a parameter: the HNSW index is partial on it
+    (storage/migrate.py), and a generic plan can use a partial index only
+    for a predicate it can prove from constants.
+    """
+    if not EMBEDDING_MODEL_NAME.fullmatch(model):
+        raise ValueError(f"not an embedding model name: {model!r}")
     vector = f"embedding::vector({dimension})"
-    query = f":query_embedding::text::vector({dimension})"
+    # Parsed once: in a generic plan a cast of the parameter in the select
+    # list is redone for every row (50 us a vector, 169 ms for 3,385).
+    query = "(SELECT v FROM query_vector)"
     heavy = """(SELECT coalesce(max(docs), 0) FROM memory_user_stats
                WHERE user_id = :user_id) > :semantic_exact_max"""
-    return f"""sem AS MATERIALIZED (
+    return f"""query_vector AS MATERIALIZED (
+    SELECT :query_embedding::text::vector({dimension}) AS v
+), sem AS MATERIALIZED (
         SELECT memory_id, greatest(0.0, 1.0 - ({vector} <=> {query})) AS similarity
         FROM memory_embeddings
-        WHERE user_id = :user_id AND model = :model AND NOT {heavy}
+        WHERE user_id = :user_id AND model = '{model}' AND NOT {heavy}
     UNION ALL (
         SELECT memory_id, greatest(0.0, 1.0 - ({vector} <=> {query})) AS similarity
         FROM memory_embeddings
-        WHERE user_id = :user_id AND model = :model AND {heavy}
+        WHERE user_id = :user_id AND model = '{model}' AND {heavy}
         ORDER BY {vector} <=> {query}
         LIMIT {SEMANTIC_CANDIDATES}
     )
@@ -567,7 +589,7 @@ def _semantic_cte(dimension: int) -> str:
 
 
 @functools.cache
-def _recall_sql(lexical: bool, dimension: int, log: bool) -> NamedSQL:
+def _recall_sql(lexical: bool, dimension: int, log: bool, model: str = "") -> NamedSQL:
     """One statement ranks, bumps last_accessed and logs: one round trip per recall.
 
     The score here must match domain.ranking.score_parts. Candidates: the
@@ -589,7 +611,7 @@ def _recall_sql(lexical: bool, dimension: int, log: bool) -> NamedSQL:
         ctes = [_BANDED_CTES]
         parts = []
         if semantic:
-            ctes.append(_semantic_cte(dimension))
+            ctes.append(_semantic_cte(dimension, model))
             parts.append("SELECT memory_id, 0.0::float8 AS relevance, similarity FROM sem")
         if lexical:
             ctes.append(_lexical_ctes(semantic))
@@ -608,14 +630,22 @@ def _recall_sql(lexical: bool, dimension: int, log: bool) -> NamedSQL:
                AS text_score
     FROM ({" UNION ALL ".join(parts)}) s
     GROUP BY memory_id
-), {_SCORED_BOUND},
+), {_SCORED_BOUND}, ceilings AS MATERIALIZED (
+    {
+            _reachable(
+                "SELECT floor - coalesce((SELECT max(text_score) FROM scored), 0.0) AS reach_floor"
+                " FROM scored_bound"
+            )
+        }
+),
 candidates AS (
         SELECT {_RECALL_PARTS},
                :w_relevance::float8 * scored.relevance AS relevance_score,
                :w_semantic::float8 * scored.similarity AS semantic_score,
                {matched} AS matched
-        FROM scored, {_memory_row("scored.memory_id")}
-        WHERE scored.text_score >= (SELECT text_floor FROM scored_bound)
+        FROM scored JOIN ceilings ON ceilings.memory_id = scored.memory_id,
+             {_memory_row("scored.memory_id")}
+        WHERE ceilings.ceiling + scored.text_score >= (SELECT floor FROM scored_bound)
     UNION ALL
         SELECT banded.*, false FROM banded WHERE id NOT IN (SELECT memory_id FROM scored)
 )"""
@@ -901,7 +931,8 @@ SELECT {MEMORY_COLUMNS} FROM m""")
     ) -> list[ScoredMemory]:
         semantic = q.query_embedding is not None and q.weights.semantic > 0
         dimension = len(q.query_embedding.vector) if q.query_embedding and semantic else 0
-        statement = _recall_sql(bool(q.query), dimension, log)
+        model = q.query_embedding.model if q.query_embedding and semantic else ""
+        statement = _recall_sql(bool(q.query), dimension, log, model)
         params: dict[str, Any] = {
             "profiles": visibility.profile_list,
             "user_id": q.user_id,

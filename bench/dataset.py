@@ -78,6 +78,8 @@ import asyncpg
 import numpy as np
 import vocabulary as vocab
 
+from memory_service.embedding import MODEL_DIMENSIONS
+
 PROBE_USER_IDS = tuple(uuid.UUID(f"00000000-0000-4000-8000-0000000001{k:02x}") for k in range(16))
 PROBES = len(PROBE_USER_IDS)
 CHUNK = 10_000
@@ -111,7 +113,7 @@ INTERACTION_COLUMNS = (
     "feedback",
 )
 # Tables whose secondary indexes are rebuilt around a big COPY.
-BULK_TABLES = ("user_memories", "memory_interactions")
+BULK_TABLES = ("user_memories", "memory_interactions", "memory_embeddings")
 # Primary keys of the tables filled alongside the memories (by the term
 # trigger, and the embedding COPY): dropped and re-added around a big COPY.
 # Nothing references them.
@@ -140,6 +142,7 @@ EMBEDDING_BATCH = 10_000
 # own, the semantic service and floors run it (FARADAY_EMBEDDING_MODEL), and
 # the load generator computes callers' query vectors with it.
 SEMANTIC_MODEL = "wordllama-l2-supercat-256"
+SEMANTIC_DIMENSION = MODEL_DIMENSIONS[SEMANTIC_MODEL]
 # RPC kinds run against a server with SEMANTIC_MODEL; *_embed: the server embeds.
 SEMANTIC_KINDS = ("recall_vector", "recall_embed", "store_embed")
 
@@ -531,6 +534,8 @@ def _chunk_rows(
 async def _bulk_session(conn: asyncpg.Connection) -> bool:
     """Transaction-local settings for a fast load; True if FK triggers are skipped."""
     await conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+    # Both cores for index builds: the HNSW index over 1M vectors above all.
+    await conn.execute("SET LOCAL max_parallel_maintenance_workers = 2")
     await conn.execute("SET LOCAL synchronous_commit = off")
     superuser = await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     if superuser:

@@ -404,7 +404,12 @@ def _reachable(floor: str, gate: str = "true") -> str:
 
 
 def _lexical_ctes(semantic: bool) -> str:
-    pool = "SELECT id FROM probe_seed" + (" UNION SELECT memory_id FROM sem" if semantic else "")
+    pool = "SELECT id FROM probe_seed"
+    if semantic:  # and the nearest vectors
+        pool += (
+            " UNION SELECT memory_id FROM (SELECT memory_id FROM sem ORDER BY similarity DESC"
+            f" LIMIT :limit * {PROBE_SEED_FACTOR}) nearest"
+        )
     similarity = "coalesce(sem.similarity, 0.0)" if semantic else "0.0"
     with_similarity = " LEFT JOIN sem ON sem.memory_id = p.memory_id" if semantic else ""
     # Lexical-only recall ranks matches first, so only matches set the floor.
@@ -470,6 +475,8 @@ def _lexical_ctes(semantic: bool) -> str:
             _PROBING,
         )
     }
+), sem_probed AS MATERIALIZED (
+    {_SEM_PROBED if semantic else "SELECT NULL::bigint AS memory_id, NULL::float8 AS relevance"}
 ), route AS MATERIALIZED (
     SELECT (SELECT count(*) FROM reach) * (SELECT count(*) FROM idf) * :probe_cost::float8
            < (SELECT postings FROM essential_postings) AS probe_each
@@ -547,6 +554,43 @@ _SCORED_BOUND = f"""scored_seed AS MATERIALIZED (
 )"""
 
 
+# With query text and many postings (probing): the semantic candidates
+# whose similarity alone could lift them into the top, probed for their
+# relevance. A semantic candidate that is not here cannot reach the floor
+# even with the best relevance and ceiling, so its relevance does not matter.
+_SEM_PROBED = f"""SELECT sem.memory_id, {_relevance_of("sem.memory_id")} AS relevance
+    FROM sem
+    WHERE {_PROBING}
+      AND :w_semantic::float8 * sem.similarity
+          >= (SELECT floor FROM pool_floor) - coalesce((SELECT max(ceiling) FROM seed), 0.0)
+             - :w_relevance::float8 * (SELECT best_relevance FROM bm25_norm)"""
+
+# The scored rows worth fetching: those whose ceiling plus text score reach
+# the floor. With few scored rows, the highest ceiling of the seed bounds
+# them all; with more than CEILING_WALK_MIN, each gets its own ceiling from
+# the band index (`ceilings`), which skips every memory whose ceiling is
+# below the floor minus the best text score.
+CEILING_WALK_MIN = 1000
+_WALK_CEILINGS = f"(SELECT count(*) FROM scored) > {CEILING_WALK_MIN}"
+_BOUNDED = f"""ceilings AS MATERIALIZED (
+    {
+    _reachable(
+        "SELECT floor - coalesce((SELECT max(text_score) FROM scored), 0.0) AS reach_floor"
+        " FROM scored_bound",
+        _WALK_CEILINGS,
+    )
+}
+), bounded AS MATERIALIZED (
+        SELECT scored.* FROM scored JOIN ceilings ON ceilings.memory_id = scored.memory_id
+        WHERE ceilings.ceiling + scored.text_score >= (SELECT floor FROM scored_bound)
+    UNION ALL
+        SELECT * FROM scored
+        WHERE NOT {_WALK_CEILINGS}
+          AND text_score >= (SELECT floor FROM scored_bound)
+                            - coalesce((SELECT max(ceiling) FROM seed), 0.0)
+)"""
+
+
 # Users with at most this many memories get exact semantic ranking (every
 # vector scanned: about 3 ms at 5,000); above it, the nearest
 # SEMANTIC_CANDIDATES come from the HNSW index (storage/migrate.py
@@ -581,7 +625,9 @@ def _semantic_cte(dimension: int, model: str) -> str:
     UNION ALL (
         SELECT memory_id, greatest(0.0, 1.0 - ({vector} <=> {query})) AS similarity
         FROM memory_embeddings
-        WHERE user_id = :user_id AND model = '{model}' AND {heavy}
+        -- user_id as text: no index can serve that, so even a generic plan
+        -- (which takes every user for an average one) walks the HNSW index.
+        WHERE user_id::text = :user_id::text AND model = '{model}' AND {heavy}
         ORDER BY {vector} <=> {query}
         LIMIT {SEMANTIC_CANDIDATES}
     )
@@ -619,6 +665,10 @@ def _recall_sql(lexical: bool, dimension: int, log: bool, model: str = "") -> Na
             parts.append(
                 "SELECT memory_id, relevance, 0.0::float8 FROM probed WHERE relevance IS NOT NULL"
             )
+            parts.append(
+                "SELECT memory_id, relevance, 0.0::float8 FROM sem_probed"
+                " WHERE relevance IS NOT NULL"
+            )
         matched = "false" if semantic else "true"
         # The candidates are driven from the scored ids (one primary-key
         # lookup each), never from the user's rows: joined the other way, a
@@ -630,22 +680,13 @@ def _recall_sql(lexical: bool, dimension: int, log: bool, model: str = "") -> Na
                AS text_score
     FROM ({" UNION ALL ".join(parts)}) s
     GROUP BY memory_id
-), {_SCORED_BOUND}, ceilings AS MATERIALIZED (
-    {
-            _reachable(
-                "SELECT floor - coalesce((SELECT max(text_score) FROM scored), 0.0) AS reach_floor"
-                " FROM scored_bound"
-            )
-        }
-),
+), {_SCORED_BOUND}, {_BOUNDED},
 candidates AS (
         SELECT {_RECALL_PARTS},
-               :w_relevance::float8 * scored.relevance AS relevance_score,
-               :w_semantic::float8 * scored.similarity AS semantic_score,
+               :w_relevance::float8 * bounded.relevance AS relevance_score,
+               :w_semantic::float8 * bounded.similarity AS semantic_score,
                {matched} AS matched
-        FROM scored JOIN ceilings ON ceilings.memory_id = scored.memory_id,
-             {_memory_row("scored.memory_id")}
-        WHERE ceilings.ceiling + scored.text_score >= (SELECT floor FROM scored_bound)
+        FROM bounded, {_memory_row("bounded.memory_id")}
     UNION ALL
         SELECT banded.*, false FROM banded WHERE id NOT IN (SELECT memory_id FROM scored)
 )"""

@@ -670,11 +670,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.app_url = migrate.app_role_url(bench.owner_url)
         conn = await asyncpg.connect(bench.owner_url)
         try:
-            if await conn.fetchval("SELECT count(*) FROM user_memories"):
-                raise SystemExit("the database already holds memories: give an empty one")
+            if bench.pg_pid is None:  # --database-url: its postmaster, if it runs here
+                bench.pg_pid = postmaster_pid(await conn.fetchval("SELECT pg_backend_pid()"))
+            held = await conn.fetchval("SELECT count(*) FROM user_memories")
             plan = dataset.Plan.build(spec)
-            log("loading users, preferences, subjects, profiles, lessons")
-            registry = await dataset.load_registry(conn, plan)
+            if args.reuse_database:
+                if held < args.memories:
+                    raise SystemExit(
+                        f"--reuse-database: the database holds {held:,} memories, not the"
+                        f" {args.memories:,} of this data set"
+                    )
+                log(f"reusing the loaded database ({held:,} memories)")
+                registry = await dataset.load_registry(conn, plan)  # reads the ids back
+            else:
+                if held:
+                    raise SystemExit("the database already holds memories: give an empty one")
+                log("loading users, preferences, subjects, profiles, lessons")
+                registry = await dataset.load_registry(conn, plan)
         finally:
             await conn.close()
         redis = bench.start_redis()
@@ -682,7 +694,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.loadgen = LoadGen(bench.env, bench.logs)
         loaded = 0
         for size in within:
-            await bench.load_to(plan, loaded, size)
+            if not args.reuse_database:
+                await bench.load_to(plan, loaded, size)
             loaded = size
             if not args.skip_growth:
                 bench.growth_stage(plan, size)
@@ -751,6 +764,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def postmaster_pid(backend_pid: int) -> int | None:
+    """The postmaster of a backend on this machine, whose process tree is PostgreSQL's
+    CPU; None when the server runs elsewhere (its CPU then counts as noise)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(backend_pid).parent()
+    except psutil.Error:
+        return None
+    return parent.pid if parent is not None and "postgres" in parent.name() else None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -811,6 +836,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument("--workers", type=int, default=1, help="memory-service serve --workers N")
     where = parser.add_argument_group("where")
     where.add_argument("--database-url", help="schema owner's URL to an empty database")
+    where.add_argument(
+        "--reuse-database",
+        action="store_true",
+        help="with --database-url and --skip-growth: the database already holds this data set"
+        " (same sizes and --seed) from an earlier run; skip the load and run the cells"
+        " (earlier runs' writes stay in it)",
+    )
     where.add_argument("--redis-url", help="an existing Redis instead of a private redis-server")
     where.add_argument(
         "--pg-setting",
@@ -826,6 +858,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="smoke run: 20k memories, 500 users, 1,000 lessons, 0.5 s cells",
     )
     args = parser.parse_args(argv)
+    if args.reuse_database and not (args.database_url and args.skip_growth):
+        parser.error("--reuse-database needs --database-url and --skip-growth")
     if args.quick:
         defaults = {"memories": 1_000_000, "users": 10_000, "lessons": 20_000, "duration": 3.0}
         quick = {"memories": 20_000, "users": 500, "lessons": 1_000, "duration": 0.5}

@@ -403,6 +403,19 @@ def _reachable(floor: str, gate: str = "true") -> str:
     ) r"""
 
 
+def _postings_relevance(terms: str, gate: str) -> str:
+    """(memory_id, relevance) from every posting of `terms` (a CTE of lexeme, idf), if `gate`."""
+    return f"""SELECT t.memory_id,
+           sum({terms}.idf * {_BM25_PART}) / (SELECT norm FROM bm25_norm) AS relevance
+    FROM {terms}, stats, LATERAL (
+        SELECT memory_id, tf, doc_len FROM memory_terms
+        WHERE user_id = :user_id AND lexeme = {terms}.lexeme
+        OFFSET 0
+    ) t
+    WHERE {gate}
+    GROUP BY t.memory_id"""
+
+
 def _lexical_ctes(semantic: bool) -> str:
     pool = "SELECT id FROM probe_seed"
     if semantic:  # and the nearest vectors
@@ -481,25 +494,9 @@ def _lexical_ctes(semantic: bool) -> str:
     SELECT (SELECT count(*) FROM reach) * (SELECT count(*) FROM idf) * :probe_cost::float8
            < (SELECT postings FROM essential_postings) AS probe_each
 ), partial AS MATERIALIZED (
-    SELECT t.memory_id,
-           sum(essential.idf * {_BM25_PART}) / (SELECT norm FROM bm25_norm) AS relevance
-    FROM essential, stats, LATERAL (
-        SELECT memory_id, tf, doc_len FROM memory_terms
-        WHERE user_id = :user_id AND lexeme = essential.lexeme
-        OFFSET 0
-    ) t
-    WHERE {_PROBING} AND NOT {_PROBE_EACH}
-    GROUP BY t.memory_id
+    {_postings_relevance("essential", f"{_PROBING} AND NOT {_PROBE_EACH}")}
 ), bm25 AS MATERIALIZED (
-        SELECT t.memory_id,
-               sum(idf.idf * {_BM25_PART}) / (SELECT norm FROM bm25_norm) AS relevance
-        FROM idf, stats, LATERAL (
-            SELECT memory_id, tf, doc_len FROM memory_terms
-            WHERE user_id = :user_id AND lexeme = idf.lexeme
-            OFFSET 0
-        ) t
-        WHERE NOT {_PROBING}
-        GROUP BY t.memory_id
+        {_postings_relevance("idf", f"NOT {_PROBING}")}
     UNION ALL
         SELECT memory_id, relevance FROM (
             SELECT reach.memory_id, reach.ceiling,

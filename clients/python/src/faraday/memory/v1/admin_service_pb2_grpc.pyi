@@ -48,9 +48,9 @@ class AdminServiceStub:
     UpsertUser: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertUserRequest, _registry_pb2.User]
     """Creates or replaces a user, matched by `id` if set, else by email.
     Every field is replaced except `is_active` when it is left unset: a new
-    user is then active and an existing one keeps its value. Returns
-    INVALID_ARGUMENT for a bad field, ALREADY_EXISTS if the email belongs to
-    another user id.
+    user is then active and an existing one keeps its value (User.is_active
+    says what an inactive user can still do). Returns INVALID_ARGUMENT for a
+    bad field, ALREADY_EXISTS if the email belongs to another user id.
     """
     UpsertUserPreferences: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertUserPreferencesRequest, _registry_pb2.UserPreferences]
     """Creates or replaces a user's preferences. Returns NOT_FOUND if the user
@@ -107,9 +107,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     UpsertUser: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertUserRequest, _registry_pb2.User]  # type: ignore[assignment]
     """Creates or replaces a user, matched by `id` if set, else by email.
     Every field is replaced except `is_active` when it is left unset: a new
-    user is then active and an existing one keeps its value. Returns
-    INVALID_ARGUMENT for a bad field, ALREADY_EXISTS if the email belongs to
-    another user id.
+    user is then active and an existing one keeps its value (User.is_active
+    says what an inactive user can still do). Returns INVALID_ARGUMENT for a
+    bad field, ALREADY_EXISTS if the email belongs to another user id.
     """
     UpsertUserPreferences: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertUserPreferencesRequest, _registry_pb2.UserPreferences]  # type: ignore[assignment]
     """Creates or replaces a user's preferences. Returns NOT_FOUND if the user
@@ -169,9 +169,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.User, _abc.Awaitable[_registry_pb2.User]]:
         """Creates or replaces a user, matched by `id` if set, else by email.
         Every field is replaced except `is_active` when it is left unset: a new
-        user is then active and an existing one keeps its value. Returns
-        INVALID_ARGUMENT for a bad field, ALREADY_EXISTS if the email belongs to
-        another user id.
+        user is then active and an existing one keeps its value (User.is_active
+        says what an inactive user can still do). Returns INVALID_ARGUMENT for a
+        bad field, ALREADY_EXISTS if the email belongs to another user id.
         """
 
     @_abc_1.abstractmethod

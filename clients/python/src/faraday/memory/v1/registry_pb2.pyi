@@ -55,7 +55,11 @@ class User(_message.Message):
     is_active: _builtins.bool
     """Whether the account is active. Left unset on upsert: a new user is
     active, an existing user keeps its current value (every other field is
-    replaced). Always set in responses. Inactive users keep their data.
+    replaced). Always set in responses. An inactive user keeps all their
+    data and it can still be read (GetMemory, ListMemories, RecallMemories,
+    ListInteractions, ExportUserData), but MemoryService writes for them
+    (StoreMemory, UpdateMemory, RecordFeedback) answer FAILED_PRECONDITION
+    and change nothing; DeleteMemory and DeleteUserData still work.
     """
     school: _builtins.str
     """School name."""

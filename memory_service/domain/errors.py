@@ -68,6 +68,16 @@ class FailedPrecondition(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class UserInactive(FailedPrecondition):
+    """A write for a user whose account is inactive: their data is read-only."""
+
+    reason = "USER_INACTIVE"
+
+    def __init__(self, user_id: object) -> None:
+        super().__init__(f"user {user_id} is inactive; their memories are read-only")
+        self.user_id = user_id
+
+
 class Unavailable(DomainError):
     """A dependency (the database) cannot be reached; retrying later may work."""
 

@@ -205,7 +205,9 @@ class User:
     id: uuid.UUID | None
     email: str
     name: str | None
-    is_active: bool
+    # None only in an upsert: active if new, else unchanged. Stored users
+    # always have a value.
+    is_active: bool | None
     school: str | None
     department: str | None
     subjects: list[str]
@@ -231,7 +233,8 @@ class SubjectCategory:
     name: str
     description: str | None
     parent_id: int | None
-    is_active: bool
+    # None only in an upsert: in use if new, else unchanged.
+    is_active: bool | None
     metadata: JsonObject | None
     level: int = 1
 
@@ -241,7 +244,8 @@ class Capability:
     name: str
     description: str | None
     parameters: JsonObject | None
-    is_enabled: bool
+    # None only in an upsert: on if new to the profile, else unchanged.
+    is_enabled: bool | None
     priority: int
 
 
@@ -251,7 +255,8 @@ class AssistantProfile:
     name: str
     description: str | None
     model_version: str
-    is_active: bool
+    # None only in an upsert: in use if new, else unchanged.
+    is_active: bool | None
     configuration: JsonObject | None
     capabilities: list[Capability]
 

@@ -47,6 +47,11 @@ def _object(v: check.Violations, field: str, message: struct_pb2.Struct, present
     return check.json_value(v, field, wire.struct_to_dict(message))
 
 
+def _flag(message: Any, field: str) -> bool | None:
+    """An `optional bool`: None when left unset, which upserts read as "the default"."""
+    return bool(getattr(message, field)) if message.HasField(field) else None
+
+
 def user(request: admin_service_pb2.UpsertUserRequest) -> User:
     if not request.HasField("user"):
         raise InvalidArgument.one("user", "is required")
@@ -59,7 +64,7 @@ def user(request: admin_service_pb2.UpsertUserRequest) -> User:
         id=check.user_id(v, "user.id", m.id, required=False),
         email=email or "",
         name=check.text(v, "user.name", m.name, max_chars=USER_TEXT_MAX_CHARS),
-        is_active=m.is_active,
+        is_active=_flag(m, "is_active"),
         school=check.text(v, "user.school", m.school, max_chars=USER_TEXT_MAX_CHARS),
         department=check.text(v, "user.department", m.department, max_chars=USER_TEXT_MAX_CHARS),
         subjects=check.string_list(
@@ -122,7 +127,7 @@ def subject_category(request: admin_service_pb2.UpsertSubjectCategoryRequest) ->
             v, "category.description", m.description, max_chars=DESCRIPTION_MAX_CHARS
         ),
         parent_id=check.reference_id(v, "category.parent_id", m.parent_id),
-        is_active=m.is_active,
+        is_active=_flag(m, "is_active"),
         metadata=_object(v, "category.metadata", m.metadata, m.HasField("metadata")),
     )
     v.check()
@@ -156,7 +161,7 @@ def _capabilities(
                 parameters=_object(
                     v, f"{field}.parameters", c.parameters, c.HasField("parameters")
                 ),
-                is_enabled=c.is_enabled,
+                is_enabled=_flag(c, "is_enabled"),
                 priority=c.priority,
             )
         )
@@ -182,7 +187,7 @@ def assistant_profile(request: admin_service_pb2.UpsertAssistantProfileRequest) 
             required=True,
         )
         or "",
-        is_active=m.is_active,
+        is_active=_flag(m, "is_active"),
         configuration=_object(
             v, "profile.configuration", m.configuration, m.HasField("configuration")
         ),

@@ -11,7 +11,13 @@ import asyncpg
 
 from memory_service.domain import audit, ranking
 from memory_service.domain.bm25 import K1, B
-from memory_service.domain.errors import InvalidArgument, NotFound, PermissionDenied, StaleEtag
+from memory_service.domain.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    StaleEtag,
+    UserInactive,
+)
 from memory_service.domain.models import (
     Embedding,
     Feedback,
@@ -58,6 +64,18 @@ _VISIBLE = """(:owner::uuid IS NULL OR user_id = :owner)
 _WRITABLE = """(:owner::uuid IS NULL OR user_id = :owner)
     AND (:profiles::int[] IS NULL OR assistant_profile_id = ANY(:profiles::int[]))"""
 
+# An inactive user's memories are read-only (memory_service.proto): every
+# statement that writes one (store, update, feedback) carries this condition
+# in its WHERE. So check and write see one snapshot, the check costs one
+# primary-key probe of users and no round trip, and a write that fails it
+# changes nothing at all, its interaction, embedding and request key
+# included. A deactivation that commits while such a statement runs orders
+# after it, as if it had come a moment later. Deletes do not check: erasure
+# must not depend on the account's state.
+_USER_ACTIVE = "EXISTS (SELECT FROM users WHERE users.id = :user_id::uuid AND users.is_active)"
+_OWNER_ACTIVE = """EXISTS (SELECT FROM users
+               WHERE users.id = user_memories.user_id AND users.is_active)"""
+
 _STORE_VALUES = """:user_id, :assistant_profile_id, :content, :context, :importance,
             :category, :tags, :source, :confidence, :expires_at, :metadata"""
 _STORE_COLUMNS = """user_id, assistant_profile_id, content, context, importance,
@@ -79,12 +97,17 @@ def _store_sql(once: bool, embedded: bool) -> NamedSQL:
     so the key and the memory are written by one statement, or neither is. A
     racing retry waits on the key's unique index until the first commits,
     then finds the key taken (ON CONFLICT DO NOTHING) and writes nothing.
+
+    Nothing at all is written, and no row returned, unless the user exists
+    and is active (_USER_ACTIVE); the memory follows the key, so the key
+    checks it for both.
     """
     if once:
         head = f"""WITH key AS (
     INSERT INTO idempotency_keys (caller, request_id, method, request_hash, user_id, memory_id)
-    VALUES (:caller, :request_id, 'StoreMemory', :request_hash, :user_id,
-            nextval(pg_get_serial_sequence('user_memories', 'id')))
+    SELECT :caller, :request_id, 'StoreMemory', :request_hash, :user_id,
+           nextval(pg_get_serial_sequence('user_memories', 'id'))
+    WHERE {_USER_ACTIVE}
     ON CONFLICT DO NOTHING
     RETURNING memory_id
 ), m AS (
@@ -95,7 +118,8 @@ def _store_sql(once: bool, embedded: bool) -> NamedSQL:
     else:
         head = f"""WITH m AS (
     INSERT INTO user_memories ({_STORE_COLUMNS})
-    VALUES ({_STORE_VALUES})
+    SELECT {_STORE_VALUES}
+    WHERE {_USER_ACTIVE}
     RETURNING {MEMORY_COLUMNS}
 )"""
     return NamedSQL.compile(f"""{head}, logged AS (
@@ -112,9 +136,14 @@ WHERE caller = :caller AND request_id = :request_id
 """)
 
 _GET = NamedSQL.compile(f"SELECT {MEMORY_COLUMNS} FROM user_memories WHERE id = :id AND {_VISIBLE}")
-_VERSION = NamedSQL.compile(
-    f"SELECT version, assistant_profile_id FROM user_memories WHERE id = :id AND {_VISIBLE}"
-)
+_VERSION = NamedSQL.compile(f"""
+SELECT version, assistant_profile_id, user_id, {_OWNER_ACTIVE} AS owner_active
+FROM user_memories WHERE id = :id AND {_VISIBLE}
+""")
+
+# Why a store wrote nothing: NULL if the user does not exist (or is not the
+# caller's to see), else whether it is active.
+_USER_IS_ACTIVE = "SELECT is_active FROM users WHERE id = $1"
 
 _DELETE = NamedSQL.compile(f"""
 DELETE FROM user_memories
@@ -139,7 +168,7 @@ LIMIT :limit
 _FEEDBACK_TEMPLATE = """
 WITH {key}old AS (
     SELECT id, importance FROM user_memories
-    WHERE id = :id AND {writable} {key_exists}
+    WHERE id = :id AND {writable} AND {owner_active} {key_exists}
     FOR UPDATE
 ), m AS (
     UPDATE user_memories u
@@ -171,7 +200,7 @@ _FEEDBACK_KEY = """key AS (
                                   memory_id, interaction_id)
     SELECT :caller, :request_id, 'RecordFeedback', :request_hash, user_id, id,
            nextval(pg_get_serial_sequence('memory_interactions', 'id'))
-    FROM user_memories WHERE id = :id AND {writable}
+    FROM user_memories WHERE id = :id AND {writable} AND {owner_active}
     ON CONFLICT DO NOTHING
     RETURNING interaction_id
 ), """
@@ -180,8 +209,11 @@ _FEEDBACK_KEY = """key AS (
 def _feedback_sql(once: bool) -> NamedSQL:
     return NamedSQL.compile(
         _FEEDBACK_TEMPLATE.format(
-            key=_FEEDBACK_KEY.format(writable=_WRITABLE) if once else "",
+            key=_FEEDBACK_KEY.format(writable=_WRITABLE, owner_active=_OWNER_ACTIVE)
+            if once
+            else "",
             writable=_WRITABLE,
+            owner_active=_OWNER_ACTIVE,
             smallest=repr(SMALLEST_POSITIVE),
             key_exists="AND EXISTS (SELECT 1 FROM key)" if once else "",
             interaction_id="id, " if once else "",
@@ -837,13 +869,30 @@ class MemoryStore:
         try:
             async with self._db.connection() as conn:
                 row = await conn.fetchrow(statement.sql, *statement.args(params))
-                if row is None:  # the key was taken: a retry
+                if row is None:  # a retry (the key was taken), or no active user
+                    if key is None or not await self._key_taken(conn, key):
+                        await self._raise_why_not_stored(conn, memory.user_id)
                     assert key is not None
                     first = await self._replayed(conn, key, "StoreMemory")
                     row = await self._fetch_visible(conn, first["memory_id"], EVERYTHING)
         except asyncpg.ForeignKeyViolationError as exc:
             raise _missing_reference(exc, memory) from exc
         return memory_from_row(row)
+
+    @staticmethod
+    async def _key_taken(conn: asyncpg.Connection, key: RequestKey) -> bool:
+        params = {"caller": key.caller, "request_id": key.request_id}
+        return await conn.fetchrow(_KEY.sql, *_KEY.args(params)) is not None
+
+    @staticmethod
+    async def _raise_why_not_stored(conn: asyncpg.Connection, user_id: object) -> NoReturn:
+        """Why a store matched no active user: none at all, or an inactive one."""
+        active = await conn.fetchval(_USER_IS_ACTIVE, user_id)
+        if active is None:
+            raise NotFound("user", user_id)
+        # Reactivated since the store looked (active now) or not: the store
+        # saw an inactive user, and wrote nothing.
+        raise UserInactive(user_id)
 
     @staticmethod
     async def _replayed(conn: asyncpg.Connection, key: RequestKey, method: str) -> asyncpg.Record:
@@ -895,6 +944,7 @@ class MemoryStore:
 WITH m AS (
     UPDATE user_memories SET {assignments}, version = version + 1
     WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_WRITABLE}
+      AND {_OWNER_ACTIVE}
     RETURNING {MEMORY_COLUMNS}
 ), logged AS (
     INSERT INTO memory_interactions (memory_id, user_id, interaction_type, context)
@@ -913,7 +963,9 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             async with self._db.connection() as conn:
                 row = await conn.fetchrow(statement.sql, *statement.args(params))
                 if row is None:
-                    await self._raise_why_unchanged(conn, patch.memory_id, visibility, etag=True)
+                    await self._raise_why_unchanged(
+                        conn, patch.memory_id, visibility, etag=True, active_owner=True
+                    )
                 audit.note(user_id=row["user_id"])
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound("assistant_profile", patch.values.get("assistant_profile_id")) from exc
@@ -932,14 +984,22 @@ SELECT {MEMORY_COLUMNS} FROM m""")
 
     @staticmethod
     async def _raise_why_unchanged(
-        conn: asyncpg.Connection, memory_id: int, visibility: Visibility, *, etag: bool
+        conn: asyncpg.Connection,
+        memory_id: int,
+        visibility: Visibility,
+        *,
+        etag: bool,
+        active_owner: bool = False,
     ) -> NoReturn:
-        """Why a write matched no row: missing, shared (read-only here), or a stale etag."""
+        """Why a write matched no row: missing, shared (read-only here), its user
+        inactive (for writes that require an active one), or a stale etag."""
         params = {"id": memory_id, **_visible(visibility)}
         row = await conn.fetchrow(_VERSION.sql, *_VERSION.args(params))
         if row is None:
             raise NotFound("memory", memory_id)
         _require_writable(row, memory_id, visibility)
+        if active_owner and not row["owner_active"]:
+            raise UserInactive(row["user_id"])
         if not etag:
             raise NotFound("memory", memory_id)  # deleted since the write looked
         raise StaleEtag(
@@ -1069,12 +1129,16 @@ SELECT {MEMORY_COLUMNS} FROM m""")
                 )
                 return memory, interaction
             if key is None:
-                await self._raise_why_unchanged(conn, feedback.memory_id, visibility, etag=False)
+                await self._raise_why_unchanged(
+                    conn, feedback.memory_id, visibility, etag=False, active_owner=True
+                )
             first = await conn.fetchrow(
                 _KEY.sql, *_KEY.args({"caller": key.caller, "request_id": key.request_id})
             )
-            if first is None:  # no key and no update: the memory is not there, or shared
-                await self._raise_why_unchanged(conn, feedback.memory_id, visibility, etag=False)
+            if first is None:  # no key and no update: not there, shared, or user inactive
+                await self._raise_why_unchanged(
+                    conn, feedback.memory_id, visibility, etag=False, active_owner=True
+                )
             await self._replayed(conn, key, "RecordFeedback")
             memory = memory_from_row(
                 await self._fetch_visible(conn, first["memory_id"], visibility)

@@ -23,22 +23,41 @@ from memory_service.storage.named_sql import NamedSQL
 
 MAX_SUBJECT_LEVEL = 5
 
+# Replaced whole by an upsert; is_active is not among them (below).
 _USER_FIELDS = (
     "email",
     "name",
-    "is_active",
     "school",
     "department",
     "subjects",
     "grade_levels",
     "custom_instructions",
 )
-USER_COLUMNS = ", ".join(("id", *_USER_FIELDS, "created_at", "updated_at"))
-_SET_USER_FIELDS = ", ".join(f"{c} = EXCLUDED.{c}" for c in _USER_FIELDS)
+USER_COLUMNS = ", ".join(("id", "is_active", *_USER_FIELDS, "created_at", "updated_at"))
+
+
+def _keep_if_null(column: str, table: str) -> tuple[str, str]:
+    """An upserted flag's value on insert and its assignment on update.
+
+    NULL (the caller left the proto3 `optional` field unset) means true for a
+    new row, as the column's server default, and the row's current value for
+    an existing one. EXCLUDED cannot tell the two apart after the insert's
+    coalesce, so the update reads the parameter itself.
+    """
+    return (
+        f"coalesce(:{column}::bool, true)",
+        f"{column} = coalesce(:{column}::bool, {table}.{column})",
+    )
+
+
+_INSERT_USER_ACTIVE, _SET_USER_ACTIVE = _keep_if_null("is_active", "users")
+_SET_USER_FIELDS = ", ".join((*(f"{c} = EXCLUDED.{c}" for c in _USER_FIELDS), _SET_USER_ACTIVE))
+_USER_VALUES = ", ".join((*(f":{c}" for c in _USER_FIELDS), _INSERT_USER_ACTIVE))
+_INSERT_USER_FIELDS = ", ".join((*_USER_FIELDS, "is_active"))
 
 _UPSERT_USER_BY_ID = NamedSQL.compile(f"""
-INSERT INTO users (id, {", ".join(_USER_FIELDS)})
-VALUES (:id, {", ".join(f":{c}" for c in _USER_FIELDS)})
+INSERT INTO users (id, {_INSERT_USER_FIELDS})
+VALUES (:id, {_USER_VALUES})
 ON CONFLICT (id) DO UPDATE SET {_SET_USER_FIELDS}
 RETURNING {USER_COLUMNS}
 """)
@@ -46,8 +65,8 @@ RETURNING {USER_COLUMNS}
 # The arbiter is the unique index uq_users_email_lower on lower(email): one
 # mailbox, however its address is capitalised, is one user.
 _UPSERT_USER_BY_EMAIL = NamedSQL.compile(f"""
-INSERT INTO users ({", ".join(_USER_FIELDS)})
-VALUES ({", ".join(f":{c}" for c in _USER_FIELDS)})
+INSERT INTO users ({_INSERT_USER_FIELDS})
+VALUES ({_USER_VALUES})
 ON CONFLICT ((lower(email))) DO UPDATE SET {_SET_USER_FIELDS}
 RETURNING {USER_COLUMNS}
 """)
@@ -88,12 +107,15 @@ _CATEGORY_LEVEL = (
     "coalesce((SELECT p.level + 1 FROM subject_categories p WHERE p.id = :parent_id), 1)"
 )
 
+_INSERT_CATEGORY_ACTIVE, _SET_CATEGORY_ACTIVE = _keep_if_null("is_active", "subject_categories")
+
 _UPSERT_CATEGORY = NamedSQL.compile(f"""
 INSERT INTO subject_categories (name, description, parent_id, is_active, metadata, level)
-VALUES (:name, :description, :parent_id::int, :is_active, :metadata::jsonb, {_CATEGORY_LEVEL})
+VALUES (:name, :description, :parent_id::int, {_INSERT_CATEGORY_ACTIVE}, :metadata::jsonb,
+        {_CATEGORY_LEVEL})
 ON CONFLICT (name) DO UPDATE SET
     description = EXCLUDED.description, parent_id = EXCLUDED.parent_id,
-    is_active = EXCLUDED.is_active, metadata = EXCLUDED.metadata, level = EXCLUDED.level
+    {_SET_CATEGORY_ACTIVE}, metadata = EXCLUDED.metadata, level = EXCLUDED.level
 RETURNING {CATEGORY_COLUMNS}
 """)
 
@@ -101,7 +123,7 @@ RETURNING {CATEGORY_COLUMNS}
 _UPDATE_CATEGORY = NamedSQL.compile(f"""
 UPDATE subject_categories SET
     name = :name, description = :description, parent_id = :parent_id::int,
-    is_active = :is_active, metadata = :metadata::jsonb, level = {_CATEGORY_LEVEL}
+    {_SET_CATEGORY_ACTIVE}, metadata = :metadata::jsonb, level = {_CATEGORY_LEVEL}
 WHERE id = :id
 RETURNING {CATEGORY_COLUMNS}
 """)
@@ -124,12 +146,14 @@ _LEVEL_CHECK = "ck_subject_categories_valid_level"
 
 PROFILE_COLUMNS = "id, name, description, model_version, is_active, configuration"
 
+_INSERT_PROFILE_ACTIVE, _SET_PROFILE_ACTIVE = _keep_if_null("is_active", "assistant_profiles")
+
 _UPSERT_PROFILE = NamedSQL.compile(f"""
 INSERT INTO assistant_profiles (name, description, model_version, is_active, configuration)
-VALUES (:name, :description, :model_version, :is_active, :configuration::jsonb)
+VALUES (:name, :description, :model_version, {_INSERT_PROFILE_ACTIVE}, :configuration::jsonb)
 ON CONFLICT (name) DO UPDATE SET
     description = EXCLUDED.description, model_version = EXCLUDED.model_version,
-    is_active = EXCLUDED.is_active, configuration = EXCLUDED.configuration
+    {_SET_PROFILE_ACTIVE}, configuration = EXCLUDED.configuration
 RETURNING {PROFILE_COLUMNS}
 """)
 
@@ -137,13 +161,16 @@ RETURNING {PROFILE_COLUMNS}
 _UPDATE_PROFILE = NamedSQL.compile(f"""
 UPDATE assistant_profiles SET
     name = :name, description = :description, model_version = :model_version,
-    is_active = :is_active, configuration = :configuration::jsonb
+    {_SET_PROFILE_ACTIVE}, configuration = :configuration::jsonb
 WHERE id = :id
 RETURNING {PROFILE_COLUMNS}
 """)
 
 # The whole capability list in one statement: drop the ones no longer
-# listed, upsert the rest from parallel arrays.
+# listed, upsert the rest from parallel arrays. A NULL is_enabled (left
+# unset) is true for a new capability and keeps an existing one's value; as
+# in _keep_if_null, the update looks the caller's value up by name, since
+# EXCLUDED holds the coalesced one. Names are unique within the list.
 _REPLACE_CAPABILITIES = """
 WITH gone AS (
     DELETE FROM assistant_capabilities
@@ -151,10 +178,16 @@ WITH gone AS (
 ), saved AS (
     INSERT INTO assistant_capabilities
         (assistant_profile_id, name, description, parameters, is_enabled, priority)
-    SELECT $1, * FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::bool[], $6::int[])
+    SELECT $1, name, description, parameters, coalesce(is_enabled, true), priority
+    FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::bool[], $6::int[])
+        AS given (name, description, parameters, is_enabled, priority)
     ON CONFLICT (assistant_profile_id, name) DO UPDATE SET
         description = EXCLUDED.description, parameters = EXCLUDED.parameters,
-        is_enabled = EXCLUDED.is_enabled, priority = EXCLUDED.priority
+        is_enabled = coalesce(
+            (SELECT g.is_enabled FROM unnest($2::text[], $5::bool[]) AS g (name, is_enabled)
+             WHERE g.name = EXCLUDED.name),
+            assistant_capabilities.is_enabled),
+        priority = EXCLUDED.priority
     RETURNING name, description, parameters, is_enabled, priority
 )
 SELECT * FROM saved ORDER BY priority DESC, name
@@ -229,6 +262,7 @@ class RegistryStore:
         """Create or replace a user, matched by id if it has one, else by email."""
         params = {c: getattr(user, c) for c in _USER_FIELDS}
         params["id"] = user.id
+        params["is_active"] = user.is_active
         statement = _UPSERT_USER_BY_EMAIL if user.id is None else _UPSERT_USER_BY_ID
         try:
             async with self._db.connection() as conn:

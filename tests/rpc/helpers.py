@@ -31,6 +31,29 @@ def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     raise AssertionError(f"no status details on {error.code()}: {error.details()}")
 
 
+def error_reasons(error: grpc.aio.AioRpcError) -> list[str]:
+    """The reasons of the google.rpc.ErrorInfo details of an error."""
+    reasons: list[str] = []
+    for detail in status_details(error).details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reasons.append(info.reason)
+    return reasons
+
+
+async def set_user_active(
+    admin_stub: admin_service_pb2_grpc.AdminServiceStub, user_id: str, email: str, active: bool
+) -> None:
+    """Activate or deactivate a registered user (its other fields are replaced)."""
+    changed = await admin_stub.UpsertUser(
+        admin_service_pb2.UpsertUserRequest(
+            user=registry_pb2.User(id=user_id, email=email, is_active=active)
+        )
+    )
+    assert changed.id == user_id and changed.is_active is active
+
+
 def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
     """The field paths of the google.rpc.BadRequest detail of an INVALID_ARGUMENT error."""
     fields: list[str] = []

@@ -16,6 +16,7 @@ async def store(
     importance: float | None = None,
     tags: list[str] | None = None,
     context: dict[str, Any] | None = None,
+    request_id: str = "",
     **fields: Any,
 ) -> memory_pb2.Memory:
     memory = memory_pb2.Memory(
@@ -25,4 +26,6 @@ async def store(
         memory.importance = importance
     if context:
         memory.context.update(context)
-    return await stub.StoreMemory(memory_service_pb2.StoreMemoryRequest(memory=memory))
+    return await stub.StoreMemory(
+        memory_service_pb2.StoreMemoryRequest(memory=memory, request_id=request_id)
+    )

@@ -80,12 +80,54 @@ async def test_upsert_user_creates_then_matches_by_email(admin_stub) -> None:
     assert created.grade_levels == ["6", "7"]
     assert created.HasField("create_time") and created.HasField("update_time")
 
-    # Same mailbox, other capitalisation: the same user, every field replaced.
+    # Same mailbox, other capitalisation: the same user, every field replaced
+    # but is_active, which was left unset and so keeps its value.
     again = await _upsert_user(admin_stub, email="ada@school.example.org", name="Ada L.")
     assert again.id == created.id
     assert again.email == "ada@school.example.org" and again.name == "Ada L."
-    assert not again.is_active and again.school == "" and list(again.subjects) == []
+    assert again.school == "" and list(again.subjects) == []
+    assert again.HasField("is_active") and again.is_active
     assert again.create_time == created.create_time
+
+
+async def test_unset_is_active_registers_an_active_user(admin_stub) -> None:
+    by_email = await _upsert_user(admin_stub, email="new@school.example.org")
+    assert by_email.HasField("is_active") and by_email.is_active
+    by_id = await _upsert_user(admin_stub, id=str(uuid.uuid4()), email="new2@school.example.org")
+    assert by_id.HasField("is_active") and by_id.is_active
+
+
+@pytest.mark.parametrize("match_by", ["email", "id"])
+async def test_unset_is_active_keeps_an_existing_users_value(admin_stub, match_by: str) -> None:
+    platform_id = str(uuid.uuid4())
+    key = {"id": platform_id} if match_by == "id" else {}
+    email = "keep@school.example.org"
+    inactive = await _upsert_user(admin_stub, **key, email=email, is_active=False)
+    assert inactive.HasField("is_active") and not inactive.is_active
+
+    renamed = await _upsert_user(admin_stub, **key, email=email, name="Renamed")
+    assert renamed.id == inactive.id and renamed.name == "Renamed"
+    assert not renamed.is_active  # still inactive: unset did not reactivate
+
+    active = await _upsert_user(admin_stub, **key, email=email, is_active=True)
+    assert active.is_active
+    again = await _upsert_user(admin_stub, **key, email=email, school="Hill School")
+    assert again.is_active and again.school == "Hill School"  # still active
+
+
+async def test_explicit_false_deactivates_a_user(admin_stub) -> None:
+    email = "ada@school.example.org"
+    user_id = await register_user(admin_stub, email)
+    off = await _upsert_user(admin_stub, id=user_id, email=email, is_active=False)
+    assert off.id == user_id and off.HasField("is_active") and not off.is_active
+    # What was stored, read back by another path than the upsert's RETURNING.
+    exported = [
+        r
+        async for r in admin_stub.ExportUserData(
+            admin_service_pb2.ExportUserDataRequest(user_id=user_id)
+        )
+    ]
+    assert exported[0].user.id == user_id and not exported[0].user.is_active
 
 
 async def test_upsert_user_keeps_the_platforms_id(admin_stub) -> None:
@@ -211,7 +253,22 @@ async def test_subject_levels_follow_parents_and_upserts_match_by_name(admin_stu
         admin_service_pb2.UpsertSubjectCategoryRequest(category=request)
     )
     assert again.id == math.id and again.description == "All of it"
-    assert again.metadata["color"] == "blue" and not again.is_active
+    assert again.metadata["color"] == "blue"
+    assert again.is_active  # left unset: kept
+
+
+async def test_unset_subject_is_active_means_in_use_if_new_else_unchanged(admin_stub) -> None:
+    new = await _upsert_category(admin_stub, name="Art")
+    assert new.HasField("is_active") and new.is_active
+    retired = await _upsert_category(admin_stub, name="Art", is_active=False)
+    assert retired.id == new.id and not retired.is_active
+    described = await _upsert_category(admin_stub, name="Art", description="Drawing")
+    assert described.description == "Drawing" and not described.is_active
+    renamed = await _upsert_category(admin_stub, id=new.id, name="Arts")
+    assert renamed.name == "Arts" and not renamed.is_active  # by id, too
+    back = await _upsert_category(admin_stub, id=new.id, name="Arts", is_active=True)
+    assert back.is_active
+    assert (await _upsert_category(admin_stub, name="Arts")).is_active
 
 
 async def test_subjects_nest_five_levels_deep_and_no_deeper(admin_stub) -> None:
@@ -327,6 +384,47 @@ async def test_upsert_profile_replaces_its_capabilities(admin_stub) -> None:
 
     emptied = await _upsert_profile(admin_stub, name="Planner", model_version="gpt-4.1")
     assert list(emptied.capabilities) == []
+
+
+async def test_unset_profile_and_capability_flags_mean_on_if_new_else_unchanged(
+    admin_stub,
+) -> None:
+    new = await _upsert_profile(
+        admin_stub, name="Tutor", model_version="m", capabilities=[_capability("quiz")]
+    )
+    assert new.HasField("is_active") and new.is_active
+    assert new.capabilities[0].HasField("is_enabled") and new.capabilities[0].is_enabled
+
+    off = await _upsert_profile(
+        admin_stub,
+        name="Tutor",
+        model_version="m",
+        is_active=False,
+        capabilities=[_capability("quiz", is_enabled=False), _capability("hints", 1)],
+    )
+    assert not off.is_active
+    assert {c.name: c.is_enabled for c in off.capabilities} == {"quiz": False, "hints": True}
+
+    # Unset everywhere: the profile stays out of use, quiz stays off (it
+    # exists), hints stays on, and the new capability is on.
+    kept = await _upsert_profile(
+        admin_stub,
+        name="Tutor",
+        model_version="m2",
+        capabilities=[_capability("quiz"), _capability("hints", 1), _capability("rubrics", 2)],
+    )
+    assert kept.id == new.id and kept.model_version == "m2" and not kept.is_active
+    assert {c.name: c.is_enabled for c in kept.capabilities} == {
+        "quiz": False,
+        "hints": True,
+        "rubrics": True,
+    }
+    by_id = await _upsert_profile(admin_stub, id=new.id, name="Tutor", model_version="m3")
+    assert not by_id.is_active
+    on = await _upsert_profile(
+        admin_stub, id=new.id, name="Tutor", model_version="m3", is_active=True
+    )
+    assert on.is_active
 
 
 async def test_profile_rename_by_id(admin_stub) -> None:

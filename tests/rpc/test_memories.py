@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from faraday.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from memory_service.server import RunningServer
-from tests.rpc.helpers import field_violations, register_user
+from tests.rpc.helpers import error_reasons, field_violations, register_user, set_user_active
 from tests.rpc.memory_helpers import store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -438,3 +439,172 @@ async def test_sweep_deletes_expired_memories(
     error = await _error(memory_stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=doomed.id)))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     await memory_stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=kept.id))
+
+
+# --- Inactive users: their memories are read-only -----------------------------
+
+
+async def _inactive_user_with_a_memory(
+    memory_stub, admin_stub
+) -> tuple[str, str, memory_pb2.Memory]:
+    """A user with one memory (stored while active), then deactivated."""
+    email = f"inactive-{uuid.uuid4().hex[:8]}@school.example.org"
+    user = await register_user(admin_stub, email)
+    stored = await store(memory_stub, user, "Prefers bullet points.", importance=0.5)
+    await set_user_active(admin_stub, user, email, active=False)
+    return user, email, stored
+
+
+async def _rows_of(database_url: str, user: str) -> dict[str, int]:
+    """What the database holds for the user, counted as the schema owner."""
+    owner = await asyncpg.connect(database_url)
+    try:
+        return {
+            table: await owner.fetchval(f"SELECT count(*) FROM {table} WHERE user_id = $1", user)
+            for table in ("user_memories", "memory_interactions", "idempotency_keys")
+        }
+    finally:
+        await owner.close()
+
+
+async def _inactive(call: object) -> None:
+    error = await _error(call)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    assert error_reasons(error) == ["USER_INACTIVE"]
+    assert "is inactive" in (error.details() or "")
+
+
+async def test_store_for_an_inactive_user_is_failed_precondition_and_writes_nothing(
+    memory_stub, admin_stub, database_url
+) -> None:
+    user, email, _ = await _inactive_user_with_a_memory(memory_stub, admin_stub)
+    before = await _rows_of(database_url, user)
+    assert before == {"user_memories": 1, "memory_interactions": 1, "idempotency_keys": 0}
+
+    await _inactive(store(memory_stub, user, "Teaches 7B on Mondays."))
+    await _inactive(store(memory_stub, user, "Teaches 7B on Mondays.", request_id="once-1"))
+    assert await _rows_of(database_url, user) == before
+
+    # Reactivated, the same request id stores: the refused call used nothing up.
+    await set_user_active(admin_stub, user, email, active=True)
+    stored = await store(memory_stub, user, "Teaches 7B on Mondays.", request_id="once-1")
+    assert stored.content == "Teaches 7B on Mondays."
+    assert await _rows_of(database_url, user) == {
+        "user_memories": 2,
+        "memory_interactions": 2,
+        "idempotency_keys": 1,
+    }
+
+
+async def test_store_for_an_unknown_user_is_still_not_found_with_a_request_id(
+    memory_stub,
+) -> None:
+    error = await _error(store(memory_stub, str(uuid.uuid4()), request_id="nobody-1"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "user" in (error.details() or "")
+
+
+async def test_an_inactive_users_memories_stay_readable(memory_stub, admin_stub) -> None:
+    user, _, stored = await _inactive_user_with_a_memory(memory_stub, admin_stub)
+    got = await memory_stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=stored.id))
+    assert got.content == stored.content
+    listed = await memory_stub.ListMemories(memory_service_pb2.ListMemoriesRequest(user_id=user))
+    assert [m.id for m in listed.memories] == [stored.id]
+    recalled = await memory_stub.RecallMemories(
+        memory_service_pb2.RecallMemoriesRequest(user_id=user, query="bullet points")
+    )
+    assert [r.memory.id for r in recalled.memories] == [stored.id]
+    logged = await memory_stub.ListInteractions(
+        memory_service_pb2.ListInteractionsRequest(user_id=user)
+    )
+    assert [i.type for i in logged.interactions] == [
+        memory_pb2.INTERACTION_TYPE_RECALL,  # recall's log is part of reading
+        memory_pb2.INTERACTION_TYPE_STORE,
+    ]
+
+
+async def test_update_and_feedback_for_an_inactive_user_change_nothing(
+    memory_stub, admin_stub, database_url
+) -> None:
+    user, email, stored = await _inactive_user_with_a_memory(memory_stub, admin_stub)
+    before = await _rows_of(database_url, user)
+
+    change = memory_pb2.Memory(id=stored.id, content="changed", etag=stored.etag)
+    await _inactive(memory_stub.UpdateMemory(_update(change, "content")))
+    # A stale etag too: what blocks the write is the user, which re-reading
+    # would not fix, so FAILED_PRECONDITION and not ABORTED.
+    stale = memory_pb2.Memory(id=stored.id, content="changed", etag="1")
+    await _inactive(memory_stub.UpdateMemory(_update(stale, "content")))
+    await _inactive(
+        memory_stub.RecordFeedback(
+            memory_service_pb2.RecordFeedbackRequest(memory_id=stored.id, helpful=True)
+        )
+    )
+    await _inactive(
+        memory_stub.RecordFeedback(
+            memory_service_pb2.RecordFeedbackRequest(
+                memory_id=stored.id, rating=5, request_id="fb-1"
+            )
+        )
+    )
+    got = await memory_stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=stored.id))
+    assert got == stored  # content, importance, version, etag: all as stored
+    assert await _rows_of(database_url, user) == before
+
+    # NOT_FOUND still wins for a memory that is not there.
+    missing = await _error(
+        memory_stub.RecordFeedback(
+            memory_service_pb2.RecordFeedbackRequest(memory_id=stored.id + 1000, helpful=True)
+        )
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+    # Reactivated: the same feedback request id works (nothing was used up).
+    await set_user_active(admin_stub, user, email, active=True)
+    response = await memory_stub.RecordFeedback(
+        memory_service_pb2.RecordFeedbackRequest(memory_id=stored.id, rating=5, request_id="fb-1")
+    )
+    assert response.memory.importance == pytest.approx(0.5 + 0.2 * (1.0 - 0.5))
+
+
+async def test_an_inactive_users_memory_can_still_be_deleted(memory_stub, admin_stub) -> None:
+    _, _, stored = await _inactive_user_with_a_memory(memory_stub, admin_stub)
+    await memory_stub.DeleteMemory(
+        memory_service_pb2.DeleteMemoryRequest(id=stored.id, etag=stored.etag)
+    )
+    gone = await _error(memory_stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=stored.id)))
+    assert gone.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_stores_racing_a_deactivation_are_whole_or_nothing(
+    memory_stub, admin_stub, database_url
+) -> None:
+    email = f"racing-{uuid.uuid4().hex[:8]}@school.example.org"
+    user = await register_user(admin_stub, email)
+
+    async def one(i: int) -> bool:
+        """Store one memory; True if stored, False if refused as inactive."""
+        try:
+            await store(memory_stub, user, f"fact {i}", request_id=f"race-{i}" if i % 2 else "")
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+            return False
+        return True
+
+    assert await one(0) and await one(1)
+    # The deactivation is sent among more stores, which queue for the test
+    # server's few connections: some run before it, some after, some beside.
+    calls = [one(i) for i in range(2, 60)]
+    calls.insert(20, set_user_active(admin_stub, user, email, active=False))
+    outcomes = [True, True, *await asyncio.gather(*calls)]
+    del outcomes[22]
+    stored = [i for i, ok in enumerate(outcomes) if ok]
+    # Every acknowledged store is whole (memory, interaction, request key),
+    # and every refused one left nothing behind.
+    assert await _rows_of(database_url, user) == {
+        "user_memories": len(stored),
+        "memory_interactions": len(stored),
+        "idempotency_keys": sum(1 for i in stored if i % 2),
+    }
+    # Once the deactivation is acknowledged, no store gets through.
+    assert not any([await one(i) for i in range(60, 70)])

@@ -102,8 +102,10 @@ class AdminServiceServicer:
 
     def UpsertUser(self, request, context):
         """Creates or replaces a user, matched by `id` if set, else by email.
-        Returns INVALID_ARGUMENT for a bad field, ALREADY_EXISTS if the email
-        belongs to another user id.
+        Every field is replaced except `is_active` when it is left unset: a new
+        user is then active and an existing one keeps its value (User.is_active
+        says what an inactive user can still do). Returns INVALID_ARGUMENT for a
+        bad field, ALREADY_EXISTS if the email belongs to another user id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,8 +47,10 @@ class AdminServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     UpsertUser: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertUserRequest, _registry_pb2.User]
     """Creates or replaces a user, matched by `id` if set, else by email.
-    Returns INVALID_ARGUMENT for a bad field, ALREADY_EXISTS if the email
-    belongs to another user id.
+    Every field is replaced except `is_active` when it is left unset: a new
+    user is then active and an existing one keeps its value (User.is_active
+    says what an inactive user can still do). Returns INVALID_ARGUMENT for a
+    bad field, ALREADY_EXISTS if the email belongs to another user id.
     """
     UpsertUserPreferences: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertUserPreferencesRequest, _registry_pb2.UserPreferences]
     """Creates or replaces a user's preferences. Returns NOT_FOUND if the user
@@ -104,8 +106,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     UpsertUser: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertUserRequest, _registry_pb2.User]  # type: ignore[assignment]
     """Creates or replaces a user, matched by `id` if set, else by email.
-    Returns INVALID_ARGUMENT for a bad field, ALREADY_EXISTS if the email
-    belongs to another user id.
+    Every field is replaced except `is_active` when it is left unset: a new
+    user is then active and an existing one keeps its value (User.is_active
+    says what an inactive user can still do). Returns INVALID_ARGUMENT for a
+    bad field, ALREADY_EXISTS if the email belongs to another user id.
     """
     UpsertUserPreferences: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpsertUserPreferencesRequest, _registry_pb2.UserPreferences]  # type: ignore[assignment]
     """Creates or replaces a user's preferences. Returns NOT_FOUND if the user
@@ -164,8 +168,10 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.User, _abc.Awaitable[_registry_pb2.User]]:
         """Creates or replaces a user, matched by `id` if set, else by email.
-        Returns INVALID_ARGUMENT for a bad field, ALREADY_EXISTS if the email
-        belongs to another user id.
+        Every field is replaced except `is_active` when it is left unset: a new
+        user is then active and an existing one keeps its value (User.is_active
+        says what an inactive user can still do). Returns INVALID_ARGUMENT for a
+        bad field, ALREADY_EXISTS if the email belongs to another user id.
         """
 
     @_abc_1.abstractmethod

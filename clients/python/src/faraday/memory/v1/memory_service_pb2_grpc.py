@@ -47,6 +47,12 @@ class MemoryServiceStub:
     own JWT). Its recalls log interactions with shared memories but do not
     move their `last_access_time`.
 
+    An inactive user's memories (User.is_active false) stay readable, so a
+    deactivated teacher's data can be reviewed and exported: get, list,
+    recall (which still logs its interactions, as part of reading) and list
+    interactions work as for an active user, and so does delete. Store,
+    update and feedback answer FAILED_PRECONDITION and write nothing.
+
     Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
     budget (20, refilled at 1 per second by default); once it is spent, every
     call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
@@ -137,6 +143,12 @@ class MemoryServiceServicer:
     own JWT). Its recalls log interactions with shared memories but do not
     move their `last_access_time`.
 
+    An inactive user's memories (User.is_active false) stay readable, so a
+    deactivated teacher's data can be reviewed and exported: get, list,
+    recall (which still logs its interactions, as part of reading) and list
+    interactions work as for an active user, and so does delete. Store,
+    update and feedback answer FAILED_PRECONDITION and write nothing.
+
     Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
     budget (20, refilled at 1 per second by default); once it is spent, every
     call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
@@ -164,7 +176,9 @@ class MemoryServiceServicer:
         Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
         if `memory.user_id` or `memory.assistant_profile_id` is not registered,
         PERMISSION_DENIED if a profile-limited credential names another profile
-        or none (shared).
+        or none (shared), FAILED_PRECONDITION (ErrorInfo reason USER_INACTIVE)
+        if the user is inactive: nothing is stored then, and a request_id is
+        not used up.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,8 +198,10 @@ class MemoryServiceServicer:
         or a bad value, NOT_FOUND if the memory does not exist, ABORTED if
         `memory.etag` is set and no longer matches (re-read and retry),
         PERMISSION_DENIED if a profile-limited credential changes a shared
-        memory or moves a memory to another profile or to shared. The change
-        and its audit-log row commit together.
+        memory or moves a memory to another profile or to shared,
+        FAILED_PRECONDITION (reason USER_INACTIVE) if the memory's user is
+        inactive (before ABORTED: a fresh etag would not help). The change and
+        its audit-log row commit together.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -195,7 +211,7 @@ class MemoryServiceServicer:
         """Deletes a memory and its interactions. Returns NOT_FOUND if it does not
         exist, ABORTED if `etag` is set and stale, PERMISSION_DENIED if a
         profile-limited credential deletes a shared memory. The deletion and its
-        audit-log row commit together.
+        audit-log row commit together. Works for an inactive user's memories too.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -251,7 +267,10 @@ class MemoryServiceServicer:
         so importance always stays within 0..1 (a result below 1e-6 becomes 0).
         Returns INVALID_ARGUMENT if neither `helpful` nor `rating` is set or
         `rating` is out of range, NOT_FOUND if the memory does not exist,
-        PERMISSION_DENIED if a profile-limited credential rates a shared memory.
+        PERMISSION_DENIED if a profile-limited credential rates a shared memory,
+        FAILED_PRECONDITION (reason USER_INACTIVE) if the memory's user is
+        inactive: importance stays, nothing is logged, a request_id is not used
+        up.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -336,6 +355,12 @@ class MemoryService:
     (shared memories are written by unlimited service tokens and the user's
     own JWT). Its recalls log interactions with shared memories but do not
     move their `last_access_time`.
+
+    An inactive user's memories (User.is_active false) stay readable, so a
+    deactivated teacher's data can be reviewed and exported: get, list,
+    recall (which still logs its interactions, as part of reading) and list
+    interactions work as for an active user, and so does delete. Store,
+    update and feedback answer FAILED_PRECONDITION and write nothing.
 
     Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
     budget (20, refilled at 1 per second by default); once it is spent, every

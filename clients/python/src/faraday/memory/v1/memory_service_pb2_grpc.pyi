@@ -48,6 +48,12 @@ class MemoryServiceStub:
     own JWT). Its recalls log interactions with shared memories but do not
     move their `last_access_time`.
 
+    An inactive user's memories (User.is_active false) stay readable, so a
+    deactivated teacher's data can be reviewed and exported: get, list,
+    recall (which still logs its interactions, as part of reading) and list
+    interactions work as for an active user, and so does delete. Store,
+    update and feedback answer FAILED_PRECONDITION and write nothing.
+
     Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
     budget (20, refilled at 1 per second by default); once it is spent, every
     call from that address gets RESOURCE_EXHAUSTED with a RetryInfo before its
@@ -79,7 +85,9 @@ class MemoryServiceStub:
     Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
     if `memory.user_id` or `memory.assistant_profile_id` is not registered,
     PERMISSION_DENIED if a profile-limited credential names another profile
-    or none (shared).
+    or none (shared), FAILED_PRECONDITION (ErrorInfo reason USER_INACTIVE)
+    if the user is inactive: nothing is stored then, and a request_id is
+    not used up.
     """
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]
     """Returns one memory, expired or not (until the sweep deletes it).
@@ -91,14 +99,16 @@ class MemoryServiceStub:
     or a bad value, NOT_FOUND if the memory does not exist, ABORTED if
     `memory.etag` is set and no longer matches (re-read and retry),
     PERMISSION_DENIED if a profile-limited credential changes a shared
-    memory or moves a memory to another profile or to shared. The change
-    and its audit-log row commit together.
+    memory or moves a memory to another profile or to shared,
+    FAILED_PRECONDITION (reason USER_INACTIVE) if the memory's user is
+    inactive (before ABORTED: a fresh etag would not help). The change and
+    its audit-log row commit together.
     """
     DeleteMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteMemoryRequest, _empty_pb2.Empty]
     """Deletes a memory and its interactions. Returns NOT_FOUND if it does not
     exist, ABORTED if `etag` is set and stale, PERMISSION_DENIED if a
     profile-limited credential deletes a shared memory. The deletion and its
-    audit-log row commit together.
+    audit-log row commit together. Works for an inactive user's memories too.
     """
     ListMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoriesRequest, _memory_service_pb2.ListMemoriesResponse]
     """Lists a user's memories, newest first, filtered. Expired memories are
@@ -142,7 +152,10 @@ class MemoryServiceStub:
     so importance always stays within 0..1 (a result below 1e-6 becomes 0).
     Returns INVALID_ARGUMENT if neither `helpful` nor `rating` is set or
     `rating` is out of range, NOT_FOUND if the memory does not exist,
-    PERMISSION_DENIED if a profile-limited credential rates a shared memory.
+    PERMISSION_DENIED if a profile-limited credential rates a shared memory,
+    FAILED_PRECONDITION (reason USER_INACTIVE) if the memory's user is
+    inactive: importance stays, nothing is logged, a request_id is not used
+    up.
     """
     ListInteractions: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.ListInteractionsRequest, _memory_service_pb2.ListInteractionsResponse]
     """Lists logged interactions, newest first. At least one of `user_id` and
@@ -170,6 +183,12 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     (shared memories are written by unlimited service tokens and the user's
     own JWT). Its recalls log interactions with shared memories but do not
     move their `last_access_time`.
+
+    An inactive user's memories (User.is_active false) stay readable, so a
+    deactivated teacher's data can be reviewed and exported: get, list,
+    recall (which still logs its interactions, as part of reading) and list
+    interactions work as for an active user, and so does delete. Store,
+    update and feedback answer FAILED_PRECONDITION and write nothing.
 
     Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
     budget (20, refilled at 1 per second by default); once it is spent, every
@@ -199,7 +218,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
     if `memory.user_id` or `memory.assistant_profile_id` is not registered,
     PERMISSION_DENIED if a profile-limited credential names another profile
-    or none (shared).
+    or none (shared), FAILED_PRECONDITION (ErrorInfo reason USER_INACTIVE)
+    if the user is inactive: nothing is stored then, and a request_id is
+    not used up.
     """
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]  # type: ignore[assignment]
     """Returns one memory, expired or not (until the sweep deletes it).
@@ -211,14 +232,16 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     or a bad value, NOT_FOUND if the memory does not exist, ABORTED if
     `memory.etag` is set and no longer matches (re-read and retry),
     PERMISSION_DENIED if a profile-limited credential changes a shared
-    memory or moves a memory to another profile or to shared. The change
-    and its audit-log row commit together.
+    memory or moves a memory to another profile or to shared,
+    FAILED_PRECONDITION (reason USER_INACTIVE) if the memory's user is
+    inactive (before ABORTED: a fresh etag would not help). The change and
+    its audit-log row commit together.
     """
     DeleteMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteMemoryRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a memory and its interactions. Returns NOT_FOUND if it does not
     exist, ABORTED if `etag` is set and stale, PERMISSION_DENIED if a
     profile-limited credential deletes a shared memory. The deletion and its
-    audit-log row commit together.
+    audit-log row commit together. Works for an inactive user's memories too.
     """
     ListMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoriesRequest, _memory_service_pb2.ListMemoriesResponse]  # type: ignore[assignment]
     """Lists a user's memories, newest first, filtered. Expired memories are
@@ -262,7 +285,10 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     so importance always stays within 0..1 (a result below 1e-6 becomes 0).
     Returns INVALID_ARGUMENT if neither `helpful` nor `rating` is set or
     `rating` is out of range, NOT_FOUND if the memory does not exist,
-    PERMISSION_DENIED if a profile-limited credential rates a shared memory.
+    PERMISSION_DENIED if a profile-limited credential rates a shared memory,
+    FAILED_PRECONDITION (reason USER_INACTIVE) if the memory's user is
+    inactive: importance stays, nothing is logged, a request_id is not used
+    up.
     """
     ListInteractions: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.ListInteractionsRequest, _memory_service_pb2.ListInteractionsResponse]  # type: ignore[assignment]
     """Lists logged interactions, newest first. At least one of `user_id` and
@@ -289,6 +315,12 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     (shared memories are written by unlimited service tokens and the user's
     own JWT). Its recalls log interactions with shared memories but do not
     move their `last_access_time`.
+
+    An inactive user's memories (User.is_active false) stay readable, so a
+    deactivated teacher's data can be reviewed and exported: get, list,
+    recall (which still logs its interactions, as part of reading) and list
+    interactions work as for an active user, and so does delete. Store,
+    update and feedback answer FAILED_PRECONDITION and write nothing.
 
     Denied calls (UNAUTHENTICATED, PERMISSION_DENIED) spend a per-address
     budget (20, refilled at 1 per second by default); once it is spent, every
@@ -322,7 +354,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
         if `memory.user_id` or `memory.assistant_profile_id` is not registered,
         PERMISSION_DENIED if a profile-limited credential names another profile
-        or none (shared).
+        or none (shared), FAILED_PRECONDITION (ErrorInfo reason USER_INACTIVE)
+        if the user is inactive: nothing is stored then, and a request_id is
+        not used up.
         """
 
     @_abc_1.abstractmethod
@@ -346,8 +380,10 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         or a bad value, NOT_FOUND if the memory does not exist, ABORTED if
         `memory.etag` is set and no longer matches (re-read and retry),
         PERMISSION_DENIED if a profile-limited credential changes a shared
-        memory or moves a memory to another profile or to shared. The change
-        and its audit-log row commit together.
+        memory or moves a memory to another profile or to shared,
+        FAILED_PRECONDITION (reason USER_INACTIVE) if the memory's user is
+        inactive (before ABORTED: a fresh etag would not help). The change and
+        its audit-log row commit together.
         """
 
     @_abc_1.abstractmethod
@@ -359,7 +395,7 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a memory and its interactions. Returns NOT_FOUND if it does not
         exist, ABORTED if `etag` is set and stale, PERMISSION_DENIED if a
         profile-limited credential deletes a shared memory. The deletion and its
-        audit-log row commit together.
+        audit-log row commit together. Works for an inactive user's memories too.
         """
 
     @_abc_1.abstractmethod
@@ -421,7 +457,10 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         so importance always stays within 0..1 (a result below 1e-6 becomes 0).
         Returns INVALID_ARGUMENT if neither `helpful` nor `rating` is set or
         `rating` is out of range, NOT_FOUND if the memory does not exist,
-        PERMISSION_DENIED if a profile-limited credential rates a shared memory.
+        PERMISSION_DENIED if a profile-limited credential rates a shared memory,
+        FAILED_PRECONDITION (reason USER_INACTIVE) if the memory's user is
+        inactive: importance stays, nothing is logged, a request_id is not used
+        up.
         """
 
     @_abc_1.abstractmethod

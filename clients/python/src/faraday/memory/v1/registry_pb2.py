@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n faraday/memory/v1/registry.proto\x12\x11\x66\x61raday.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x0e\n\x06school\x18\x05 \x01(\t\x12\x12\n\ndepartment\x18\x06 \x01(\t\x12\x10\n\x08subjects\x18\x07 \x03(\t\x12\x14\n\x0cgrade_levels\x18\x08 \x03(\t\x12\x1b\n\x13\x63ustom_instructions\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x0fUserPreferences\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05theme\x18\x02 \x01(\t\x12.\n\rnotifications\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x10\n\x08timezone\x18\x05 \x01(\t\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x0fSubjectCategory\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tparent_id\x18\x04 \x01(\x03\x12\r\n\x05level\x18\x05 \x01(\x05\x12\x11\n\tis_active\x18\x06 \x01(\x08\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8b\x01\n\x13\x41ssistantCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nis_enabled\x18\x04 \x01(\x08\x12\x10\n\x08priority\x18\x05 \x01(\x05\"\xd9\x01\n\x10\x41ssistantProfile\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x11\n\tis_active\x18\x05 \x01(\x08\x12.\n\rconfiguration\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12<\n\x0c\x63\x61pabilities\x18\x07 \x03(\x0b\x32&.faraday.memory.v1.AssistantCapabilityb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n faraday/memory/v1/registry.proto\x12\x11\x66\x61raday.memory.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x02\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x0e\n\x06school\x18\x05 \x01(\t\x12\x12\n\ndepartment\x18\x06 \x01(\t\x12\x10\n\x08subjects\x18\x07 \x03(\t\x12\x14\n\x0cgrade_levels\x18\x08 \x03(\t\x12\x1b\n\x13\x63ustom_instructions\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_is_active\"\xb6\x01\n\x0fUserPreferences\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05theme\x18\x02 \x01(\t\x12.\n\rnotifications\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x10\n\x08timezone\x18\x05 \x01(\t\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb3\x01\n\x0fSubjectCategory\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tparent_id\x18\x04 \x01(\x03\x12\r\n\x05level\x18\x05 \x01(\x05\x12\x16\n\tis_active\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x0c\n\n_is_active\"\x9f\x01\n\x13\x41ssistantCapability\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\nis_enabled\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08priority\x18\x05 \x01(\x05\x42\r\n\x0b_is_enabled\"\xec\x01\n\x10\x41ssistantProfile\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x16\n\tis_active\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12.\n\rconfiguration\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12<\n\x0c\x63\x61pabilities\x18\x07 \x03(\x0b\x32&.faraday.memory.v1.AssistantCapabilityB\x0c\n\n_is_activeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'faraday.memory.v1.registry_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USER']._serialized_start=119
-  _globals['_USER']._serialized_end=388
-  _globals['_USERPREFERENCES']._serialized_start=391
-  _globals['_USERPREFERENCES']._serialized_end=573
-  _globals['_SUBJECTCATEGORY']._serialized_start=576
-  _globals['_SUBJECTCATEGORY']._serialized_end=736
-  _globals['_ASSISTANTCAPABILITY']._serialized_start=739
-  _globals['_ASSISTANTCAPABILITY']._serialized_end=878
-  _globals['_ASSISTANTPROFILE']._serialized_start=881
-  _globals['_ASSISTANTPROFILE']._serialized_end=1098
+  _globals['_USER']._serialized_end=407
+  _globals['_USERPREFERENCES']._serialized_start=410
+  _globals['_USERPREFERENCES']._serialized_end=592
+  _globals['_SUBJECTCATEGORY']._serialized_start=595
+  _globals['_SUBJECTCATEGORY']._serialized_end=774
+  _globals['_ASSISTANTCAPABILITY']._serialized_start=777
+  _globals['_ASSISTANTCAPABILITY']._serialized_end=936
+  _globals['_ASSISTANTPROFILE']._serialized_start=939
+  _globals['_ASSISTANTPROFILE']._serialized_end=1175
 # @@protoc_insertion_point(module_scope)

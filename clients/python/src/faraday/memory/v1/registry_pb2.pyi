@@ -53,8 +53,13 @@ class User(_message.Message):
     name: _builtins.str
     """Display name."""
     is_active: _builtins.bool
-    """Whether the account is active. Inactive users keep their data. An upsert
-    replaces the whole record, so leaving this unset makes the user inactive.
+    """Whether the account is active. Left unset on upsert: a new user is
+    active, an existing user keeps its current value (every other field is
+    replaced). Always set in responses. An inactive user keeps all their
+    data and it can still be read (GetMemory, ListMemories, RecallMemories,
+    ListInteractions, ExportUserData), but MemoryService writes for them
+    (StoreMemory, UpdateMemory, RecordFeedback) answer FAILED_PRECONDITION
+    and change nothing; DeleteMemory and DeleteUserData still work.
     """
     school: _builtins.str
     """School name."""
@@ -84,7 +89,7 @@ class User(_message.Message):
         id: _builtins.str = ...,
         email: _builtins.str = ...,
         name: _builtins.str = ...,
-        is_active: _builtins.bool = ...,
+        is_active: _builtins.bool | None = ...,
         school: _builtins.str = ...,
         department: _builtins.str = ...,
         subjects: _abc.Iterable[_builtins.str] | None = ...,
@@ -93,11 +98,13 @@ class User(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "create_time", b"create_time", "is_active", b"is_active", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "custom_instructions", b"custom_instructions", "department", b"department", "email", b"email", "grade_levels", b"grade_levels", "id", b"id", "is_active", b"is_active", "name", b"name", "school", b"school", "subjects", b"subjects", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "create_time", b"create_time", "custom_instructions", b"custom_instructions", "department", b"department", "email", b"email", "grade_levels", b"grade_levels", "id", b"id", "is_active", b"is_active", "name", b"name", "school", b"school", "subjects", b"subjects", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__is_active: _TypeAlias = _typing.Literal["is_active"]  # noqa: Y015
+    _WhichOneofArgType__is_active: _TypeAlias = _typing.Literal["_is_active", b"_is_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_active) -> _WhichOneofReturnType__is_active | None: ...
 
 Global___User: _TypeAlias = User  # noqa: Y015
 
@@ -178,7 +185,10 @@ class SubjectCategory(_message.Message):
     level: _builtins.int
     """Depth: 1 for a top-level category. Output only."""
     is_active: _builtins.bool
-    """Whether the category is in use (unset on upsert: not in use)."""
+    """Whether the category is in use. Left unset on upsert: a new category is
+    in use, an existing one keeps its current value. Always set in
+    responses.
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Caller-defined JSON object."""
@@ -191,14 +201,16 @@ class SubjectCategory(_message.Message):
         description: _builtins.str = ...,
         parent_id: _builtins.int = ...,
         level: _builtins.int = ...,
-        is_active: _builtins.bool = ...,
+        is_active: _builtins.bool | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "is_active", b"is_active", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "is_active", b"is_active", "level", b"level", "metadata", b"metadata", "name", b"name", "parent_id", b"parent_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "description", b"description", "id", b"id", "is_active", b"is_active", "level", b"level", "metadata", b"metadata", "name", b"name", "parent_id", b"parent_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__is_active: _TypeAlias = _typing.Literal["is_active"]  # noqa: Y015
+    _WhichOneofArgType__is_active: _TypeAlias = _typing.Literal["_is_active", b"_is_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_active) -> _WhichOneofReturnType__is_active | None: ...
 
 Global___SubjectCategory: _TypeAlias = SubjectCategory  # noqa: Y015
 
@@ -222,7 +234,10 @@ class AssistantCapability(_message.Message):
     description: _builtins.str
     """Description."""
     is_enabled: _builtins.bool
-    """Whether the capability is on (unset on upsert: off)."""
+    """Whether the capability is on. Left unset on upsert: a capability new to
+    the profile is on, one the profile already has (same name) keeps its
+    current value. Always set in responses.
+    """
     priority: _builtins.int
     """Higher runs first."""
     @_builtins.property
@@ -235,14 +250,16 @@ class AssistantCapability(_message.Message):
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         parameters: _struct_pb2.Struct | None = ...,
-        is_enabled: _builtins.bool = ...,
+        is_enabled: _builtins.bool | None = ...,
         priority: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_enabled", b"_is_enabled", "is_enabled", b"is_enabled", "parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "is_enabled", b"is_enabled", "name", b"name", "parameters", b"parameters", "priority", b"priority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_enabled", b"_is_enabled", "description", b"description", "is_enabled", b"is_enabled", "name", b"name", "parameters", b"parameters", "priority", b"priority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__is_enabled: _TypeAlias = _typing.Literal["is_enabled"]  # noqa: Y015
+    _WhichOneofArgType__is_enabled: _TypeAlias = _typing.Literal["_is_enabled", b"_is_enabled"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_enabled) -> _WhichOneofReturnType__is_enabled | None: ...
 
 Global___AssistantCapability: _TypeAlias = AssistantCapability  # noqa: Y015
 
@@ -275,7 +292,9 @@ class AssistantProfile(_message.Message):
     model_version: _builtins.str
     """Model version, e.g. "gpt-4o-2024-08-06". Required, at most 50 characters."""
     is_active: _builtins.bool
-    """Whether the profile is in use (unset on upsert: not in use)."""
+    """Whether the profile is in use. Left unset on upsert: a new profile is in
+    use, an existing one keeps its current value. Always set in responses.
+    """
     @_builtins.property
     def configuration(self) -> _struct_pb2.Struct:
         """Model configuration as a JSON object."""
@@ -293,14 +312,16 @@ class AssistantProfile(_message.Message):
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         model_version: _builtins.str = ...,
-        is_active: _builtins.bool = ...,
+        is_active: _builtins.bool | None = ...,
         configuration: _struct_pb2.Struct | None = ...,
         capabilities: _abc.Iterable[Global___AssistantCapability] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "configuration", b"configuration", "is_active", b"is_active"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "configuration", b"configuration", "description", b"description", "id", b"id", "is_active", b"is_active", "model_version", b"model_version", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_is_active", b"_is_active", "capabilities", b"capabilities", "configuration", b"configuration", "description", b"description", "id", b"id", "is_active", b"is_active", "model_version", b"model_version", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__is_active: _TypeAlias = _typing.Literal["is_active"]  # noqa: Y015
+    _WhichOneofArgType__is_active: _TypeAlias = _typing.Literal["_is_active", b"_is_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__is_active) -> _WhichOneofReturnType__is_active | None: ...
 
 Global___AssistantProfile: _TypeAlias = AssistantProfile  # noqa: Y015

@@ -59,7 +59,13 @@ _ADMIN = "/faraday.memory.v1.AdminService/"
 METHOD_SCOPES: dict[str, Scope] = {
     **{
         _MEMORY + m: Scope.MEMORIES_READ
-        for m in ("GetMemory", "ListMemories", "RecallMemories", "ListInteractions")
+        for m in (
+            "GetMemory",
+            "ListMemories",
+            "RecallMemories",
+            "ListInteractions",
+            "ListMemoryRevisions",
+        )
     },
     **{
         _MEMORY + m: Scope.MEMORIES_WRITE

@@ -177,6 +177,24 @@ class Interaction:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryRevision:
+    """A memory's values before one change of them, who made the change and when."""
+
+    id: int
+    memory_id: int
+    user_id: uuid.UUID
+    version: int  # the memory's version while it had these values
+    content: str
+    importance: float
+    category: str
+    tags: list[str]
+    metadata: JsonObject
+    expires_at: datetime | None
+    changed_by: str
+    changed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class InteractionFilter:
     user_id: uuid.UUID | None
     memory_id: int | None

@@ -15,7 +15,14 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from memory_service.domain import validation as check
-from memory_service.domain.models import Interaction, Lesson, Memory, User, UserPreferences
+from memory_service.domain.models import (
+    Interaction,
+    Lesson,
+    Memory,
+    MemoryRevision,
+    User,
+    UserPreferences,
+)
 from memory_service.rpc import lesson_messages, memory_messages, registry_messages
 from memory_service.rpc.errors import translate_errors
 from memory_service.services.admin import Admin
@@ -24,7 +31,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 # What Admin.export_user_data yields (storage.user_data.ExportRecord, spelled
 # out here so that rpc/ names domain types only).
-ExportRecord = User | UserPreferences | Memory | Interaction | Lesson
+ExportRecord = User | UserPreferences | Memory | MemoryRevision | Interaction | Lesson
 
 _EXPORT_FORMATS = (
     admin_service_pb2.EXPORT_FORMAT_UNSPECIFIED,
@@ -58,6 +65,8 @@ def _export_record(record: ExportRecord) -> tuple[str, Message]:
         return "preferences", registry_messages.preferences_message(record)
     if isinstance(record, Memory):
         return "memory", memory_messages.memory_message(record)
+    if isinstance(record, MemoryRevision):
+        return "memory_revision", memory_messages.revision_message(record)
     if isinstance(record, Interaction):
         return "interaction", memory_messages.interaction_message(record)
     if isinstance(record, Lesson):
@@ -132,6 +141,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             interactions=erased.interactions,
             lessons=erased.lessons,
             preferences=erased.preferences,
+            memory_revisions=erased.memory_revisions,
         )
 
     # The user is read before the first record is yielded, so NOT_FOUND (like

@@ -5,8 +5,9 @@ servicer code runs, the caller's address is checked against its budget of
 denied calls (domain.denial_budget), the caller is authenticated from the
 `authorization` metadata, checked against the scope the method needs and
 against its rate limit, and the request-scoped context is set: the caller
-(rpc/caller.py), the acting user for row-level security and the deadline
-for the statement timeout (storage/session.py). Health checking and
+(rpc/caller.py), the acting user for row-level security, the actor that
+memory revisions name and the deadline for the statement timeout
+(storage/session.py). Health checking and
 reflection stay open.
 
 Audited calls (changes and every AdminService call) get a domain.audit
@@ -58,7 +59,13 @@ _ADMIN = "/faraday.memory.v1.AdminService/"
 METHOD_SCOPES: dict[str, Scope] = {
     **{
         _MEMORY + m: Scope.MEMORIES_READ
-        for m in ("GetMemory", "ListMemories", "RecallMemories", "ListInteractions")
+        for m in (
+            "GetMemory",
+            "ListMemories",
+            "RecallMemories",
+            "ListInteractions",
+            "ListMemoryRevisions",
+        )
     },
     **{
         _MEMORY + m: Scope.MEMORIES_WRITE
@@ -185,6 +192,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             str(principal.user_id) if principal.user_id is not None else session.ALL_USERS
         )
         session.acting_profiles.set(principal.assistant_profile_ids)
+        session.actor.set(principal.key)  # who changed a memory, in its revisions
         remaining = context.time_remaining()
         session.deadline.set(time.monotonic() + remaining if remaining is not None else None)
 

@@ -20,6 +20,7 @@ from memory_service.domain.models import (
     Memory,
     MemoryFilter,
     MemoryPatch,
+    MemoryRevision,
     NewMemory,
     RecallQuery,
     ScoredMemory,
@@ -352,6 +353,24 @@ def interaction_message(i: Interaction) -> memory_pb2.Interaction:
     wire.fill_timestamp(out.create_time, i.created_at)
     wire.fill_struct(out.context, i.context)
     wire.fill_struct(out.feedback, i.feedback)
+    return out
+
+
+def revision_message(r: MemoryRevision) -> memory_pb2.MemoryRevision:
+    out = memory_pb2.MemoryRevision(
+        id=r.id,
+        memory_id=r.memory_id,
+        user_id=str(r.user_id),
+        version=r.version,
+        content=r.content,
+        importance=r.importance,
+        category=r.category,
+        tags=r.tags,
+        changed_by=r.changed_by,
+    )
+    wire.fill_struct(out.metadata, r.metadata)
+    wire.fill_timestamp(out.expire_time, r.expires_at)
+    wire.fill_timestamp(out.change_time, r.changed_at)
     return out
 
 

@@ -105,3 +105,16 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         return memory_service_pb2.ListInteractionsResponse(
             interactions=[messages.interaction_message(i) for i in items], next_page_token=token
         )
+
+    async def ListMemoryRevisions(
+        self, request: memory_service_pb2.ListMemoryRevisionsRequest, context: Context
+    ) -> memory_service_pb2.ListMemoryRevisionsResponse:
+        items, token = await self._memories.list_revisions(
+            caller.current.get(),
+            messages.memory_id(request.memory_id, "memory_id"),
+            request.page_token,
+            request.page_size,
+        )
+        return memory_service_pb2.ListMemoryRevisionsResponse(
+            revisions=[messages.revision_message(r) for r in items], next_page_token=token
+        )

@@ -22,6 +22,7 @@ from memory_service.domain.models import (
     Memory,
     MemoryFilter,
     MemoryPatch,
+    MemoryRevision,
     NewMemory,
     Page,
     Recalled,
@@ -165,6 +166,20 @@ class Memories:
             f, after, page_token.page_size(size), caller.visibility
         )
         return page.items, _next_token(page, filters)
+
+    async def list_revisions(
+        self, caller: Principal, memory_id: int, token: str, size: int
+    ) -> tuple[list[MemoryRevision], str]:
+        """A memory's earlier values, newest first, visible exactly when the memory is."""
+        filters = {"memory_id": memory_id}
+        before = page_token.decode_id(token, filters)
+        page = await self._store.list_revisions(
+            memory_id, before, page_token.page_size(size), caller.visibility
+        )
+        next_token = ""
+        if page.next_position is not None:
+            next_token = page_token.encode_id(page.next_position[0], filters)
+        return page.items, next_token
 
     async def sweep_expired(self, batch_size: int) -> int:
         """Delete every expired memory and request key, batch by batch; return memories gone.

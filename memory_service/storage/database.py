@@ -174,12 +174,16 @@ class Database:
         BEGIN itself is the ping, so it costs no extra round trip.
         """
         mode = " ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only_snapshot else ""
-        # The values are generated here (a canonical UUID or '*', ints),
-        # never caller text, so splicing them in is safe; it lets BEGIN and
-        # the settings travel in one simple-protocol round trip.
+        # The values are generated here (a canonical UUID or '*', ints, hex
+        # digits), never caller text, so splicing them in is safe; it lets
+        # BEGIN and the settings travel in one simple-protocol round trip.
+        # The actor (a token's configured name may hold any character)
+        # travels as hex and is decoded by PostgreSQL (session.actor_hex).
         begin = (
             f"BEGIN{mode}; SELECT set_config('faraday.acting_user', '{acting_user}',"
             f" true), set_config('faraday.acting_profiles', '{session.profiles_value()}', true),"
+            " set_config('faraday.actor',"
+            f" convert_from(decode('{session.actor_hex()}', 'hex'), 'UTF8'), true),"
             f" set_config('statement_timeout',"
             f" '{session.statement_timeout_ms(self._settings.statement_timeout_seconds)}', true)"
         )

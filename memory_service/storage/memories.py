@@ -1,4 +1,4 @@
-"""Every SQL statement on user_memories and memory_interactions."""
+"""Every SQL statement on user_memories, memory_interactions and memory_revisions."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from memory_service.domain.models import (
     Memory,
     MemoryFilter,
     MemoryPatch,
+    MemoryRevision,
     NewMemory,
     Page,
     RecallQuery,
@@ -44,6 +45,10 @@ MEMORY_COLUMNS = (
     " confidence, version, created_at, updated_at, last_accessed, expires_at, metadata"
 )
 INTERACTION_COLUMNS = 'id, memory_id, user_id, interaction_type, "timestamp", context, feedback'
+REVISION_COLUMNS = (
+    "id, memory_id, user_id, version, content, importance, category, tags, metadata, expires_at,"
+    " changed_by, changed_at"
+)
 
 _FOREIGN_KEYS = {
     "fk_user_memories_user_id_users": "user",
@@ -163,6 +168,22 @@ WHERE user_id = :user_id AND {_VISIBLE}
   AND (:after_time::timestamptz IS NULL OR (created_at, id) < (:after_time, :after_id::bigint))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
+""")
+
+# A memory's revisions, newest first, if the caller may see the memory: no
+# row at all when it may not (or it does not exist), one row of NULLs when it
+# has no (more) revisions. The trigger of migration 0013 writes them; the
+# service's SQL never does.
+_LIST_REVISIONS = NamedSQL.compile(f"""
+SELECT {", ".join("r." + c.strip() for c in REVISION_COLUMNS.split(","))}
+FROM (SELECT id, user_id FROM user_memories WHERE id = :id AND {_VISIBLE}) m
+LEFT JOIN LATERAL (
+    SELECT {REVISION_COLUMNS} FROM memory_revisions r
+    WHERE r.user_id = m.user_id AND r.memory_id = m.id
+      AND (:before_id::bigint IS NULL OR r.id < :before_id)
+    ORDER BY r.id DESC
+    LIMIT :limit
+) r ON true
 """)
 
 _FEEDBACK_TEMPLATE = """
@@ -787,6 +808,23 @@ def interaction_from_row(row: asyncpg.Record) -> Interaction:
     )
 
 
+def revision_from_row(row: asyncpg.Record) -> MemoryRevision:
+    return MemoryRevision(
+        id=row["id"],
+        memory_id=row["memory_id"],
+        user_id=row["user_id"],
+        version=row["version"],
+        content=row["content"],
+        importance=row["importance"],
+        category=row["category"],
+        tags=list(row["tags"]),
+        metadata=row["metadata"],
+        expires_at=row["expires_at"],
+        changed_by=row["changed_by"],
+        changed_at=row["changed_at"],
+    )
+
+
 def _missing_reference(exc: asyncpg.ForeignKeyViolationError, memory: NewMemory | None) -> NotFound:
     resource = _FOREIGN_KEYS.get(exc.constraint_name or "", "reference")
     key: object = "referenced by the memory"
@@ -1170,6 +1208,18 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         items = [interaction_from_row(r) for r in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         return Page(items, [last.created_at, last.id] if last else None)
+
+    async def list_revisions(
+        self, memory_id: int, before: int | None, limit: int, visibility: Visibility
+    ) -> Page[MemoryRevision]:
+        """A page of a visible memory's revisions, newest first (NotFound if not visible)."""
+        params = {"id": memory_id, "before_id": before, "limit": limit + 1, **_visible(visibility)}
+        rows = await self._db.fetch(_LIST_REVISIONS.sql, *_LIST_REVISIONS.args(params))
+        if not rows:
+            raise NotFound("memory", memory_id)
+        items = [revision_from_row(r) for r in rows[:limit] if r["id"] is not None]
+        last = items[-1] if len(rows) > limit else None
+        return Page(items, [last.id] if last else None)
 
     async def sweep_expired(self, batch_size: int) -> int:
         """Delete up to batch_size expired memories; return how many went."""

@@ -379,6 +379,41 @@ memory_interactions = Table(
     Index("ix_memory_interactions_memory_id_timestamp", "memory_id", text('"timestamp" DESC')),
 )
 
+# The columns of user_memories whose change keeps a revision (issue 10).
+REVISED_MEMORY_COLUMNS = ("content", "importance", "category", "tags", "metadata", "expires_at")
+
+# A memory's values before each change of REVISED_MEMORY_COLUMNS, with the
+# version they belonged to, who changed them and when; written by an AFTER
+# UPDATE trigger on user_memories (migration 0013), never by the service's
+# SQL. Goes with its memory (the composite key, as memory_interactions').
+memory_revisions = Table(
+    "memory_revisions",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("memory_id", BigInteger, nullable=False),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("importance", Double, nullable=False),
+    Column("category", String(100), nullable=False),
+    Column("tags", ARRAY(Text), nullable=False),
+    Column("metadata", JSONB, nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    # The request's caller (storage/session.py actor), or 'database' for SQL
+    # run outside the service.
+    Column("changed_by", Text, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(
+        ["memory_id", "user_id"],
+        ["user_memories.id", "user_memories.user_id"],
+        ondelete="CASCADE",
+        name="fk_memory_revisions_memory_id_user_id_user_memories",
+    ),
+    # A memory's revisions newest first (read backwards), its cascade, and
+    # export and erasure by user.
+    Index("ix_memory_revisions_user_id_memory_id_id", "user_id", "memory_id", "id"),
+)
+
 # Append-only record of sensitive operations and denied calls. The service
 # role may INSERT and SELECT here, never UPDATE or DELETE (migration 0002).
 audit_log = Table(
@@ -435,6 +470,7 @@ RLS_TABLES = {
     "idempotency_keys": "user_id",
     "memory_terms": "user_id",
     "memory_user_stats": "user_id",
+    "memory_revisions": "user_id",
 }
 
 # Tables whose updated_at a BEFORE UPDATE trigger maintains. On user_memories
@@ -450,6 +486,11 @@ UPDATED_AT_TABLES = (
     "user_memories",
 )
 # Every trigger the migrations create, and its table.
-TRIGGERS = {f"trg_{table}_updated_at": table for table in UPDATED_AT_TABLES} | {
-    f"trg_user_memories_terms_{event}": "user_memories" for event in ("insert", "delete", "update")
-}
+TRIGGERS = (
+    {f"trg_{table}_updated_at": table for table in UPDATED_AT_TABLES}
+    | {
+        f"trg_user_memories_terms_{event}": "user_memories"
+        for event in ("insert", "delete", "update")
+    }
+    | {"trg_user_memories_revisions": "user_memories"}
+)

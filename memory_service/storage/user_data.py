@@ -12,20 +12,29 @@ from dataclasses import dataclass
 
 from memory_service.domain import audit
 from memory_service.domain.errors import NotFound
-from memory_service.domain.models import Interaction, Lesson, Memory, User, UserPreferences
+from memory_service.domain.models import (
+    Interaction,
+    Lesson,
+    Memory,
+    MemoryRevision,
+    User,
+    UserPreferences,
+)
 from memory_service.storage.database import Database
 from memory_service.storage.lessons import LESSON_COLUMNS, LESSON_NAMES_JOIN, lesson_from_row
 from memory_service.storage.memories import (
     INTERACTION_COLUMNS,
     MEMORY_COLUMNS,
+    REVISION_COLUMNS,
     interaction_from_row,
     memory_from_row,
+    revision_from_row,
 )
 from memory_service.storage.registry import USER_COLUMNS, preferences_from_row, user_from_row
 
 # One exported record, in the order ExportUserData promises: the user, its
-# preferences, then memories, interactions and lessons.
-ExportRecord = User | UserPreferences | Memory | Interaction | Lesson
+# preferences, then memories, memory revisions, interactions and lessons.
+ExportRecord = User | UserPreferences | Memory | MemoryRevision | Interaction | Lesson
 
 # Rows fetched per round trip from a server-side cursor: few enough that a
 # user with a million memories costs the service a bounded amount of memory.
@@ -43,11 +52,14 @@ _LOCK_USER = "SELECT id FROM users WHERE id = $1 FOR UPDATE"
 # (and the lesson ids, whose cache entries must go); ON DELETE CASCADE would
 # remove the same rows. Deleting a row both here and by a cascade is safe:
 # the cascade runs at the end of the statement and finds the row gone.
-# Interactions are matched by their own user_id, which is always their
-# memory's user; any interaction that disagreed would still go by cascade.
+# Interactions and revisions are matched by their own user_id, which is
+# always their memory's user (the composite foreign keys); any row that
+# disagreed would still go by cascade.
 _ERASE = """
 WITH interactions AS (
     DELETE FROM memory_interactions WHERE user_id = $1 RETURNING id
+), revisions AS (
+    DELETE FROM memory_revisions WHERE user_id = $1 RETURNING id
 ), memories AS (
     DELETE FROM user_memories WHERE user_id = $1 RETURNING id
 ), lessons AS (
@@ -58,6 +70,7 @@ WITH interactions AS (
     DELETE FROM users WHERE id = $1 RETURNING id
 )
 SELECT (SELECT count(*) FROM interactions) AS interactions,
+       (SELECT count(*) FROM revisions) AS revisions,
        (SELECT count(*) FROM memories) AS memories,
        (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM lessons) AS lesson_ids,
        (SELECT count(*) FROM preferences) AS preferences,
@@ -75,6 +88,11 @@ FROM user_preferences WHERE user_id = $1
 # before the first row.
 _EXPORT_MEMORIES = f"""
 SELECT {MEMORY_COLUMNS} FROM user_memories WHERE user_id = $1 ORDER BY created_at, id
+"""
+
+# By memory, each memory's oldest first: ix_memory_revisions_user_id_memory_id_id's order.
+_EXPORT_REVISIONS = f"""
+SELECT {REVISION_COLUMNS} FROM memory_revisions WHERE user_id = $1 ORDER BY memory_id, id
 """
 
 _EXPORT_INTERACTIONS = f"""
@@ -95,6 +113,7 @@ class ErasedUserData:
     interactions: int
     lesson_ids: list[int]
     preferences: int
+    memory_revisions: int
 
     @property
     def lessons(self) -> int:
@@ -122,6 +141,7 @@ class UserDataStore:
             audit.note(
                 erased={
                     "memories": row["memories"],
+                    "memory_revisions": row["revisions"],
                     "interactions": row["interactions"],
                     "lessons": len(row["lesson_ids"]),
                     "preferences": row["preferences"],
@@ -132,6 +152,7 @@ class UserDataStore:
             interactions=row["interactions"],
             lesson_ids=list(row["lesson_ids"]),
             preferences=row["preferences"],
+            memory_revisions=row["revisions"],
         )
 
     async def export_user(self, user_id: uuid.UUID) -> AsyncGenerator[ExportRecord, None]:
@@ -140,7 +161,7 @@ class UserDataStore:
         One REPEATABLE READ, READ ONLY transaction, so the export is one
         consistent snapshot even while the user keeps working: no interaction
         of a memory stored after the memories were read, no half-applied
-        erasure. Memories, interactions and lessons come through server-side
+        erasure. Memories, revisions, interactions and lessons come through server-side
         cursors, so memory use does not grow with the user's data. The
         connection stays checked out until the consumer finishes or closes
         this generator; close it (contextlib.aclosing) when abandoning it
@@ -158,6 +179,8 @@ class UserDataStore:
                 yield preferences_from_row(prefs_row)
             async for row in conn.cursor(_EXPORT_MEMORIES, user_id, prefetch=CURSOR_PREFETCH_ROWS):
                 yield memory_from_row(row)
+            async for row in conn.cursor(_EXPORT_REVISIONS, user_id, prefetch=CURSOR_PREFETCH_ROWS):
+                yield revision_from_row(row)
             async for row in conn.cursor(
                 _EXPORT_INTERACTIONS, user_id, prefetch=CURSOR_PREFETCH_ROWS
             ):

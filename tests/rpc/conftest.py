@@ -22,8 +22,9 @@ from tests.conftest import create_scratch_database, drop_scratch_database
 
 # TRUNCATE fires no triggers: the memories' term index goes with them.
 TABLES = (
-    "memory_interactions, user_memories, memory_terms, memory_user_stats, lessons,"
-    " assistant_capabilities, assistant_profiles, subject_categories, user_preferences, users"
+    "memory_revisions, memory_interactions, user_memories, memory_terms, memory_user_stats,"
+    " lessons, assistant_capabilities, assistant_profiles, subject_categories, user_preferences,"
+    " users"
 )
 
 # The suite makes thousands of deliberately denied calls from one address:

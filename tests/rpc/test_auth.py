@@ -304,6 +304,11 @@ async def test_every_rpc_as_the_wrong_user_leaks_nothing(world: AuthWorld, datab
             memory_service_pb2.ListInteractionsRequest(user_id=str(uuid.uuid4())),
         ),
         (
+            "ListMemoryRevisions",
+            memory_service_pb2.ListMemoryRevisionsRequest(memory_id=bobs.id),
+            memory_service_pb2.ListMemoryRevisionsRequest(memory_id=missing_id),
+        ),
+        (
             "GetLesson",
             lesson_service_pb2.GetLessonRequest(id=draft.id),
             lesson_service_pb2.GetLessonRequest(id=draft.id + 10_000),
@@ -454,6 +459,48 @@ async def test_profile_limited_token_sees_only_its_profiles(
         memory_service_pb2.RecallMemoriesRequest(user_id=user), metadata=as_limited
     )
     assert {s.memory.id for s in recalled.memories} == {mine.id, shared.id}
+
+
+async def test_revisions_name_the_authenticated_caller_and_are_seen_as_the_memory_is(
+    world: AuthWorld, limited: Limited
+) -> None:
+    user = await _user(world, "revised")
+    memory = await _memory(
+        world, user, "v1", world.tokens["admin"], assistant_profile_id=limited.other_profile
+    )
+    mask = field_mask_pb2.FieldMask(paths=["content"])
+    for content, metadata in (
+        ("v2", bearer(world.tokens["backend"])),
+        ("v3", bearer(user_jwt(user))),
+    ):
+        await world.memory.UpdateMemory(
+            memory_service_pb2.UpdateMemoryRequest(
+                memory=memory_pb2.Memory(id=memory.id, content=content), update_mask=mask
+            ),
+            metadata=metadata,
+        )
+    request = memory_service_pb2.ListMemoryRevisionsRequest(memory_id=memory.id)
+    # `memories:read` is enough; the user reads its own memory's history.
+    for metadata in (bearer(world.tokens["reader"]), bearer(user_jwt(user))):
+        listed = await world.memory.ListMemoryRevisions(request, metadata=metadata)
+        assert [(r.content, r.changed_by) for r in listed.revisions] == [
+            ("v2", f"user:{user}"),
+            ("v1", "service:backend"),
+        ]
+    # Another user, and a token limited to another profile: as if missing.
+    assert await _code(
+        world.memory.ListMemoryRevisions(
+            request, metadata=bearer(user_jwt(await _user(world, "other")))
+        )
+    ) == (grpc.StatusCode.NOT_FOUND)
+    assert await _code(limited.memory.ListMemoryRevisions(request, metadata=limited.metadata)) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+    # Without `memories:read`: denied.
+    no_read = bearer(user_jwt(user, scope="lessons:read"))
+    assert await _code(world.memory.ListMemoryRevisions(request, metadata=no_read)) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
 
 
 async def test_shared_memories_are_read_only_for_profile_limited_tokens(
@@ -671,7 +718,13 @@ async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, da
     )
     assert json.loads(erasure["resource"]) == {
         "user_id": erased_user,
-        "erased": {"memories": 1, "interactions": 1, "lessons": 0, "preferences": 0},
+        "erased": {
+            "memories": 1,
+            "memory_revisions": 0,
+            "interactions": 1,
+            "lessons": 0,
+            "preferences": 0,
+        },
     }
     assert delete["peer"].startswith("ipv4:127.0.0.1")
 

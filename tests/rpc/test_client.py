@@ -54,7 +54,11 @@ async def test_store_recall_feedback_through_the_client(client, admin_stub, auth
     assert response.memory.importance == pytest.approx(0.7 + 0.2 * 0.3)
     ids = [m.id async for m in client.iter_memories(user, page_size=1)]
     assert ids == [memory.id]
-    assert len(auth_calls) == 4  # the metadata hook ran once per call
+    # The feedback moved importance: the old value is a revision.
+    revisions = await client.list_memory_revisions(memory.id, page_size=10)
+    assert [(r.version, r.importance) for r in revisions.revisions] == [(1, pytest.approx(0.7))]
+    assert revisions.next_page_token == ""
+    assert len(auth_calls) == 5  # the metadata hook ran once per call
 
 
 async def test_client_surfaces_field_violations(client, admin_stub) -> None:

@@ -118,6 +118,7 @@ TABLES = (
     "lessons",
     "user_memories",
     "memory_interactions",
+    "memory_revisions",
 )
 _SNAPSHOT_SQL = " UNION ALL ".join(
     f"SELECT '{t}' AS t, count(*) AS n,"
@@ -464,6 +465,7 @@ class World:
 class Snapshot:
     tables: dict[str, tuple[int, str]]  # table -> (rows, content hash)
     interactions_by_memory: dict[int, int]
+    revisions_by_memory: dict[int, int]
     capabilities_by_profile: dict[int, int]
 
 
@@ -481,6 +483,7 @@ class Database:
         c = self._conn
         tables = {r["t"]: (r["n"], r["h"]) for r in await c.fetch(_SNAPSHOT_SQL)}
         by_memory = await c.fetch("SELECT memory_id, count(*) FROM memory_interactions GROUP BY 1")
+        revisions = await c.fetch("SELECT memory_id, count(*) FROM memory_revisions GROUP BY 1")
         by_profile = await c.fetch(
             "SELECT assistant_profile_id, count(*) FROM assistant_capabilities GROUP BY 1"
         )
@@ -498,6 +501,7 @@ class Database:
         return Snapshot(
             tables=tables,
             interactions_by_memory={r[0]: r[1] for r in by_memory},
+            revisions_by_memory={r[0]: r[1] for r in revisions},
             capabilities_by_profile={r[0]: r[1] for r in by_profile},
         )
 
@@ -841,6 +845,19 @@ def list_interactions(d: Draw) -> memory_service_pb2.ListInteractionsRequest:
     return request
 
 
+def list_memory_revisions(d: Draw) -> memory_service_pb2.ListMemoryRevisionsRequest:
+    request = memory_service_pb2.ListMemoryRevisionsRequest(
+        memory_id=d.memory_id(), page_size=d.page_size()
+    )
+    # The filters a revisions token is fingerprinted with (services/memories.py).
+    forge = _forger(
+        lambda: {"memory_id": memory_messages.memory_id(request.memory_id, "memory_id")},
+        forged_offset,
+    )
+    request.page_token = d.page_token("ListMemoryRevisions", forge)
+    return request
+
+
 STATUSES = [0, 1, 2, 3]
 
 
@@ -1022,11 +1039,13 @@ class Rpc:
     writes: tuple[str, ...] = ()
 
 
+# A change of a memory keeps a revision; a deletion takes them with it.
+_CHANGES = ("user_memories", "memory_interactions", "memory_revisions")
 MEMORY_RPCS = [
     Rpc("MemoryService", "StoreMemory", store_memory, ("user_memories", "memory_interactions")),
     Rpc("MemoryService", "GetMemory", get_memory),
-    Rpc("MemoryService", "UpdateMemory", update_memory, ("user_memories", "memory_interactions")),
-    Rpc("MemoryService", "DeleteMemory", delete_memory, ("user_memories", "memory_interactions")),
+    Rpc("MemoryService", "UpdateMemory", update_memory, _CHANGES),
+    Rpc("MemoryService", "DeleteMemory", delete_memory, _CHANGES),
     Rpc("MemoryService", "ListMemories", list_memories),
     Rpc(
         "MemoryService",
@@ -1034,13 +1053,9 @@ MEMORY_RPCS = [
         recall_memories,
         ("user_memories", "memory_interactions"),
     ),
-    Rpc(
-        "MemoryService",
-        "RecordFeedback",
-        record_feedback,
-        ("user_memories", "memory_interactions"),
-    ),
+    Rpc("MemoryService", "RecordFeedback", record_feedback, _CHANGES),
     Rpc("MemoryService", "ListInteractions", list_interactions),
+    Rpc("MemoryService", "ListMemoryRevisions", list_memory_revisions),
 ]
 LESSON_RPCS = [
     Rpc("LessonService", "GetLesson", get_lesson),
@@ -1079,14 +1094,23 @@ def expected_deltas(
         case "StoreMemory":
             return {"user_memories": once, "memory_interactions": once}
         case "UpdateMemory":
-            return {"user_memories": {0}, "memory_interactions": {1}}
+            return {"user_memories": {0}, "memory_interactions": {1}, "memory_revisions": {0, 1}}
         case "DeleteMemory":
             gone = before.interactions_by_memory.get(request.id, 0)
-            return {"user_memories": {-1}, "memory_interactions": {-gone}}
+            revisions = before.revisions_by_memory.get(request.id, 0)
+            return {
+                "user_memories": {-1},
+                "memory_interactions": {-gone},
+                "memory_revisions": {-revisions},
+            }
         case "RecallMemories":
             return {"user_memories": {0}, "memory_interactions": {0, len(response.memories)}}
         case "RecordFeedback":
-            return {"user_memories": {0}, "memory_interactions": {0, 1} if repeat else {1}}
+            return {
+                "user_memories": {0},
+                "memory_interactions": {0, 1} if repeat else {1},
+                "memory_revisions": {0, 1},
+            }
         case "UpsertUser":
             return {"users": {0, 1}}
         case "UpsertUserPreferences":
@@ -1177,6 +1201,8 @@ def check_call(
             )
     if rpc.name == "DeleteMemory" and after.interactions_by_memory.get(request.id):
         problems.append("interactions of the deleted memory remain")
+    if rpc.name == "DeleteMemory" and after.revisions_by_memory.get(request.id):
+        problems.append("revisions of the deleted memory remain")
     return problems
 
 
@@ -1473,8 +1499,8 @@ TOKEN_AND_ETAG_RPCS = [
     rpc
     for rpc in MEMORY_RPCS + LESSON_RPCS
     if rpc.name
-    in {"ListMemories", "ListInteractions", "ListLessons", "SearchLessons", "UpdateMemory",
-        "DeleteMemory"}
+    in {"ListMemories", "ListInteractions", "ListMemoryRevisions", "ListLessons", "SearchLessons",
+        "UpdateMemory", "DeleteMemory"}
 ]  # fmt: skip
 
 

@@ -1,8 +1,9 @@
 """AdminService.ExportUserData and DeleteUserData over a real channel.
 
 Two users with the same kinds of data (preferences, memories with store,
-recall and feedback interactions, lessons): every test checks that the call
-covers all of one user's data and none of the other's.
+recall and feedback interactions, revisions from feedback and an update,
+lessons): every test checks that the call covers all of one user's data and
+none of the other's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from faraday.memory.v1 import (
     memory_service_pb2_grpc,
     registry_pb2,
 )
+from google.protobuf import field_mask_pb2
 from google.protobuf.json_format import MessageToDict
 
 from memory_service.storage import cache
@@ -36,16 +38,20 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 JSON = admin_service_pb2.EXPORT_FORMAT_JSON_LINES
 PROTOBUF = admin_service_pb2.EXPORT_FORMAT_PROTOBUF
-KINDS = ("user", "preferences", "memory", "interaction", "lesson")
+KINDS = ("user", "preferences", "memory", "memory_revision", "interaction", "lesson")
 
 # Every table holding a user's rows, and the column naming the user.
 USER_TABLES = {
     "users": "id",
     "user_preferences": "user_id",
     "user_memories": "user_id",
+    "memory_revisions": "user_id",
     "memory_interactions": "user_id",
     "lessons": "user_id",
 }
+# Records of one seeded user: user, preferences, memories, revisions,
+# interactions, lessons.
+SEEDED_RECORDS = 1 + 1 + 2 + 2 + 6 + 2
 
 
 @dataclass
@@ -55,6 +61,7 @@ class Seeded:
     user: registry_pb2.User
     preferences: registry_pb2.UserPreferences
     memory_ids: list[int]
+    revision_ids: list[int]
     interaction_ids: list[int]
     lessons: list[lesson_pb2.Lesson]
 
@@ -106,11 +113,22 @@ async def _seed(
     await memories.RecordFeedback(
         memory_service_pb2.RecordFeedbackRequest(memory_id=stored[0].id, helpful=True)
     )
-    # store x2, recall x2, feedback x1; as the database has them.
+    await memories.UpdateMemory(
+        memory_service_pb2.UpdateMemoryRequest(
+            memory=memory_pb2.Memory(id=stored[1].id, content=f"{label} teaches decimals to 7B."),
+            update_mask=field_mask_pb2.FieldMask(paths=["content"]),
+        )
+    )
+    # store x2, recall x2, feedback x1, update x1; as the database has them.
     rows = await _fetch(
         database_url, "SELECT id FROM memory_interactions WHERE user_id = $1", user_id
     )
-    assert len(rows) == 5
+    assert len(rows) == 6
+    # The feedback's importance and the update's content kept a revision each.
+    revisions = await _fetch(
+        database_url, "SELECT id FROM memory_revisions WHERE user_id = $1", user_id
+    )
+    assert len(revisions) == 2
 
     category = await admin.UpsertSubjectCategory(
         admin_service_pb2.UpsertSubjectCategoryRequest(
@@ -134,6 +152,7 @@ async def _seed(
         user=user,
         preferences=preferences,
         memory_ids=[m.id for m in stored],
+        revision_ids=[r["id"] for r in revisions],
         interaction_ids=[r["id"] for r in rows],
         lessons=lessons,
     )
@@ -174,7 +193,7 @@ def _ids(records: Sequence[Any], kind: str) -> list[int | str]:
 
 
 def _assert_kind_order(kinds: list[str]) -> None:
-    """The user first, then preferences, memories, interactions, lessons: never backwards."""
+    """The user first, then preferences, memories, revisions, interactions, lessons, in order."""
     assert kinds[0] == "user"
     positions = [KINDS.index(k) for k in kinds]
     assert positions == sorted(positions), kinds
@@ -198,11 +217,13 @@ async def test_export_streams_every_record_of_the_user_once(
 
     # Every id of A exactly once (lists, not sets: duplicates would show).
     assert sorted(_ids(records, "memory")) == sorted(a.memory_ids)
+    assert sorted(_ids(records, "memory_revision")) == sorted(a.revision_ids)
     assert sorted(_ids(records, "interaction")) == sorted(a.interaction_ids)
     assert sorted(_ids(records, "lesson")) == sorted(lesson.id for lesson in a.lessons)
-    assert len(records) == 2 + 2 + 5 + 2
+    assert len(records) == SEEDED_RECORDS
     # Nothing of B.
     assert not set(_ids(records, "memory")) & set(b.memory_ids)
+    assert not set(_ids(records, "memory_revision")) & set(b.revision_ids)
     assert not set(_ids(records, "interaction")) & set(b.interaction_ids)
     assert not set(_ids(records, "lesson")) & {x.id for x in b.lessons}
     assert {getattr(r, r.WhichOneof("record")).user_id for r in records[1:]} == {a.user.id}
@@ -212,6 +233,11 @@ async def test_export_streams_every_record_of_the_user_once(
         if r.HasField("memory"):
             got = await memory_stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=r.memory.id))
             assert r.memory == got
+        if r.HasField("memory_revision"):
+            listed_revisions = await memory_stub.ListMemoryRevisions(
+                memory_service_pb2.ListMemoryRevisionsRequest(memory_id=r.memory_revision.memory_id)
+            )
+            assert r.memory_revision in listed_revisions.revisions
         if r.HasField("lesson"):
             got = await lesson_stub.GetLesson(lesson_service_pb2.GetLessonRequest(id=r.lesson.id))
             assert r.lesson == got
@@ -228,6 +254,11 @@ async def test_export_streams_every_record_of_the_user_once(
         if r.HasField("interaction") and r.interaction.type == memory_pb2.INTERACTION_TYPE_FEEDBACK
     ]
     assert len(feedback) == 1 and feedback[0].feedback["helpful"] is True
+    revisions = [r.memory_revision for r in records if r.HasField("memory_revision")]
+    assert {(r.memory_id, r.content, r.importance) for r in revisions} == {
+        (a.memory_ids[0], "alice prefers worked examples.", 0.5),
+        (a.memory_ids[1], "alice teaches fractions to 7B.", 0.5),
+    }
 
 
 async def test_export_json_lines_carry_the_same_records(admin_stub, two_users) -> None:
@@ -263,7 +294,10 @@ async def test_export_json_lines_carry_the_same_records(admin_stub, two_users) -
         "INTERACTION_TYPE_STORE",
         "INTERACTION_TYPE_RECALL",
         "INTERACTION_TYPE_FEEDBACK",
+        "INTERACTION_TYPE_UPDATE",
     }
+    revision = next(i["data"] for i in parsed if i["kind"] == "memory_revision")
+    assert revision["changed_by"] == "local:local" and "change_time" in revision
     lesson = next(i["data"] for i in parsed if i["kind"] == "lesson")
     assert lesson["status"] == "LESSON_STATUS_DRAFT" and "create_time" in lesson
     assert b.user.id not in "".join(r.json_line for r in as_json)
@@ -324,7 +358,8 @@ async def test_delete_user_data_erases_the_user_and_nothing_else(
         "users": 1,
         "user_preferences": 1,
         "user_memories": 2,
-        "memory_interactions": 5,
+        "memory_revisions": 2,
+        "memory_interactions": 6,
         "lessons": 2,
     }
     # A's lessons (and one of B's) through the cached server: now in Redis.
@@ -338,7 +373,7 @@ async def test_delete_user_data_erases_the_user_and_nothing_else(
     erased = await admin.DeleteUserData(admin_service_pb2.DeleteUserDataRequest(user_id=a.user.id))
 
     assert erased == admin_service_pb2.DeleteUserDataResponse(
-        memories=2, interactions=5, lessons=2, preferences=1
+        memories=2, interactions=6, lessons=2, preferences=1, memory_revisions=2
     )
     assert await _row_counts(database_url, a.user.id) == dict.fromkeys(USER_TABLES, 0)
     # Also by A's memory and lesson ids, in case a row named another user.
@@ -347,6 +382,9 @@ async def test_delete_user_data_erases_the_user_and_nothing_else(
     )
     assert not await _fetch(
         database_url, "SELECT id FROM user_memories WHERE id = ANY($1)", a.memory_ids
+    )
+    assert not await _fetch(
+        database_url, "SELECT id FROM memory_revisions WHERE memory_id = ANY($1)", a.memory_ids
     )
     assert not await _fetch(
         database_url, "SELECT id FROM lessons WHERE id = ANY($1)", [x.id for x in a.lessons]
@@ -374,7 +412,7 @@ async def test_delete_user_data_erases_the_user_and_nothing_else(
     assert error.code() == grpc.StatusCode.NOT_FOUND and received == []
     # And B's export is whole.
     b_records = await _export(admin, b.user.id, PROTOBUF)
-    assert len(b_records) == 2 + 2 + 5 + 2
+    assert len(b_records) == SEEDED_RECORDS
 
 
 async def test_delete_user_data_of_a_user_without_data(admin_stub, database_url) -> None:

@@ -77,6 +77,37 @@ async def test_acting_user_and_timeout_never_reach_the_next_request(
         session.deadline.reset(token)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "assistant-backend",
+        "it's'); SELECT pg_sleep(10); --",
+        "back\\slash \\' E'\\x27' $$ $q$ \"quoted\"",
+        "nul\x00byte",
+        "Lehrer Müller 🍎 لوحة",
+        "lone \ud800 surrogate",
+        "x" * 1000,
+    ],
+)
+async def test_the_actor_reaches_postgresql_verbatim_and_never_the_next_request(
+    one_connection_pool: Database, name: str
+) -> None:
+    """A token's name may hold any character: it is spliced into BEGIN as hex, never as text."""
+    db = one_connection_pool
+    token = session.actor.set(f"service:{name}")
+    try:
+        async with db.connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            actor = await conn.fetchval("SELECT current_setting('faraday.actor')")
+    finally:
+        session.actor.reset(token)
+    expected = f"service:{name}".replace("\x00", "")[:255]
+    assert actor == expected.encode("utf-8", "replace").decode()
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # same connection
+        assert await conn.fetchval("SELECT current_setting('faraday.actor')") == "system"
+
+
 async def test_a_failed_block_rolls_back_and_the_connection_stays_usable(
     one_connection_pool: Database,
 ) -> None:

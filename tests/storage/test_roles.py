@@ -30,6 +30,8 @@ async def _add_user(conn: asyncpg.Connection, n: int) -> uuid.UUID:
         "INSERT INTO user_memories (user_id, content, category) VALUES ($1, 'm', 'c') RETURNING id",
         user,
     )
+    # A change of content keeps a revision (migration 0013's trigger).
+    await conn.execute("UPDATE user_memories SET content = 'm2' WHERE id = $1", memory)
     await conn.execute(
         "INSERT INTO memory_interactions (memory_id, user_id, interaction_type)"
         " VALUES ($1, $2, 'store')",
@@ -99,7 +101,8 @@ async def test_the_service_role_cannot_change_any_row_as_all_users(
         for table, owner in tables.RLS_TABLES.items():
             async with conn.transaction():
                 await conn.execute("SELECT set_config('faraday.acting_user', '*', true)")
-                if table != "idempotency_keys":  # not granted: append and delete only
+                # Not granted on these: append and delete only.
+                if table not in ("idempotency_keys", "memory_revisions"):
                     changed[f"update {table}"] = await conn.fetch(
                         f"UPDATE {table} SET {owner} = {owner} RETURNING {owner}"
                     )
@@ -145,5 +148,54 @@ async def test_the_platform_role_has_exactly_the_service_roles_privileges(
         await conn.close()
     app, platform = ([tuple(r) for r in rows] for rows in granted.values())
     assert ("audit_log", "r", "UPDATE") not in app and ("user_memories", "r", "DELETE") in app
+    assert ("memory_revisions", "r", "UPDATE") not in app  # history is not rewritten
     assert platform == app
     assert schema == [True, True]
+
+
+async def test_revisions_are_kept_as_the_acting_user_and_never_rewritten(
+    world: tuple[str, list[uuid.UUID]],
+) -> None:
+    """Migration 0013's trigger writes as the service role, under its policies, with the actor."""
+    owner_url, users = world
+    roles = {
+        "app": migrate.app_role_url(owner_url),
+        "platform": migrate.platform_role_url(owner_url),
+    }
+    for name, url in roles.items():
+        conn = await asyncpg.connect(url)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT set_config('faraday.acting_user', $1, true),"
+                    " set_config('faraday.actor', $2, true)",
+                    str(users[0]),
+                    f"service:{name}",
+                )
+                # No WHERE clause: only user 0's memory is visible, so only it changes.
+                await conn.execute("UPDATE user_memories SET importance = importance / 2")
+                seen = await conn.fetch("SELECT user_id FROM memory_revisions")
+                assert {r["user_id"] for r in seen} == {users[0]}
+            for acting in ("*", str(users[0])):
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('faraday.acting_user', $1, true)", acting)
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                        await conn.execute("UPDATE memory_revisions SET content = 'forged'")
+        finally:
+            await conn.close()
+    conn = await asyncpg.connect(owner_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT user_id, version, content, importance, changed_by FROM memory_revisions"
+            " ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [
+        # `world`'s content changes, by the owner with no actor set.
+        (users[0], 1, "m", 0.5, "database"),
+        (users[1], 1, "m", 0.5, "database"),
+        # The halvings, each keeping the importance it replaced.
+        (users[0], 1, "m2", 0.5, "service:app"),
+        (users[0], 1, "m2", 0.25, "service:platform"),
+    ]

@@ -13,10 +13,11 @@ from faraday.memory.v1.lesson_service_pb2 import (
     ListLessonsResponse,
     SearchLessonsResponse,
 )
-from faraday.memory.v1.memory_pb2 import Interaction, InteractionType, Memory
+from faraday.memory.v1.memory_pb2 import Interaction, InteractionType, Memory, MemoryRevision
 from faraday.memory.v1.memory_service_pb2 import (
     ListInteractionsResponse,
     ListMemoriesResponse,
+    ListMemoryRevisionsResponse,
     RecordFeedbackResponse,
     ScoredMemory,
 )
@@ -39,8 +40,10 @@ __all__ = [
     "ListInteractionsResponse",
     "ListLessonsResponse",
     "ListMemoriesResponse",
+    "ListMemoryRevisionsResponse",
     "Memory",
     "MemoryClient",
+    "MemoryRevision",
     "MetadataProvider",
     "RecordFeedbackResponse",
     "ScoredMemory",

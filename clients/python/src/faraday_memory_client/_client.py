@@ -404,6 +404,23 @@ class MemoryClient:
             self._memories.ListInteractions, request, timeout_seconds, retry=True
         )
 
+    async def list_memory_revisions(
+        self,
+        memory_id: int,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout_seconds: float | None = None,
+    ) -> memory_service_pb2.ListMemoryRevisionsResponse:
+        """Return one page of a memory's earlier values, newest first, each with
+        who changed it and when. Retried on UNAVAILABLE."""
+        request = memory_service_pb2.ListMemoryRevisionsRequest(
+            memory_id=memory_id, page_size=page_size, page_token=page_token
+        )
+        return await self._call(
+            self._memories.ListMemoryRevisions, request, timeout_seconds, retry=True
+        )
+
     # LessonService
 
     async def get_lesson(

@@ -32,7 +32,7 @@ class _ExportFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExportFo
     """Each response carries one record as a message."""
     EXPORT_FORMAT_JSON_LINES: _ExportFormat.ValueType  # 2
     """Each response carries `json_line`: one UTF-8 JSON object and "\\n",
-    {"kind": "user"|"preferences"|"memory"|"interaction"|"lesson",
+    {"kind": "user"|"preferences"|"memory"|"memory_revision"|"interaction"|"lesson",
      "data": <the record in proto3 JSON form>}.
     """
 
@@ -45,7 +45,7 @@ EXPORT_FORMAT_PROTOBUF: ExportFormat.ValueType  # 1
 """Each response carries one record as a message."""
 EXPORT_FORMAT_JSON_LINES: ExportFormat.ValueType  # 2
 """Each response carries `json_line`: one UTF-8 JSON object and "\\n",
-{"kind": "user"|"preferences"|"memory"|"interaction"|"lesson",
+{"kind": "user"|"preferences"|"memory"|"memory_revision"|"interaction"|"lesson",
  "data": <the record in proto3 JSON form>}.
 """
 Global___ExportFormat: _TypeAlias = ExportFormat  # noqa: Y015
@@ -224,6 +224,7 @@ class DeleteUserDataResponse(_message.Message):
     INTERACTIONS_FIELD_NUMBER: _builtins.int
     LESSONS_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
+    MEMORY_REVISIONS_FIELD_NUMBER: _builtins.int
     memories: _builtins.int
     """Memories deleted."""
     interactions: _builtins.int
@@ -232,6 +233,8 @@ class DeleteUserDataResponse(_message.Message):
     """Lessons deleted."""
     preferences: _builtins.int
     """1 if the user had preferences, else 0."""
+    memory_revisions: _builtins.int
+    """Memory revisions deleted (see MemoryRevision)."""
     def __init__(
         self,
         *,
@@ -239,10 +242,11 @@ class DeleteUserDataResponse(_message.Message):
         interactions: _builtins.int = ...,
         lessons: _builtins.int = ...,
         preferences: _builtins.int = ...,
+        memory_revisions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "lessons", b"lessons", "memories", b"memories", "preferences", b"preferences"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interactions", b"interactions", "lessons", b"lessons", "memories", b"memories", "memory_revisions", b"memory_revisions", "preferences", b"preferences"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -286,6 +290,7 @@ class ExportUserDataResponse(_message.Message):
     INTERACTION_FIELD_NUMBER: _builtins.int
     LESSON_FIELD_NUMBER: _builtins.int
     JSON_LINE_FIELD_NUMBER: _builtins.int
+    MEMORY_REVISION_FIELD_NUMBER: _builtins.int
     json_line: _builtins.str
     """EXPORT_FORMAT_JSON_LINES: one record as a JSON Lines line."""
     @_builtins.property
@@ -308,6 +313,10 @@ class ExportUserDataResponse(_message.Message):
     def lesson(self) -> _lesson_pb2.Lesson:
         """One lesson."""
 
+    @_builtins.property
+    def memory_revision(self) -> _memory_pb2.MemoryRevision:
+        """One earlier version of a memory."""
+
     def __init__(
         self,
         *,
@@ -317,12 +326,13 @@ class ExportUserDataResponse(_message.Message):
         interaction: _memory_pb2.Interaction | None = ...,
         lesson: _lesson_pb2.Lesson | None = ...,
         json_line: _builtins.str = ...,
+        memory_revision: _memory_pb2.MemoryRevision | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction", "json_line", b"json_line", "lesson", b"lesson", "memory", b"memory", "preferences", b"preferences", "record", b"record", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction", "json_line", b"json_line", "lesson", b"lesson", "memory", b"memory", "memory_revision", b"memory_revision", "preferences", b"preferences", "record", b"record", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction", "json_line", b"json_line", "lesson", b"lesson", "memory", b"memory", "preferences", b"preferences", "record", b"record", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interaction", b"interaction", "json_line", b"json_line", "lesson", b"lesson", "memory", b"memory", "memory_revision", b"memory_revision", "preferences", b"preferences", "record", b"record", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["user", "preferences", "memory", "interaction", "lesson", "json_line"]  # noqa: Y015
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["user", "preferences", "memory", "interaction", "lesson", "json_line", "memory_revision"]  # noqa: Y015
     _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
 

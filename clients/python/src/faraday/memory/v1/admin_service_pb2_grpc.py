@@ -158,8 +158,9 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUserData(self, request, context):
-        """Erases everything of one user: the user record, preferences, memories,
-        interactions, lessons and their cache entries, in one transaction. The
+        """Erases everything of one user: the user record, preferences, memories
+        with their revisions, interactions, lessons and their cache entries, in
+        one transaction. The
         audit log keeps a record that it happened (who, when, counts), not the
         data. Returns NOT_FOUND if the user does not exist.
         """
@@ -169,7 +170,8 @@ class AdminServiceServicer:
 
     def ExportUserData(self, request, context):
         """Streams all data of one user, to answer a privacy (access) request: the
-        user record first, then preferences, memories, interactions and lessons.
+        user record first, then preferences, memories, memory revisions (by
+        memory id, each memory's oldest first), interactions and lessons.
         Each response message holds one record, as protobuf or as one JSON
         Lines line. Returns NOT_FOUND if the user does not exist.
         """

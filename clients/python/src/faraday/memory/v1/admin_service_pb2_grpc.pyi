@@ -78,14 +78,16 @@ class AdminServiceStub:
     DeleteLesson: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteLessonRequest, _empty_pb2.Empty]
     """Deletes a lesson. Returns NOT_FOUND if it does not exist."""
     DeleteUserData: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteUserDataRequest, _admin_service_pb2.DeleteUserDataResponse]
-    """Erases everything of one user: the user record, preferences, memories,
-    interactions, lessons and their cache entries, in one transaction. The
+    """Erases everything of one user: the user record, preferences, memories
+    with their revisions, interactions, lessons and their cache entries, in
+    one transaction. The
     audit log keeps a record that it happened (who, when, counts), not the
     data. Returns NOT_FOUND if the user does not exist.
     """
     ExportUserData: _grpc.UnaryStreamMultiCallable[_admin_service_pb2.ExportUserDataRequest, _admin_service_pb2.ExportUserDataResponse]
     """Streams all data of one user, to answer a privacy (access) request: the
-    user record first, then preferences, memories, interactions and lessons.
+    user record first, then preferences, memories, memory revisions (by
+    memory id, each memory's oldest first), interactions and lessons.
     Each response message holds one record, as protobuf or as one JSON
     Lines line. Returns NOT_FOUND if the user does not exist.
     """
@@ -137,14 +139,16 @@ class AdminServiceAsyncStub(AdminServiceStub):
     DeleteLesson: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteLessonRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a lesson. Returns NOT_FOUND if it does not exist."""
     DeleteUserData: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DeleteUserDataRequest, _admin_service_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
-    """Erases everything of one user: the user record, preferences, memories,
-    interactions, lessons and their cache entries, in one transaction. The
+    """Erases everything of one user: the user record, preferences, memories
+    with their revisions, interactions, lessons and their cache entries, in
+    one transaction. The
     audit log keeps a record that it happened (who, when, counts), not the
     data. Returns NOT_FOUND if the user does not exist.
     """
     ExportUserData: _aio.UnaryStreamMultiCallable[_admin_service_pb2.ExportUserDataRequest, _admin_service_pb2.ExportUserDataResponse]  # type: ignore[assignment]
     """Streams all data of one user, to answer a privacy (access) request: the
-    user record first, then preferences, memories, interactions and lessons.
+    user record first, then preferences, memories, memory revisions (by
+    memory id, each memory's oldest first), interactions and lessons.
     Each response message holds one record, as protobuf or as one JSON
     Lines line. Returns NOT_FOUND if the user does not exist.
     """
@@ -235,8 +239,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.DeleteUserDataRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.DeleteUserDataResponse, _abc.Awaitable[_admin_service_pb2.DeleteUserDataResponse]]:
-        """Erases everything of one user: the user record, preferences, memories,
-        interactions, lessons and their cache entries, in one transaction. The
+        """Erases everything of one user: the user record, preferences, memories
+        with their revisions, interactions, lessons and their cache entries, in
+        one transaction. The
         audit log keeps a record that it happened (who, when, counts), not the
         data. Returns NOT_FOUND if the user does not exist.
         """
@@ -248,7 +253,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_admin_service_pb2.ExportUserDataResponse], _abc.AsyncIterator[_admin_service_pb2.ExportUserDataResponse]]:
         """Streams all data of one user, to answer a privacy (access) request: the
-        user record first, then preferences, memories, interactions and lessons.
+        user record first, then preferences, memories, memory revisions (by
+        memory id, each memory's oldest first), interactions and lessons.
         Each response message holds one record, as protobuf or as one JSON
         Lines line. Returns NOT_FOUND if the user does not exist.
         """

@@ -281,3 +281,94 @@ class Interaction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Interaction: _TypeAlias = Interaction  # noqa: Y015
+
+@_typing.final
+class MemoryRevision(_message.Message):
+    """A memory's values before one change, kept when the change replaced them
+    (ListMemoryRevisions). A revision is kept for every change of `content`,
+    `importance`, `category`, `tags`, `metadata` or `expire_time`, whoever
+    made it (UpdateMemory, RecordFeedback's importance, or SQL run directly on
+    the database); a change of other fields only, an update that sets the
+    values they already had, and RecallMemories' `last_access_time` keep none.
+    Revisions are deleted with their memory, are read-only, and are erased and
+    exported with the user's data (AdminService).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MEMORY_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    IMPORTANCE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CHANGED_BY_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Server-assigned identifier; a later change of the same memory has a
+    larger one. Output only.
+    """
+    memory_id: _builtins.int
+    """The memory these values belonged to."""
+    user_id: _builtins.str
+    """The memory's user (UUID)."""
+    version: _builtins.int
+    """The memory's `version` while it had these values (Memory.version; the
+    change made it at least version + 1).
+    """
+    content: _builtins.str
+    """The memory's content before the change."""
+    importance: _builtins.float
+    """Its importance before the change, 0.0 to 1.0."""
+    category: _builtins.str
+    """Its category before the change."""
+    changed_by: _builtins.str
+    """Who made the change, as the server authenticated them, never text a
+    caller sent: "service:<token name>" (a service token's configured name),
+    "user:<user id>" (a user-scoped JWT), "local:local" (a server without
+    authentication), "system" (the service's own maintenance) or "database"
+    (SQL run on the database outside the service). At most 255 characters.
+    """
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its tags before the change, in their order."""
+
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """Its metadata before the change; empty if it had none."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Its expiry before the change; unset if it had none."""
+
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was made (its transaction's start)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        memory_id: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        content: _builtins.str = ...,
+        importance: _builtins.float = ...,
+        category: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        metadata: _struct_pb2.Struct | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        changed_by: _builtins.str = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "expire_time", b"expire_time", "metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "change_time", b"change_time", "changed_by", b"changed_by", "content", b"content", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "memory_id", b"memory_id", "metadata", b"metadata", "tags", b"tags", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemoryRevision: _TypeAlias = MemoryRevision  # noqa: Y015

@@ -685,3 +685,65 @@ class ListInteractionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListInteractionsResponse: _TypeAlias = ListInteractionsResponse  # noqa: Y015
+
+@_typing.final
+class ListMemoryRevisionsRequest(_message.Message):
+    """Request for ListMemoryRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORY_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    memory_id: _builtins.int
+    """The memory whose revisions to list. Required, positive."""
+    page_size: _builtins.int
+    """Maximum number of revisions to return: 0 means 50, values over 500 are
+    lowered to 500, negative values are INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call for the same memory. Tokens
+    are at most 512 characters; anything else is INVALID_ARGUMENT.
+    """
+    def __init__(
+        self,
+        *,
+        memory_id: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_id", b"memory_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMemoryRevisionsRequest: _TypeAlias = ListMemoryRevisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListMemoryRevisionsResponse(_message.Message):
+    """Response of ListMemoryRevisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.MemoryRevision]:
+        """The page of revisions, newest first (by `id`, descending)."""
+
+    def __init__(
+        self,
+        *,
+        revisions: _abc.Iterable[_memory_pb2.MemoryRevision] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "revisions", b"revisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMemoryRevisionsResponse: _TypeAlias = ListMemoryRevisionsResponse  # noqa: Y015

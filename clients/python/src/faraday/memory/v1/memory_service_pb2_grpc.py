@@ -34,7 +34,8 @@ class MemoryServiceStub:
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
     a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
-    list, recall, list interactions) need scope `memories:read` (recall's
+    list, recall, list interactions, list revisions) need scope
+    `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
     feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
@@ -121,6 +122,11 @@ class MemoryServiceStub:
                 request_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListInteractionsRequest.SerializeToString,
                 response_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListInteractionsResponse.FromString,
                 _registered_method=True)
+        self.ListMemoryRevisions = channel.unary_unary(
+                '/faraday.memory.v1.MemoryService/ListMemoryRevisions',
+                request_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListMemoryRevisionsRequest.SerializeToString,
+                response_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListMemoryRevisionsResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -130,7 +136,8 @@ class MemoryServiceServicer:
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
     a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
-    list, recall, list interactions) need scope `memories:read` (recall's
+    list, recall, list interactions, list revisions) need scope
+    `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
     feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
@@ -285,6 +292,21 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMemoryRevisions(self, request, context):
+        """Lists a memory's earlier values (see MemoryRevision), newest first: one
+        revision per change of its content, importance, category, tags, metadata
+        or expire_time, with who made the change and when. Visible exactly when
+        the memory is (GetMemory): another user's memory, or another profile's
+        for a profile-limited token, is NOT_FOUND, as is a memory that does not
+        exist (or no longer does: revisions are deleted with it). Returns
+        INVALID_ARGUMENT (naming the field) for a memory_id that is not positive,
+        a negative page_size or a page_token that does not belong to this
+        request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -328,6 +350,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     request_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListInteractionsRequest.FromString,
                     response_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListInteractionsResponse.SerializeToString,
             ),
+            'ListMemoryRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMemoryRevisions,
+                    request_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListMemoryRevisionsRequest.FromString,
+                    response_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListMemoryRevisionsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'faraday.memory.v1.MemoryService', rpc_method_handlers)
@@ -343,7 +370,8 @@ class MemoryService:
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
     a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
-    list, recall, list interactions) need scope `memories:read` (recall's
+    list, recall, list interactions, list revisions) need scope
+    `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
     feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
@@ -590,6 +618,33 @@ class MemoryService:
             '/faraday.memory.v1.MemoryService/ListInteractions',
             faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListInteractionsRequest.SerializeToString,
             faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListInteractionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMemoryRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faraday.memory.v1.MemoryService/ListMemoryRevisions',
+            faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListMemoryRevisionsRequest.SerializeToString,
+            faraday_dot_memory_dot_v1_dot_memory__service__pb2.ListMemoryRevisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

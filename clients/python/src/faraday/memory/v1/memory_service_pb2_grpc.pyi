@@ -35,7 +35,8 @@ class MemoryServiceStub:
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
     a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
-    list, recall, list interactions) need scope `memories:read` (recall's
+    list, recall, list interactions, list revisions) need scope
+    `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
     feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
@@ -162,6 +163,17 @@ class MemoryServiceStub:
     `memory_id` is required. Returns INVALID_ARGUMENT for a bad filter or
     page token.
     """
+    ListMemoryRevisions: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoryRevisionsRequest, _memory_service_pb2.ListMemoryRevisionsResponse]
+    """Lists a memory's earlier values (see MemoryRevision), newest first: one
+    revision per change of its content, importance, category, tags, metadata
+    or expire_time, with who made the change and when. Visible exactly when
+    the memory is (GetMemory): another user's memory, or another profile's
+    for a profile-limited token, is NOT_FOUND, as is a memory that does not
+    exist (or no longer does: revisions are deleted with it). Returns
+    INVALID_ARGUMENT (naming the field) for a memory_id that is not positive,
+    a negative page_size or a page_token that does not belong to this
+    request.
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -171,7 +183,8 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
     a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
-    list, recall, list interactions) need scope `memories:read` (recall's
+    list, recall, list interactions, list revisions) need scope
+    `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
     feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
@@ -295,6 +308,17 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     `memory_id` is required. Returns INVALID_ARGUMENT for a bad filter or
     page token.
     """
+    ListMemoryRevisions: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoryRevisionsRequest, _memory_service_pb2.ListMemoryRevisionsResponse]  # type: ignore[assignment]
+    """Lists a memory's earlier values (see MemoryRevision), newest first: one
+    revision per change of its content, importance, category, tags, metadata
+    or expire_time, with who made the change and when. Visible exactly when
+    the memory is (GetMemory): another user's memory, or another profile's
+    for a profile-limited token, is NOT_FOUND, as is a memory that does not
+    exist (or no longer does: revisions are deleted with it). Returns
+    INVALID_ARGUMENT (naming the field) for a memory_id that is not positive,
+    a negative page_size or a page_token that does not belong to this
+    request.
+    """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stores, recalls and scores the memories assistants keep about teachers.
@@ -303,7 +327,8 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     carries `authorization: Bearer <token>` metadata, either a service token
     or a user-scoped JWT. Missing or invalid credentials give UNAUTHENTICATED;
     a token without the RPC's scope gives PERMISSION_DENIED. Reads (get,
-    list, recall, list interactions) need scope `memories:read` (recall's
+    list, recall, list interactions, list revisions) need scope
+    `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
     feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
@@ -472,6 +497,23 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists logged interactions, newest first. At least one of `user_id` and
         `memory_id` is required. Returns INVALID_ARGUMENT for a bad filter or
         page token.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMemoryRevisions(
+        self,
+        request: _memory_service_pb2.ListMemoryRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.ListMemoryRevisionsResponse, _abc.Awaitable[_memory_service_pb2.ListMemoryRevisionsResponse]]:
+        """Lists a memory's earlier values (see MemoryRevision), newest first: one
+        revision per change of its content, importance, category, tags, metadata
+        or expire_time, with who made the change and when. Visible exactly when
+        the memory is (GetMemory): another user's memory, or another profile's
+        for a profile-limited token, is NOT_FOUND, as is a memory that does not
+        exist (or no longer does: revisions are deleted with it). Returns
+        INVALID_ARGUMENT (naming the field) for a memory_id that is not positive,
+        a negative page_size or a page_token that does not belong to this
+        request.
         """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,7 +30,8 @@ if _version_not_supported:
 
 class AdminServiceStub:
     """Registers the platform data that memories and lessons refer to. Called by
-    the platform (and by `memory-service import`), not by assistants.
+    the platform, not by assistants (loading a teacher's memories is
+    MemoryService.ImportMemories).
 
     Every upsert is idempotent: sending the same record twice leaves one row.
     Every RPC needs scope `admin` (user-scoped tokens never have it; a token
@@ -90,7 +91,8 @@ class AdminServiceStub:
 
 class AdminServiceServicer:
     """Registers the platform data that memories and lessons refer to. Called by
-    the platform (and by `memory-service import`), not by assistants.
+    the platform, not by assistants (loading a teacher's memories is
+    MemoryService.ImportMemories).
 
     Every upsert is idempotent: sending the same record twice leaves one row.
     Every RPC needs scope `admin` (user-scoped tokens never have it; a token
@@ -232,7 +234,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
     """Registers the platform data that memories and lessons refer to. Called by
-    the platform (and by `memory-service import`), not by assistants.
+    the platform, not by assistants (loading a teacher's memories is
+    MemoryService.ImportMemories).
 
     Every upsert is idempotent: sending the same record twice leaves one row.
     Every RPC needs scope `admin` (user-scoped tokens never have it; a token

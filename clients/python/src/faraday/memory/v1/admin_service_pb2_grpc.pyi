@@ -31,7 +31,8 @@ GRPC_VERSION: str
 
 class AdminServiceStub:
     """Registers the platform data that memories and lessons refer to. Called by
-    the platform (and by `memory-service import`), not by assistants.
+    the platform, not by assistants (loading a teacher's memories is
+    MemoryService.ImportMemories).
 
     Every upsert is idempotent: sending the same record twice leaves one row.
     Every RPC needs scope `admin` (user-scoped tokens never have it; a token
@@ -95,7 +96,8 @@ class AdminServiceStub:
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
     """Registers the platform data that memories and lessons refer to. Called by
-    the platform (and by `memory-service import`), not by assistants.
+    the platform, not by assistants (loading a teacher's memories is
+    MemoryService.ImportMemories).
 
     Every upsert is idempotent: sending the same record twice leaves one row.
     Every RPC needs scope `admin` (user-scoped tokens never have it; a token
@@ -155,7 +157,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registers the platform data that memories and lessons refer to. Called by
-    the platform (and by `memory-service import`), not by assistants.
+    the platform, not by assistants (loading a teacher's memories is
+    MemoryService.ImportMemories).
 
     Every upsert is idempotent: sending the same record twice leaves one row.
     Every RPC needs scope `admin` (user-scoped tokens never have it; a token

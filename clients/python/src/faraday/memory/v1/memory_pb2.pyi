@@ -43,6 +43,11 @@ class _InteractionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inter
     """Feedback on the memory (RecordFeedback). `feedback` holds "helpful" or
     "rating", "comment", "importance_before" and "importance_after".
     """
+    INTERACTION_TYPE_MERGE: _InteractionType.ValueType  # 5
+    """A store repeated the memory and was merged into it (DedupPolicy).
+    `context` holds "policy" ("exact" or "semantic"), "similarity" (for
+    semantic) and "via" ("store", "batch" or "import").
+    """
 
 class InteractionType(_InteractionType, metaclass=_InteractionTypeEnumTypeWrapper):
     """What kind of event an interaction records."""
@@ -62,6 +67,11 @@ field-mask paths that changed.
 INTERACTION_TYPE_FEEDBACK: InteractionType.ValueType  # 4
 """Feedback on the memory (RecordFeedback). `feedback` holds "helpful" or
 "rating", "comment", "importance_before" and "importance_after".
+"""
+INTERACTION_TYPE_MERGE: InteractionType.ValueType  # 5
+"""A store repeated the memory and was merged into it (DedupPolicy).
+`context` holds "policy" ("exact" or "semantic"), "similarity" (for
+semantic) and "via" ("store", "batch" or "import").
 """
 Global___InteractionType: _TypeAlias = InteractionType  # noqa: Y015
 
@@ -97,6 +107,7 @@ class Memory(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     EMBEDDING_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Server-assigned identifier, unique across all users. Output only."""
     user_id: _builtins.str
@@ -139,6 +150,10 @@ class Memory(_message.Message):
     embedding_model: _builtins.str
     """Input only: the name of the model `embedding` came from (required with
     it), e.g. "all-minilm-l6-v2".
+    """
+    import_id: _builtins.str
+    """The ImportItem.import_id the memory was imported with; empty for a
+    memory stored otherwise. Output only.
     """
     @_builtins.property
     def context(self) -> _struct_pb2.Struct:
@@ -212,10 +227,11 @@ class Memory(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         embedding: _abc.Iterable[_builtins.float] | None = ...,
         embedding_model: _builtins.str = ...,
+        import_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_importance", b"_importance", "confidence", b"confidence", "context", b"context", "create_time", b"create_time", "expire_time", b"expire_time", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_importance", b"_importance", "assistant_profile_id", b"assistant_profile_id", "category", b"category", "confidence", b"confidence", "content", b"content", "context", b"context", "create_time", b"create_time", "embedding", b"embedding", "embedding_model", b"embedding_model", "etag", b"etag", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "source", b"source", "tags", b"tags", "update_time", b"update_time", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_importance", b"_importance", "assistant_profile_id", b"assistant_profile_id", "category", b"category", "confidence", b"confidence", "content", b"content", "context", b"context", "create_time", b"create_time", "embedding", b"embedding", "embedding_model", b"embedding_model", "etag", b"etag", "expire_time", b"expire_time", "id", b"id", "import_id", b"import_id", "importance", b"importance", "last_access_time", b"last_access_time", "metadata", b"metadata", "source", b"source", "tags", b"tags", "update_time", b"update_time", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__confidence: _TypeAlias = _typing.Literal["confidence"]  # noqa: Y015
     _WhichOneofArgType__confidence: _TypeAlias = _typing.Literal["_confidence", b"_confidence"]  # noqa: Y015

@@ -24,6 +24,101 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _DedupPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DedupPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DedupPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEDUP_POLICY_UNSPECIFIED: _DedupPolicy.ValueType  # 0
+    """The default: EXACT."""
+    DEDUP_POLICY_NONE: _DedupPolicy.ValueType  # 1
+    """Always store a new memory."""
+    DEDUP_POLICY_EXACT: _DedupPolicy.ValueType  # 2
+    """A duplicate has the same content after Unicode NFKC normalization,
+    lower-casing, and collapsing runs of white space to one space with
+    none at either end.
+    """
+    DEDUP_POLICY_SEMANTIC: _DedupPolicy.ValueType  # 3
+    """EXACT, or an embedding (the memory's own, or the server model's) whose
+    cosine similarity to an existing memory's embedding of the same model
+    is at least `dedup_min_similarity` (the most similar wins). Needs
+    vector support and an embedding.
+    """
+
+class DedupPolicy(_DedupPolicy, metaclass=_DedupPolicyEnumTypeWrapper):
+    """Whether a store (StoreMemory, BatchStoreMemories, ImportMemories) that
+    repeats a fact already stored creates a second memory. The candidates are
+    the memories of the same user and the same assistant profile (0: the
+    shared ones), not expired. A duplicate is merged into the existing memory,
+    which keeps its id, content, category, context, source and times; it
+    gains the new memory's tags (appended in order, up to the 32-tag limit),
+    importance becomes the higher of the two, expire_time the later (unset,
+    never, is the latest), metadata keys the existing memory lacks are added,
+    and confidence the higher. The merge is a change like UpdateMemory's
+    (version +1, a revision kept when values change) and logs a `merge`
+    interaction.
+
+    The default is EXACT: a repeated fact in the same words is never worth a
+    second memory (it would only crowd recall), and the comparison has no
+    false positives beyond case and spacing. SEMANTIC is opt-in: two texts
+    that differ in one number or name ("has 28 pupils" / "has 29 pupils") can
+    be nearer than the threshold, and merging them loses the newer fact.
+    """
+
+DEDUP_POLICY_UNSPECIFIED: DedupPolicy.ValueType  # 0
+"""The default: EXACT."""
+DEDUP_POLICY_NONE: DedupPolicy.ValueType  # 1
+"""Always store a new memory."""
+DEDUP_POLICY_EXACT: DedupPolicy.ValueType  # 2
+"""A duplicate has the same content after Unicode NFKC normalization,
+lower-casing, and collapsing runs of white space to one space with
+none at either end.
+"""
+DEDUP_POLICY_SEMANTIC: DedupPolicy.ValueType  # 3
+"""EXACT, or an embedding (the memory's own, or the server model's) whose
+cosine similarity to an existing memory's embedding of the same model
+is at least `dedup_min_similarity` (the most similar wins). Needs
+vector support and an embedding.
+"""
+Global___DedupPolicy: _TypeAlias = DedupPolicy  # noqa: Y015
+
+class _StoreOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StoreOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StoreOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STORE_OUTCOME_UNSPECIFIED: _StoreOutcome.ValueType  # 0
+    """Not used."""
+    STORE_OUTCOME_CREATED: _StoreOutcome.ValueType  # 1
+    """A new memory was stored."""
+    STORE_OUTCOME_DEDUPLICATED: _StoreOutcome.ValueType  # 2
+    """The memory repeated an existing one and was merged into it (DedupPolicy)."""
+    STORE_OUTCOME_ALREADY_DONE: _StoreOutcome.ValueType  # 3
+    """A retry: the request_id (batch) or import_id (import) was used before;
+    nothing changed, and `memory_id` is the memory it stored or merged into.
+    """
+    STORE_OUTCOME_REJECTED: _StoreOutcome.ValueType  # 4
+    """The item was refused; `error` says why. Nothing of it was written."""
+
+class StoreOutcome(_StoreOutcome, metaclass=_StoreOutcomeEnumTypeWrapper):
+    """What happened to one memory of a BatchStoreMemories or ImportMemories call."""
+
+STORE_OUTCOME_UNSPECIFIED: StoreOutcome.ValueType  # 0
+"""Not used."""
+STORE_OUTCOME_CREATED: StoreOutcome.ValueType  # 1
+"""A new memory was stored."""
+STORE_OUTCOME_DEDUPLICATED: StoreOutcome.ValueType  # 2
+"""The memory repeated an existing one and was merged into it (DedupPolicy)."""
+STORE_OUTCOME_ALREADY_DONE: StoreOutcome.ValueType  # 3
+"""A retry: the request_id (batch) or import_id (import) was used before;
+nothing changed, and `memory_id` is the memory it stored or merged into.
+"""
+STORE_OUTCOME_REJECTED: StoreOutcome.ValueType  # 4
+"""The item was refused; `error` says why. Nothing of it was written."""
+Global___StoreOutcome: _TypeAlias = StoreOutcome  # noqa: Y015
+
 class _TagMatch:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -88,13 +183,26 @@ class StoreMemoryRequest(_message.Message):
 
     MEMORY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DEDUP_POLICY_FIELD_NUMBER: _builtins.int
+    DEDUP_MIN_SIMILARITY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key chosen by the client, 1..128 printable ASCII characters
     (a UUID is a good choice). A retry with the same request_id from the
     same caller, even one racing the first, stores nothing new and returns
     the memory the first call stored (as it is now). Reusing a request_id
     for a different request is INVALID_ARGUMENT. Keys are kept for 7 days.
-    Empty: no idempotency (a retry stores a second memory).
+    Empty: no idempotency (a retry stores a second memory unless the dedup
+    policy merges it).
+    """
+    dedup_policy: Global___DedupPolicy.ValueType
+    """How to treat a memory that repeats one already stored (see
+    DedupPolicy). UNSPECIFIED means EXACT.
+    """
+    dedup_min_similarity: _builtins.float
+    """For DEDUP_POLICY_SEMANTIC: the cosine similarity, 0.5..1, at or above
+    which an existing memory counts as the same fact. Unset: the server's
+    default (0.95, see DedupPolicy). Set with another policy:
+    INVALID_ARGUMENT.
     """
     @_builtins.property
     def memory(self) -> _memory_pb2.Memory:
@@ -107,14 +215,391 @@ class StoreMemoryRequest(_message.Message):
         *,
         memory: _memory_pb2.Memory | None = ...,
         request_id: _builtins.str = ...,
+        dedup_policy: Global___DedupPolicy.ValueType = ...,
+        dedup_min_similarity: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_min_similarity", b"_dedup_min_similarity", "dedup_min_similarity", b"dedup_min_similarity", "memory", b"memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_min_similarity", b"_dedup_min_similarity", "dedup_min_similarity", b"dedup_min_similarity", "dedup_policy", b"dedup_policy", "memory", b"memory", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dedup_min_similarity: _TypeAlias = _typing.Literal["dedup_min_similarity"]  # noqa: Y015
+    _WhichOneofArgType__dedup_min_similarity: _TypeAlias = _typing.Literal["_dedup_min_similarity", b"_dedup_min_similarity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dedup_min_similarity) -> _WhichOneofReturnType__dedup_min_similarity | None: ...
+
+Global___StoreMemoryRequest: _TypeAlias = StoreMemoryRequest  # noqa: Y015
+
+@_typing.final
+class ItemError(_message.Message):
+    """Why an item was rejected: what StoreMemory would have answered for it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELD_VIOLATIONS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code number StoreMemory would have returned, e.g. 3
+    (INVALID_ARGUMENT), 5 (NOT_FOUND), 7 (PERMISSION_DENIED), 9
+    (FAILED_PRECONDITION).
+    """
+    message: _builtins.str
+    """Human-readable reason."""
+    reason: _builtins.str
+    """The ErrorInfo reason when StoreMemory gives one, e.g. "USER_INACTIVE"."""
+    @_builtins.property
+    def field_violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldViolation]:
+        """For INVALID_ARGUMENT: each offending field, with a path relative to the
+        item (e.g. "memory.content") and the reason, at most 10.
+        """
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        field_violations: _abc.Iterable[Global___FieldViolation] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field_violations", b"field_violations", "message", b"message", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StoreMemoryRequest: _TypeAlias = StoreMemoryRequest  # noqa: Y015
+Global___ItemError: _TypeAlias = ItemError  # noqa: Y015
+
+@_typing.final
+class FieldViolation(_message.Message):
+    """One invalid field of an item."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """The field's path relative to the item, e.g. "memory.tags[3]"."""
+    description: _builtins.str
+    """Why it is invalid."""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldViolation: _TypeAlias = FieldViolation  # noqa: Y015
+
+@_typing.final
+class BatchStoreMemoriesRequest(_message.Message):
+    """Request for BatchStoreMemories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoreMemoryRequest]:
+        """The memories to store, 1..100, each as for StoreMemory. request_ids
+        must differ within the call.
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___StoreMemoryRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchStoreMemoriesRequest: _TypeAlias = BatchStoreMemoriesRequest  # noqa: Y015
+
+@_typing.final
+class StoreMemoryResult(_message.Message):
+    """The result of one request of a BatchStoreMemories call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    outcome: Global___StoreOutcome.ValueType
+    """What happened."""
+    @_builtins.property
+    def memory(self) -> _memory_pb2.Memory:
+        """The memory stored or merged into, as it is after the call; unset when
+        REJECTED.
+        """
+
+    @_builtins.property
+    def error(self) -> Global___ItemError:
+        """Why it was rejected; unset otherwise."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___StoreOutcome.ValueType = ...,
+        memory: _memory_pb2.Memory | None = ...,
+        error: Global___ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "memory", b"memory"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "memory", b"memory", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreMemoryResult: _TypeAlias = StoreMemoryResult  # noqa: Y015
+
+@_typing.final
+class BatchStoreMemoriesResponse(_message.Message):
+    """Response of BatchStoreMemories."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoreMemoryResult]:
+        """One result per request, in the requests' order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___StoreMemoryResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchStoreMemoriesResponse: _TypeAlias = BatchStoreMemoriesResponse  # noqa: Y015
+
+@_typing.final
+class ImportMemoriesRequest(_message.Message):
+    """One message of an ImportMemories stream: the options first, then items."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def options(self) -> Global___ImportOptions:
+        """How to import; only in the first message."""
+
+    @_builtins.property
+    def items(self) -> Global___ImportItems:
+        """The items of this message, 1..1000."""
+
+    def __init__(
+        self,
+        *,
+        options: Global___ImportOptions | None = ...,
+        items: Global___ImportItems | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "options", b"options", "payload", b"payload"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "options", b"options", "payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["options", "items"]  # noqa: Y015
+    _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
+
+Global___ImportMemoriesRequest: _TypeAlias = ImportMemoriesRequest  # noqa: Y015
+
+@_typing.final
+class ImportOptions(_message.Message):
+    """How an ImportMemories stream is imported."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEDUP_POLICY_FIELD_NUMBER: _builtins.int
+    DEDUP_MIN_SIMILARITY_FIELD_NUMBER: _builtins.int
+    dedup_policy: Global___DedupPolicy.ValueType
+    """The dedup policy for every item (DedupPolicy; UNSPECIFIED is EXACT).
+    SEMANTIC compares only items that carry their own embedding; the rest
+    are compared as EXACT.
+    """
+    dedup_min_similarity: _builtins.float
+    """As StoreMemoryRequest.dedup_min_similarity."""
+    def __init__(
+        self,
+        *,
+        dedup_policy: Global___DedupPolicy.ValueType = ...,
+        dedup_min_similarity: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_min_similarity", b"_dedup_min_similarity", "dedup_min_similarity", b"dedup_min_similarity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_min_similarity", b"_dedup_min_similarity", "dedup_min_similarity", b"dedup_min_similarity", "dedup_policy", b"dedup_policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dedup_min_similarity: _TypeAlias = _typing.Literal["dedup_min_similarity"]  # noqa: Y015
+    _WhichOneofArgType__dedup_min_similarity: _TypeAlias = _typing.Literal["_dedup_min_similarity", b"_dedup_min_similarity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dedup_min_similarity) -> _WhichOneofReturnType__dedup_min_similarity | None: ...
+
+Global___ImportOptions: _TypeAlias = ImportOptions  # noqa: Y015
+
+@_typing.final
+class ImportItems(_message.Message):
+    """A batch of items of an ImportMemories stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportItem]:
+        """The items, 1..1000."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ImportItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportItems: _TypeAlias = ImportItems  # noqa: Y015
+
+@_typing.final
+class ImportItem(_message.Message):
+    """One memory to import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    import_id: _builtins.str
+    """The item's id in the source, unique per user: 1..128 printable ASCII
+    characters. A (user, import_id) imported before (even by an earlier
+    stream, or merged into another memory) is ALREADY_DONE; the memory it
+    became keeps it for good (Memory.import_id) unless the memory is
+    deleted. Required.
+    """
+    @_builtins.property
+    def memory(self) -> _memory_pb2.Memory:
+        """The memory, with the rules of StoreMemory, plus its original times:
+        `create_time` (default: now) and `update_time` (default: create_time)
+        and `last_access_time` (default: unset) may be set, each from
+        1970-01-01T00:00:00Z to now, with create_time <= update_time and
+        create_time <= last_access_time; `expire_time`, if set, must be in the
+        future. Other output-only fields are ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        import_id: _builtins.str = ...,
+        memory: _memory_pb2.Memory | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_id", b"import_id", "memory", b"memory"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportItem: _TypeAlias = ImportItem  # noqa: Y015
+
+@_typing.final
+class ImportItemResult(_message.Message):
+    """The result of one item of an ImportMemories stream that was not simply
+    created.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MEMORY_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The item's position in the stream, counting from 0 over all items."""
+    import_id: _builtins.str
+    """The item's import_id as sent (cut to 128 characters)."""
+    outcome: Global___StoreOutcome.ValueType
+    """What happened: DEDUPLICATED, ALREADY_DONE or REJECTED."""
+    memory_id: _builtins.int
+    """The memory it was merged into or imported as before; 0 when REJECTED."""
+    @_builtins.property
+    def error(self) -> Global___ItemError:
+        """Why it was rejected; unset otherwise."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        import_id: _builtins.str = ...,
+        outcome: Global___StoreOutcome.ValueType = ...,
+        memory_id: _builtins.int = ...,
+        error: Global___ItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "import_id", b"import_id", "index", b"index", "memory_id", b"memory_id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportItemResult: _TypeAlias = ImportItemResult  # noqa: Y015
+
+@_typing.final
+class ImportMemoriesResponse(_message.Message):
+    """Response of ImportMemories: counts of every outcome, and the items that
+    were not simply created.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    ALREADY_DONE_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    RESULTS_OMITTED_FIELD_NUMBER: _builtins.int
+    received: _builtins.int
+    """Items received."""
+    created: _builtins.int
+    """Items stored as new memories."""
+    deduplicated: _builtins.int
+    """Items merged into an existing memory."""
+    already_done: _builtins.int
+    """Items whose import_id was imported before; nothing changed."""
+    rejected: _builtins.int
+    """Items refused."""
+    results_omitted: _builtins.int
+    """How many non-CREATED items were left out of `results`."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportItemResult]:
+        """The items that were not CREATED, in stream order, at most 1,000 (the
+        counts above are always complete).
+        """
+
+    def __init__(
+        self,
+        *,
+        received: _builtins.int = ...,
+        created: _builtins.int = ...,
+        deduplicated: _builtins.int = ...,
+        already_done: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        results: _abc.Iterable[Global___ImportItemResult] | None = ...,
+        results_omitted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_done", b"already_done", "created", b"created", "deduplicated", b"deduplicated", "received", b"received", "rejected", b"rejected", "results", b"results", "results_omitted", b"results_omitted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportMemoriesResponse: _TypeAlias = ImportMemoriesResponse  # noqa: Y015
 
 @_typing.final
 class GetMemoryRequest(_message.Message):

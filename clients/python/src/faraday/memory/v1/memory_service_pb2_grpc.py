@@ -37,7 +37,9 @@ class MemoryServiceStub:
     list, recall, list interactions, list revisions) need scope
     `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
-    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
+    feedback, batch store) need `memories:write`; ImportMemories needs
+    `memories:import` (platform callers loading history; never granted to a
+    user-scoped token). A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
@@ -86,6 +88,16 @@ class MemoryServiceStub:
                 '/faraday.memory.v1.MemoryService/StoreMemory',
                 request_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.StoreMemoryRequest.SerializeToString,
                 response_deserializer=faraday_dot_memory_dot_v1_dot_memory__pb2.Memory.FromString,
+                _registered_method=True)
+        self.BatchStoreMemories = channel.unary_unary(
+                '/faraday.memory.v1.MemoryService/BatchStoreMemories',
+                request_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.BatchStoreMemoriesRequest.SerializeToString,
+                response_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.BatchStoreMemoriesResponse.FromString,
+                _registered_method=True)
+        self.ImportMemories = channel.stream_unary(
+                '/faraday.memory.v1.MemoryService/ImportMemories',
+                request_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ImportMemoriesRequest.SerializeToString,
+                response_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ImportMemoriesResponse.FromString,
                 _registered_method=True)
         self.GetMemory = channel.unary_unary(
                 '/faraday.memory.v1.MemoryService/GetMemory',
@@ -139,7 +151,9 @@ class MemoryServiceServicer:
     list, recall, list interactions, list revisions) need scope
     `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
-    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
+    feedback, batch store) need `memories:write`; ImportMemories needs
+    `memories:import` (platform callers loading history; never granted to a
+    user-scoped token). A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
@@ -179,13 +193,61 @@ class MemoryServiceServicer:
     """
 
     def StoreMemory(self, request, context):
-        """Stores a new memory and logs a `store` interaction.
+        """Stores a new memory and logs a `store` interaction, unless the request's
+        dedup policy (StoreMemoryRequest.dedup_policy; default EXACT) finds the
+        same fact already stored for the same user and assistant profile: then
+        nothing new is stored, the existing memory absorbs the new one (tags
+        added, importance the higher, expire_time the later: see DedupPolicy),
+        a `merge` interaction is logged, and the existing memory is returned.
+        The response's initial metadata `faraday-store-outcome` says which
+        happened: `created`, `deduplicated`, or `replayed` (a retry of an
+        earlier request_id). Concurrent stores of the same fact under a dedup
+        policy end as one memory.
         Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
         if `memory.user_id` or `memory.assistant_profile_id` is not registered,
         PERMISSION_DENIED if a profile-limited credential names another profile
         or none (shared), FAILED_PRECONDITION (ErrorInfo reason USER_INACTIVE)
         if the user is inactive: nothing is stored then, and a request_id is
-        not used up.
+        not used up. FAILED_PRECONDITION also if the policy is SEMANTIC and
+        there is no embedding (none sent and no server model) or the server has
+        no vector support.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchStoreMemories(self, request, context):
+        """Stores up to 100 memories in one call, each exactly as StoreMemory would
+        (its own dedup policy, request_id and checks), and answers with one
+        result per request, in order. An item that StoreMemory would refuse
+        (bad field, unknown user or profile, inactive user, permission) is
+        REJECTED in its result without failing the call; the call itself fails
+        only for what concerns it as a whole: INVALID_ARGUMENT (field
+        `requests`) for no requests or more than 100, or two requests with the
+        same request_id. Accepted items commit together: a call that fails
+        (UNAVAILABLE, DEADLINE_EXCEEDED) stored nothing, and retrying it with
+        the same request_ids is safe. Items dedupe against each other too, in
+        order: a later item that repeats an earlier one merges into it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportMemories(self, request_iterator, context):
+        """Imports memories with their original times, for platform callers
+        loading a teacher's history (scope `memories:import`); `memory-service
+        import FILE.jsonl` streams a file through it. The first message carries
+        the options (ImportMemoriesRequest.options), every message after it up
+        to 1,000 items. Each item has an import_id, unique per user: an item
+        whose (user, import_id) was imported before, by this or an earlier
+        stream, changes nothing (ALREADY_IMPORTED), so re-running the same file
+        changes nothing. Items are checked one by one: a bad item is REJECTED
+        with its field and reason and the rest go on. Items commit in chunks as
+        they arrive; if the stream breaks, what committed stays and a re-run
+        completes the rest. Embeddings are computed afterwards by the server's
+        backfill (items may carry their own). Returns INVALID_ARGUMENT if the
+        first message has no options or a later one has options, PERMISSION_DENIED
+        without the scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -315,6 +377,16 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     request_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.StoreMemoryRequest.FromString,
                     response_serializer=faraday_dot_memory_dot_v1_dot_memory__pb2.Memory.SerializeToString,
             ),
+            'BatchStoreMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchStoreMemories,
+                    request_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.BatchStoreMemoriesRequest.FromString,
+                    response_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.BatchStoreMemoriesResponse.SerializeToString,
+            ),
+            'ImportMemories': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportMemories,
+                    request_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ImportMemoriesRequest.FromString,
+                    response_serializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.ImportMemoriesResponse.SerializeToString,
+            ),
             'GetMemory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMemory,
                     request_deserializer=faraday_dot_memory_dot_v1_dot_memory__service__pb2.GetMemoryRequest.FromString,
@@ -373,7 +445,9 @@ class MemoryService:
     list, recall, list interactions, list revisions) need scope
     `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
-    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
+    feedback, batch store) need `memories:write`; ImportMemories needs
+    `memories:import` (platform callers loading history; never granted to a
+    user-scoped token). A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
@@ -429,6 +503,60 @@ class MemoryService:
             '/faraday.memory.v1.MemoryService/StoreMemory',
             faraday_dot_memory_dot_v1_dot_memory__service__pb2.StoreMemoryRequest.SerializeToString,
             faraday_dot_memory_dot_v1_dot_memory__pb2.Memory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchStoreMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faraday.memory.v1.MemoryService/BatchStoreMemories',
+            faraday_dot_memory_dot_v1_dot_memory__service__pb2.BatchStoreMemoriesRequest.SerializeToString,
+            faraday_dot_memory_dot_v1_dot_memory__service__pb2.BatchStoreMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportMemories(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/faraday.memory.v1.MemoryService/ImportMemories',
+            faraday_dot_memory_dot_v1_dot_memory__service__pb2.ImportMemoriesRequest.SerializeToString,
+            faraday_dot_memory_dot_v1_dot_memory__service__pb2.ImportMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,7 +38,9 @@ class MemoryServiceStub:
     list, recall, list interactions, list revisions) need scope
     `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
-    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
+    feedback, batch store) need `memories:write`; ImportMemories needs
+    `memories:import` (platform callers loading history; never granted to a
+    user-scoped token). A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
@@ -82,13 +84,53 @@ class MemoryServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MemoryServiceAsyncStub: ...
     StoreMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.StoreMemoryRequest, _memory_pb2.Memory]
-    """Stores a new memory and logs a `store` interaction.
+    """Stores a new memory and logs a `store` interaction, unless the request's
+    dedup policy (StoreMemoryRequest.dedup_policy; default EXACT) finds the
+    same fact already stored for the same user and assistant profile: then
+    nothing new is stored, the existing memory absorbs the new one (tags
+    added, importance the higher, expire_time the later: see DedupPolicy),
+    a `merge` interaction is logged, and the existing memory is returned.
+    The response's initial metadata `faraday-store-outcome` says which
+    happened: `created`, `deduplicated`, or `replayed` (a retry of an
+    earlier request_id). Concurrent stores of the same fact under a dedup
+    policy end as one memory.
     Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
     if `memory.user_id` or `memory.assistant_profile_id` is not registered,
     PERMISSION_DENIED if a profile-limited credential names another profile
     or none (shared), FAILED_PRECONDITION (ErrorInfo reason USER_INACTIVE)
     if the user is inactive: nothing is stored then, and a request_id is
-    not used up.
+    not used up. FAILED_PRECONDITION also if the policy is SEMANTIC and
+    there is no embedding (none sent and no server model) or the server has
+    no vector support.
+    """
+    BatchStoreMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.BatchStoreMemoriesRequest, _memory_service_pb2.BatchStoreMemoriesResponse]
+    """Stores up to 100 memories in one call, each exactly as StoreMemory would
+    (its own dedup policy, request_id and checks), and answers with one
+    result per request, in order. An item that StoreMemory would refuse
+    (bad field, unknown user or profile, inactive user, permission) is
+    REJECTED in its result without failing the call; the call itself fails
+    only for what concerns it as a whole: INVALID_ARGUMENT (field
+    `requests`) for no requests or more than 100, or two requests with the
+    same request_id. Accepted items commit together: a call that fails
+    (UNAVAILABLE, DEADLINE_EXCEEDED) stored nothing, and retrying it with
+    the same request_ids is safe. Items dedupe against each other too, in
+    order: a later item that repeats an earlier one merges into it.
+    """
+    ImportMemories: _grpc.StreamUnaryMultiCallable[_memory_service_pb2.ImportMemoriesRequest, _memory_service_pb2.ImportMemoriesResponse]
+    """Imports memories with their original times, for platform callers
+    loading a teacher's history (scope `memories:import`); `memory-service
+    import FILE.jsonl` streams a file through it. The first message carries
+    the options (ImportMemoriesRequest.options), every message after it up
+    to 1,000 items. Each item has an import_id, unique per user: an item
+    whose (user, import_id) was imported before, by this or an earlier
+    stream, changes nothing (ALREADY_IMPORTED), so re-running the same file
+    changes nothing. Items are checked one by one: a bad item is REJECTED
+    with its field and reason and the rest go on. Items commit in chunks as
+    they arrive; if the stream breaks, what committed stays and a re-run
+    completes the rest. Embeddings are computed afterwards by the server's
+    backfill (items may carry their own). Returns INVALID_ARGUMENT if the
+    first message has no options or a later one has options, PERMISSION_DENIED
+    without the scope.
     """
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]
     """Returns one memory, expired or not (until the sweep deletes it).
@@ -186,7 +228,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     list, recall, list interactions, list revisions) need scope
     `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
-    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
+    feedback, batch store) need `memories:write`; ImportMemories needs
+    `memories:import` (platform callers loading history; never granted to a
+    user-scoped token). A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
@@ -227,13 +271,53 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StoreMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.StoreMemoryRequest, _memory_pb2.Memory]  # type: ignore[assignment]
-    """Stores a new memory and logs a `store` interaction.
+    """Stores a new memory and logs a `store` interaction, unless the request's
+    dedup policy (StoreMemoryRequest.dedup_policy; default EXACT) finds the
+    same fact already stored for the same user and assistant profile: then
+    nothing new is stored, the existing memory absorbs the new one (tags
+    added, importance the higher, expire_time the later: see DedupPolicy),
+    a `merge` interaction is logged, and the existing memory is returned.
+    The response's initial metadata `faraday-store-outcome` says which
+    happened: `created`, `deduplicated`, or `replayed` (a retry of an
+    earlier request_id). Concurrent stores of the same fact under a dedup
+    policy end as one memory.
     Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
     if `memory.user_id` or `memory.assistant_profile_id` is not registered,
     PERMISSION_DENIED if a profile-limited credential names another profile
     or none (shared), FAILED_PRECONDITION (ErrorInfo reason USER_INACTIVE)
     if the user is inactive: nothing is stored then, and a request_id is
-    not used up.
+    not used up. FAILED_PRECONDITION also if the policy is SEMANTIC and
+    there is no embedding (none sent and no server model) or the server has
+    no vector support.
+    """
+    BatchStoreMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.BatchStoreMemoriesRequest, _memory_service_pb2.BatchStoreMemoriesResponse]  # type: ignore[assignment]
+    """Stores up to 100 memories in one call, each exactly as StoreMemory would
+    (its own dedup policy, request_id and checks), and answers with one
+    result per request, in order. An item that StoreMemory would refuse
+    (bad field, unknown user or profile, inactive user, permission) is
+    REJECTED in its result without failing the call; the call itself fails
+    only for what concerns it as a whole: INVALID_ARGUMENT (field
+    `requests`) for no requests or more than 100, or two requests with the
+    same request_id. Accepted items commit together: a call that fails
+    (UNAVAILABLE, DEADLINE_EXCEEDED) stored nothing, and retrying it with
+    the same request_ids is safe. Items dedupe against each other too, in
+    order: a later item that repeats an earlier one merges into it.
+    """
+    ImportMemories: _aio.StreamUnaryMultiCallable[_memory_service_pb2.ImportMemoriesRequest, _memory_service_pb2.ImportMemoriesResponse]  # type: ignore[assignment]
+    """Imports memories with their original times, for platform callers
+    loading a teacher's history (scope `memories:import`); `memory-service
+    import FILE.jsonl` streams a file through it. The first message carries
+    the options (ImportMemoriesRequest.options), every message after it up
+    to 1,000 items. Each item has an import_id, unique per user: an item
+    whose (user, import_id) was imported before, by this or an earlier
+    stream, changes nothing (ALREADY_IMPORTED), so re-running the same file
+    changes nothing. Items are checked one by one: a bad item is REJECTED
+    with its field and reason and the rest go on. Items commit in chunks as
+    they arrive; if the stream breaks, what committed stays and a re-run
+    completes the rest. Embeddings are computed afterwards by the server's
+    backfill (items may carry their own). Returns INVALID_ARGUMENT if the
+    first message has no options or a later one has options, PERMISSION_DENIED
+    without the scope.
     """
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]  # type: ignore[assignment]
     """Returns one memory, expired or not (until the sweep deletes it).
@@ -330,7 +414,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     list, recall, list interactions, list revisions) need scope
     `memories:read` (recall's
     interaction log is part of reading); writes (store, update, delete,
-    feedback) need `memories:write`. A user-scoped caller only ever sees its own user's
+    feedback, batch store) need `memories:write`; ImportMemories needs
+    `memories:import` (platform callers loading history; never granted to a
+    user-scoped token). A user-scoped caller only ever sees its own user's
     memories and interactions: naming another user, or another user's memory
     id, gives NOT_FOUND exactly as if it did not exist. A service token limited
     to some assistant profiles sees only those profiles' memories and the
@@ -375,13 +461,65 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_service_pb2.StoreMemoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.Memory, _abc.Awaitable[_memory_pb2.Memory]]:
-        """Stores a new memory and logs a `store` interaction.
+        """Stores a new memory and logs a `store` interaction, unless the request's
+        dedup policy (StoreMemoryRequest.dedup_policy; default EXACT) finds the
+        same fact already stored for the same user and assistant profile: then
+        nothing new is stored, the existing memory absorbs the new one (tags
+        added, importance the higher, expire_time the later: see DedupPolicy),
+        a `merge` interaction is logged, and the existing memory is returned.
+        The response's initial metadata `faraday-store-outcome` says which
+        happened: `created`, `deduplicated`, or `replayed` (a retry of an
+        earlier request_id). Concurrent stores of the same fact under a dedup
+        policy end as one memory.
         Returns INVALID_ARGUMENT for a missing or out-of-range field, NOT_FOUND
         if `memory.user_id` or `memory.assistant_profile_id` is not registered,
         PERMISSION_DENIED if a profile-limited credential names another profile
         or none (shared), FAILED_PRECONDITION (ErrorInfo reason USER_INACTIVE)
         if the user is inactive: nothing is stored then, and a request_id is
-        not used up.
+        not used up. FAILED_PRECONDITION also if the policy is SEMANTIC and
+        there is no embedding (none sent and no server model) or the server has
+        no vector support.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchStoreMemories(
+        self,
+        request: _memory_service_pb2.BatchStoreMemoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.BatchStoreMemoriesResponse, _abc.Awaitable[_memory_service_pb2.BatchStoreMemoriesResponse]]:
+        """Stores up to 100 memories in one call, each exactly as StoreMemory would
+        (its own dedup policy, request_id and checks), and answers with one
+        result per request, in order. An item that StoreMemory would refuse
+        (bad field, unknown user or profile, inactive user, permission) is
+        REJECTED in its result without failing the call; the call itself fails
+        only for what concerns it as a whole: INVALID_ARGUMENT (field
+        `requests`) for no requests or more than 100, or two requests with the
+        same request_id. Accepted items commit together: a call that fails
+        (UNAVAILABLE, DEADLINE_EXCEEDED) stored nothing, and retrying it with
+        the same request_ids is safe. Items dedupe against each other too, in
+        order: a later item that repeats an earlier one merges into it.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportMemories(
+        self,
+        request_iterator: _MaybeAsyncIterator[_memory_service_pb2.ImportMemoriesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.ImportMemoriesResponse, _abc.Awaitable[_memory_service_pb2.ImportMemoriesResponse]]:
+        """Imports memories with their original times, for platform callers
+        loading a teacher's history (scope `memories:import`); `memory-service
+        import FILE.jsonl` streams a file through it. The first message carries
+        the options (ImportMemoriesRequest.options), every message after it up
+        to 1,000 items. Each item has an import_id, unique per user: an item
+        whose (user, import_id) was imported before, by this or an earlier
+        stream, changes nothing (ALREADY_IMPORTED), so re-running the same file
+        changes nothing. Items are checked one by one: a bad item is REJECTED
+        with its field and reason and the rest go on. Items commit in chunks as
+        they arrive; if the stream breaks, what committed stays and a re-run
+        completes the rest. Embeddings are computed afterwards by the server's
+        backfill (items may carry their own). Returns INVALID_ARGUMENT if the
+        first message has no options or a later one has options, PERMISSION_DENIED
+        without the scope.
         """
 
     @_abc_1.abstractmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -10,9 +12,10 @@ from google.protobuf import empty_pb2
 
 from memory_service.domain import audit
 from memory_service.domain.models import Weights
-from memory_service.rpc import caller
+from memory_service.rpc import caller, import_messages
 from memory_service.rpc import memory_messages as messages
 from memory_service.rpc.errors import translate_errors
+from memory_service.services.imports import Chunk, Importer
 from memory_service.services.memories import Memories
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -20,9 +23,10 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 @translate_errors
 class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, memories: Memories, default_weights: Weights) -> None:
+    def __init__(self, memories: Memories, default_weights: Weights, importer: Importer) -> None:
         self._memories = memories
         self._default_weights = default_weights
+        self._importer = importer
 
     async def StoreMemory(
         self, request: memory_service_pb2.StoreMemoryRequest, context: Context
@@ -31,6 +35,28 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         request_id, request_hash = messages.request_identity(request)
         stored = await self._memories.store(caller.current.get(), memory, request_id, request_hash)
         return messages.memory_message(stored)
+
+    async def ImportMemories(
+        self,
+        request_iterator: AsyncIterator[memory_service_pb2.ImportMemoriesRequest],
+        context: Context,
+    ) -> memory_service_pb2.ImportMemoriesResponse:
+        requests = aiter(request_iterator)
+        options = import_messages.import_options(await anext(requests, None))
+
+        async def chunks() -> AsyncIterator[Chunk]:
+            index = 0
+            async for request in requests:
+                items = import_messages.items_of(request)
+                now = datetime.now(UTC)
+                yield [
+                    import_messages.import_item(item, index + i, now)
+                    for i, item in enumerate(items)
+                ]
+                index += len(items)
+
+        tally = await self._importer.run(caller.current.get(), options, chunks())
+        return import_messages.import_response(tally)
 
     async def GetMemory(
         self, request: memory_service_pb2.GetMemoryRequest, context: Context

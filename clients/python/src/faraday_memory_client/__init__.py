@@ -15,6 +15,9 @@ from faraday.memory.v1.lesson_service_pb2 import (
 )
 from faraday.memory.v1.memory_pb2 import Interaction, InteractionType, Memory, MemoryRevision
 from faraday.memory.v1.memory_service_pb2 import (
+    DedupPolicy,
+    ImportItem,
+    ImportMemoriesResponse,
     ListInteractionsResponse,
     ListMemoriesResponse,
     ListMemoryRevisionsResponse,
@@ -31,7 +34,10 @@ from faraday_memory_client._retry import ClientConfig
 __all__ = [
     "AioRpcError",
     "ClientConfig",
+    "DedupPolicy",
     "FieldViolation",
+    "ImportItem",
+    "ImportMemoriesResponse",
     "Interaction",
     "InteractionType",
     "Lesson",

@@ -40,6 +40,7 @@ _INTERACTION_TYPES = {
     InteractionType.RECALL: memory_pb2.INTERACTION_TYPE_RECALL,
     InteractionType.UPDATE: memory_pb2.INTERACTION_TYPE_UPDATE,
     InteractionType.FEEDBACK: memory_pb2.INTERACTION_TYPE_FEEDBACK,
+    InteractionType.MERGE: memory_pb2.INTERACTION_TYPE_MERGE,
 }
 _INTERACTION_TYPES_BACK = {v: k for k, v in _INTERACTION_TYPES.items()}
 
@@ -331,6 +332,7 @@ def memory_message(m: Memory) -> memory_pb2.Memory:
         source=m.source or "",
         version=m.version,
         etag=etag(m.version),
+        import_id=m.import_id or "",
     )
     if m.confidence is not None:
         out.confidence = m.confidence

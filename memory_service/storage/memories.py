@@ -42,7 +42,8 @@ from memory_service.storage.tables import IMPORTANCE_BANDS
 
 MEMORY_COLUMNS = (
     "id, user_id, assistant_profile_id, content, context, importance, category, tags, source,"
-    " confidence, version, created_at, updated_at, last_accessed, expires_at, metadata"
+    " confidence, version, created_at, updated_at, last_accessed, expires_at, metadata,"
+    " import_id"
 )
 INTERACTION_COLUMNS = 'id, memory_id, user_id, interaction_type, "timestamp", context, feedback'
 REVISION_COLUMNS = (
@@ -793,6 +794,7 @@ def memory_from_row(row: asyncpg.Record) -> Memory:
         last_accessed=row["last_accessed"],
         expires_at=row["expires_at"],
         metadata=row["metadata"],
+        import_id=row["import_id"],
     )
 
 

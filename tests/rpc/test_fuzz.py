@@ -1039,6 +1039,12 @@ class Rpc:
     writes: tuple[str, ...] = ()
 
 
+# ImportMemories is not fuzzed here, deliberately: every check of this file
+# sends one request message to a unary RPC, and it is client-streaming. Its
+# items are decoded with StoreMemory's own rules (memory_messages.
+# decode_new_memory), which StoreMemory's fuzzing covers; its own rules
+# (import_id, original times, stream protocol, undecodable messages) are
+# tested in test_import.py.
 # A change of a memory keeps a revision; a deletion takes them with it.
 _CHANGES = ("user_memories", "memory_interactions", "memory_revisions")
 MEMORY_RPCS = [

@@ -544,3 +544,129 @@ async def test_the_cli_imports_a_file_and_reports_bad_lines(
     # Everything fine: exit status 0.
     path.write_text(lines[0] + "\n")
     assert (await asyncio.to_thread(run)).returncode == 0
+
+
+CALLER_MODEL = "caller-import-3d"
+
+
+async def _has_pgvector(database_url: str) -> bool:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval("SELECT to_regclass('memory_embeddings') IS NOT NULL"))
+    finally:
+        await conn.close()
+
+
+def _vector_item(import_id: str, user: str, content: str, vector: list[float]) -> Any:
+    result = item(import_id, user, content)
+    result.memory.embedding.extend(vector)
+    result.memory.embedding_model = CALLER_MODEL
+    return result
+
+
+async def test_an_item_vector_needs_vector_support(memory_stub, admin_stub) -> None:
+    """The default test server has no model: a vector is FAILED_PRECONDITION, per item."""
+    user = await register_user(admin_stub)
+    response = await _import(
+        memory_stub,
+        stream([_vector_item("v", user, "With a vector.", [1, 0, 0]), item("p", user, "Plain.")]),
+    )
+    assert (response.created, response.rejected) == (1, 1)
+    assert response.results[0].error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+
+
+async def test_item_vectors_are_stored_and_semantic_dedup_uses_them(
+    app_url: str, database_url: str, admin_stub
+) -> None:
+    if not await _has_pgvector(database_url):
+        pytest.skip("this PostgreSQL has no pgvector")
+    from faraday.memory.v1 import memory_service_pb2_grpc
+
+    from memory_service.server import start
+    from tests.rpc.conftest import TEST_SETTINGS
+
+    settings = TEST_SETTINGS.with_overrides(embedding_model=CALLER_MODEL, embedding_dimension=3)
+    running = await start(settings, app_url)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = memory_service_pb2_grpc.MemoryServiceStub(ch)
+            user = await register_user(admin_stub)
+            first = await _import(
+                stub, stream([_vector_item("a", user, "Has 28 pupils.", [1, 0, 0])])
+            )
+            response = await _import(
+                stub,
+                stream(
+                    [
+                        _vector_item("b", user, "Class of twenty-eight.", [0.99, 0.1, 0]),
+                        _vector_item("c", user, "Allergic to peanuts.", [0, 1, 0]),
+                        item("d", user, "has 28 PUPILS."),  # no vector: exact
+                    ],
+                    policy=memory_service_pb2.DEDUP_POLICY_SEMANTIC,
+                ),
+            )
+            memories = await _memories(stub, user)
+            interactions = await _interactions(stub, user)
+    finally:
+        await running.stop(0.5)
+    assert first.created == 1
+    assert (response.created, response.deduplicated) == (1, 2)
+    assert [m.content for m in memories] == ["Has 28 pupils.", "Allergic to peanuts."]
+    merges = {
+        i.context["import_id"]: i
+        for i in interactions
+        if i.type == memory_pb2.INTERACTION_TYPE_MERGE
+    }
+    assert merges["b"].context["policy"] == "semantic"
+    assert merges["b"].context["similarity"] == pytest.approx(0.995, abs=0.01)
+    assert merges["d"].context["policy"] == "exact"
+    conn = await asyncpg.connect(database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM memory_embeddings WHERE user_id = $1", uuid.UUID(user)
+        )
+    finally:
+        await conn.close()
+    assert stored == 2
+
+
+async def test_the_server_embeds_imported_memories_soon_after(
+    app_url: str, database_url: str, admin_stub
+) -> None:
+    if not await _has_pgvector(database_url):
+        pytest.skip("this PostgreSQL has no pgvector")
+    pytest.importorskip("wordllama", reason="the `embeddings` extra is not installed")
+    from faraday.memory.v1 import memory_service_pb2_grpc
+
+    from memory_service.server import start
+    from tests.rpc.conftest import TEST_SETTINGS
+
+    running = await start(
+        TEST_SETTINGS.with_overrides(embedding_model="wordllama-l2-supercat-256"), app_url
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = memory_service_pb2_grpc.MemoryServiceStub(ch)
+            user = await register_user(admin_stub)
+            contents = ["Prefers bullet points.", "Parking behind the gym.", "Loves chess."]
+            response = await _import(
+                stub, stream([item(str(n), user, c) for n, c in enumerate(contents)])
+            )
+            assert response.created == 3
+            embedded = 0
+            for _ in range(100):  # the backfill runs in the background
+                embedded = await conn.fetchval(
+                    "SELECT count(*) FROM memory_embeddings WHERE user_id = $1", uuid.UUID(user)
+                )
+                if embedded == 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert embedded == 3
+            recalled = await stub.RecallMemories(
+                memory_service_pb2.RecallMemoriesRequest(user_id=user, query="lesson format")
+            )
+            assert recalled.memories[0].memory.content == contents[0]
+    finally:
+        await conn.close()
+        await running.stop(0.5)

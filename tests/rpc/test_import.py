@@ -670,3 +670,25 @@ async def test_the_server_embeds_imported_memories_soon_after(
     finally:
         await conn.close()
         await running.stop(0.5)
+
+
+async def test_the_typed_client_streams_items_in_chunks(server: RunningServer, admin_stub) -> None:
+    from faraday_memory_client import MemoryClient
+
+    user = await register_user(admin_stub)
+    sent: list[int] = []
+
+    async def items() -> AsyncIterator[memory_service_pb2.ImportItem]:
+        for n in range(25):
+            yield item(f"i{n}", user, f"Client fact {n}.")
+
+    async with MemoryClient(f"127.0.0.1:{server.port}") as client:
+        response = await client.import_memories(items(), chunk_size=10, on_sent=sent.append)
+        again = await client.import_memories(
+            [item(f"i{n}", user, f"Client fact {n}.") for n in range(25)],
+            dedup_policy=memory_service_pb2.DEDUP_POLICY_NONE,
+        )
+        with pytest.raises(ValueError):
+            await client.import_memories([], chunk_size=1001)
+    assert (response.received, response.created) == (25, 25) and sent == [10, 10, 5]
+    assert (again.received, again.already_done) == (25, 25)

@@ -7,16 +7,18 @@ script of set-based statements (one round trip: they take no parameters,
 everything they read is in the staging table) decides and writes every
 item:
 
-1. rejections StoreMemory would give: unknown user (NOT_FOUND), inactive
-   user (FAILED_PRECONDITION, USER_INACTIVE), unknown assistant profile
-   (NOT_FOUND). The users' rows are locked FOR SHARE first, so a
-   deactivation that commits meanwhile waits for the chunk, as it orders
-   after a StoreMemory's single statement;
-2. the dedup locks of every (user, profile) of the chunk, in sorted order
+1. the dedup locks of every (user, profile) of the chunk, in sorted order
    (so two chunks never wait on each other crosswise), the same locks
    StoreMemory's dedup takes: from here to the commit no other store or
    import of those users and profiles can add a duplicate or take an
    import id;
+2. rejections StoreMemory would give: unknown user (NOT_FOUND), inactive
+   user (FAILED_PRECONDITION, USER_INACTIVE), unknown assistant profile
+   (NOT_FOUND). The users' rows are locked FOR SHARE first, so a
+   deactivation that commits meanwhile waits for the chunk, as it orders
+   after a StoreMemory's single statement. Taken after the dedup locks:
+   a store holding one of those waits for no user row, so no cycle with an
+   UpsertUser queued behind this chunk can form;
 3. ALREADY_DONE: the (user, import_id) is in memory_import_ids, or repeats
    an earlier item of the chunk;
 4. with dedup (EXACT, and SEMANTIC for items without their own vector):
@@ -116,6 +118,10 @@ _COPIED = (
 
 _CHECK_AND_LOCK = f"""
 ANALYZE import_staging;
+SELECT pg_advisory_xact_lock({DEDUP_LOCK_NAMESPACE},
+                             hashtext(user_id::text || ':' || coalesce(profile, 0)::text))
+FROM (SELECT DISTINCT user_id, assistant_profile_id AS profile FROM import_staging
+      ORDER BY 1, 2) pairs;
 SELECT FROM users WHERE id IN (SELECT user_id FROM import_staging) ORDER BY id FOR SHARE;
 UPDATE import_staging s SET outcome = 'no_user'
 WHERE NOT EXISTS (SELECT FROM users u WHERE u.id = s.user_id);
@@ -124,10 +130,6 @@ WHERE outcome IS NULL AND EXISTS (SELECT FROM users u WHERE u.id = s.user_id AND
 UPDATE import_staging s SET outcome = 'no_profile'
 WHERE outcome IS NULL AND assistant_profile_id IS NOT NULL
   AND NOT EXISTS (SELECT FROM assistant_profiles p WHERE p.id = s.assistant_profile_id);
-SELECT pg_advisory_xact_lock({DEDUP_LOCK_NAMESPACE},
-                             hashtext(user_id::text || ':' || coalesce(profile, 0)::text))
-FROM (SELECT DISTINCT user_id, assistant_profile_id AS profile FROM import_staging
-      WHERE outcome IS NULL ORDER BY 1, 2) pairs;
 UPDATE import_staging s SET outcome = 'already', memory_id = (
     SELECT i.memory_id FROM memory_import_ids i
     WHERE i.user_id = s.user_id AND i.import_id = s.import_id)

@@ -61,10 +61,11 @@ from memory_service.domain.imports import DedupPolicy, ImportItem, ItemResult, O
 from memory_service.storage.database import Database
 from memory_service.storage.embeddings import vector_text
 
-# pg_advisory_xact_lock(namespace, key): the dedup lock of one (user,
-# profile). RECONCILE with storage/memories.py's dedup lock when the
-# dedup-store branch lands: both must take the very same lock.
-DEDUP_LOCK_NAMESPACE = 1_000_014
+# The dedup lock of one (user, profile), as storage/dedup.py's lock_for_dedup
+# (dedup-store branch) takes it: same namespace, same key, same order (by
+# key), so imports, batches and stores of one user serialize and never wait
+# for each other in a cycle. RECONCILE: call lock_for_dedup once merged.
+DEDUP_LOCK_NAMESPACE = 0x46445550
 
 _STAGING = """
 CREATE TEMPORARY TABLE import_staging (
@@ -118,10 +119,10 @@ _COPIED = (
 
 _CHECK_AND_LOCK = f"""
 ANALYZE import_staging;
-SELECT pg_advisory_xact_lock({DEDUP_LOCK_NAMESPACE},
-                             hashtext(user_id::text || ':' || coalesce(profile, 0)::text))
-FROM (SELECT DISTINCT user_id, assistant_profile_id AS profile FROM import_staging
-      ORDER BY 1, 2) pairs;
+SELECT count(pg_advisory_xact_lock({DEDUP_LOCK_NAMESPACE}, k)) FROM (
+    SELECT DISTINCT hashtext(user_id::text || ':' || coalesce(assistant_profile_id, 0)::text) AS k
+    FROM import_staging ORDER BY k OFFSET 0
+) keys;
 SELECT FROM users WHERE id IN (SELECT user_id FROM import_staging) ORDER BY id FOR SHARE;
 UPDATE import_staging s SET outcome = 'no_user'
 WHERE NOT EXISTS (SELECT FROM users u WHERE u.id = s.user_id);

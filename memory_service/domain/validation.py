@@ -36,6 +36,8 @@ EMBEDDING_MODEL_MAX_CHARS = 100
 # the model, can serve a cached generic plan.
 EMBEDDING_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@+-]{0,99}")
 RECALL_MAX_LIMIT = 100
+# Most requests of one BatchStoreMemories call.
+BATCH_STORE_MAX_REQUESTS = 100
 INT32_MAX = 2**31 - 1
 # Every time a caller sends (timestamps, dates, page-token positions) lies in
 # [TIME_MIN, TIME_END). asyncpg writes Python's datetime.max/min (which

@@ -235,3 +235,25 @@ async def test_an_explicit_request_id_replays_and_rejects_reuse(client, admin_st
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in field_violations(info.value)] == ["request_id"]
+
+
+async def test_dedup_policy_and_batch_store(client, admin_stub) -> None:
+    user = await register_user(admin_stub)
+    first = await client.store_memory(user_id=user, content="Plays cello", category="fact")
+    merged = await client.store_memory(user_id=user, content="plays CELLO", category="fact")
+    twice = await client.store_memory(
+        user_id=user,
+        content="plays cello",
+        category="fact",
+        dedup_policy=memory_service_pb2.DEDUP_POLICY_NONE,
+    )
+    assert merged.id == first.id and twice.id != first.id
+    request = memory_service_pb2.StoreMemoryRequest(
+        memory=memory_pb2.Memory(user_id=user, content="Sings alto", category="fact")
+    )
+    response = await client.batch_store_memories([request, request])
+    assert [r.outcome for r in response.results] == [
+        memory_service_pb2.STORE_OUTCOME_CREATED,
+        memory_service_pb2.STORE_OUTCOME_DEDUPLICATED,
+    ]
+    assert request.request_id == ""  # the caller's message is left alone

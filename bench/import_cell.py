@@ -39,11 +39,12 @@ import psutil
 import vocabulary as vocab
 from faraday.memory.v1 import memory_pb2, memory_service_pb2
 
-from memory_service.domain.imports import DedupPolicy, ImportItem
+from memory_service.domain.dedup import DEFAULT_DEDUP
+from memory_service.domain.imports import ImportItem
 from memory_service.domain.models import NewMemory
 from memory_service.storage import session
 from memory_service.storage.database import Database, PoolSettings
-from memory_service.storage.imports import ChunkOptions, ImportStore
+from memory_service.storage.imports import ImportStore
 from memory_service.storage.migrate import platform_role_url
 
 CHUNK = 1000
@@ -287,14 +288,13 @@ async def measure(
             await db.fetchrow("SELECT to_regclass('memory_embeddings') IS NOT NULL AS v")
         )
         store = ImportStore(db, vectors=has_vectors)
-        options = ChunkOptions(DedupPolicy.EXACT, None)
         chunks = [_items(floor_facts[i : i + CHUNK], i) for i in range(0, count, CHUNK)]
         with session.acting_as(session.ALL_USERS):
             clock.start()
             started = time.perf_counter()
             created = 0
             for chunk in chunks:
-                results = await store.import_chunk(chunk, options)
+                results = await store.import_chunk(chunk, DEFAULT_DEDUP)
                 created += sum(1 for r in results if r.outcome.value == "created")
             elapsed = time.perf_counter() - started
             cpu = clock.stop()

@@ -151,7 +151,10 @@ async def start(
     )
     backfill_wake = backfill.BackfillWake()
     importer = Importer(
-        ImportStore(database, vectors=memory_store.vectors), semantics, backfill_wake.wake
+        ImportStore(database, vectors=memory_store.vectors, dimension=semantics.dimension),
+        semantics,
+        backfill_wake.wake,
+        default_min_similarity=settings.dedup_min_similarity,
     )
     lesson_store = LessonStore(database)
     lessons = Lessons(lesson_store, cache)

@@ -37,23 +37,11 @@ RESULTS_MAX_COUNT = 1000
 CLOCK_SKEW = timedelta(seconds=60)
 
 
-class DedupPolicy(Enum):
-    NONE = "none"
-    EXACT = "exact"
-    SEMANTIC = "semantic"
-
-
 class Outcome(Enum):
     CREATED = "created"
     DEDUPLICATED = "deduplicated"
     ALREADY_DONE = "already_done"
     REJECTED = "rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class ImportOptions:
-    dedup: DedupPolicy = DedupPolicy.EXACT
-    min_similarity: float | None = None  # SEMANTIC only; None: the server's default
 
 
 @dataclass(frozen=True, slots=True)

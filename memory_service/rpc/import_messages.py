@@ -9,51 +9,37 @@ from google.rpc import code_pb2
 
 from memory_service.domain import imports
 from memory_service.domain import validation as check
+from memory_service.domain.dedup import Dedup
 from memory_service.domain.errors import DomainError, InvalidArgument
-from memory_service.domain.imports import DedupPolicy, ImportItem, ImportOptions, ItemResult
+from memory_service.domain.imports import ImportItem, ItemResult
 from memory_service.rpc import wire
 from memory_service.rpc.errors import status_code_for
-from memory_service.rpc.memory_messages import decode_new_memory
+from memory_service.rpc.memory_messages import decode_new_memory, dedup_options
 
-_POLICIES = {
-    memory_service_pb2.DEDUP_POLICY_UNSPECIFIED: DedupPolicy.EXACT,
-    memory_service_pb2.DEDUP_POLICY_NONE: DedupPolicy.NONE,
-    memory_service_pb2.DEDUP_POLICY_EXACT: DedupPolicy.EXACT,
-    memory_service_pb2.DEDUP_POLICY_SEMANTIC: DedupPolicy.SEMANTIC,
-}
 _OUTCOMES = {
     imports.Outcome.CREATED: memory_service_pb2.STORE_OUTCOME_CREATED,
     imports.Outcome.DEDUPLICATED: memory_service_pb2.STORE_OUTCOME_DEDUPLICATED,
     imports.Outcome.ALREADY_DONE: memory_service_pb2.STORE_OUTCOME_ALREADY_DONE,
     imports.Outcome.REJECTED: memory_service_pb2.STORE_OUTCOME_REJECTED,
 }
-# The server's default SEMANTIC threshold (DedupPolicy's comment).
-DEFAULT_MIN_SIMILARITY = 0.95
 
 
-def import_options(request: memory_service_pb2.ImportMemoriesRequest | None) -> ImportOptions:
-    """The first message's options; INVALID_ARGUMENT for the stream if it has none."""
+def import_options(request: memory_service_pb2.ImportMemoriesRequest | None) -> Dedup:
+    """The first message's options; INVALID_ARGUMENT for the stream if it has none.
+
+    The checks are StoreMemoryRequest's (memory_messages.dedup_options); an
+    unset threshold is the server's default (services/imports.py fills it).
+    """
     if request is None or request.WhichOneof("payload") != "options":
         raise InvalidArgument.one(
             "options", "the first message of an ImportMemories stream must carry the options"
         )
     options = request.options
     v = check.Violations()
-    policy = _POLICIES.get(options.dedup_policy)
-    if policy is None:
-        v.add("options.dedup_policy", f"unknown dedup policy {options.dedup_policy}")
-    similarity: float | None = None
-    if options.HasField("dedup_min_similarity"):
-        similarity = options.dedup_min_similarity
-        if policy is not DedupPolicy.SEMANTIC:
-            v.add("options.dedup_min_similarity", "set it only with DEDUP_POLICY_SEMANTIC")
-        elif not 0.5 <= similarity <= 1.0:  # NaN fails too
-            v.add("options.dedup_min_similarity", f"must be within 0.5..1, got {similarity}")
+    minimum = options.dedup_min_similarity if options.HasField("dedup_min_similarity") else None
+    dedup = dedup_options(v, options.dedup_policy, minimum, prefix="options.")
     v.check()
-    assert policy is not None
-    if policy is DedupPolicy.SEMANTIC and similarity is None:
-        similarity = DEFAULT_MIN_SIMILARITY
-    return ImportOptions(policy, similarity)
+    return dedup
 
 
 def items_of(

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
+from memory_service.domain.dedup import DEFAULT_MIN_SIMILARITY, Dedup, DedupPolicy
 from memory_service.domain.errors import DomainError
 from memory_service.domain.imports import (
     ImportItem,
-    ImportOptions,
     ImportTally,
     ItemResult,
     Outcome,
@@ -25,7 +25,7 @@ from memory_service.domain.imports import (
 )
 from memory_service.domain.principal import Principal
 from memory_service.services.semantics import Semantics
-from memory_service.storage.imports import ChunkOptions, ImportStore
+from memory_service.storage.imports import ImportStore
 
 Chunk = list[ImportItem | ItemResult]
 
@@ -36,18 +36,21 @@ class Importer:
         store: ImportStore,
         semantics: Semantics,
         wake_backfill: Callable[[int], None] = lambda _: None,
+        default_min_similarity: float = DEFAULT_MIN_SIMILARITY,
     ) -> None:
         """`wake_backfill(first_id)` is called after a chunk committed memories without
         a vector, the first of them `first_id`."""
         self._store = store
         self._semantics = semantics
         self._wake_backfill = wake_backfill
+        self._default_min_similarity = default_min_similarity
 
     async def run(
-        self, caller: Principal, options: ImportOptions, chunks: AsyncIterator[Chunk]
+        self, caller: Principal, dedup: Dedup, chunks: AsyncIterator[Chunk]
     ) -> ImportTally:
         tally = ImportTally()
-        chunk_options = ChunkOptions(options.dedup, options.min_similarity)
+        if dedup.policy is DedupPolicy.SEMANTIC and dedup.min_similarity is None:
+            dedup = replace(dedup, min_similarity=self._default_min_similarity)
         async for chunk in chunks:
             tally.received += len(chunk)
             results: list[ItemResult] = []
@@ -60,7 +63,7 @@ class Importer:
                     valid.append(self._admit(caller, entry))
                 except DomainError as error:
                     results.append(rejected(entry.index, entry.import_id, error))
-            stored = await self._store.import_chunk(valid, chunk_options)
+            stored = await self._store.import_chunk(valid, dedup)
             results.extend(stored)
             for result in sorted(results, key=lambda r: r.index):
                 tally.add(result)

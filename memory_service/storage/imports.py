@@ -21,51 +21,53 @@ item:
    UpsertUser queued behind this chunk can form;
 3. ALREADY_DONE: the (user, import_id) is in memory_import_ids, or repeats
    an earlier item of the chunk;
-4. with dedup (EXACT, and SEMANTIC for items without their own vector):
-   an unexpired memory of the same user and profile with the same content
+4. with SEMANTIC, each undecided item with its own vector is looked up
+   one by one (dedup-store's nearest-memory statement) and merges into the
+   nearest memory if similar enough; then with any dedup policy (EXACT, and
+   SEMANTIC for the rest): an unexpired memory of the same user and profile with the same content
    key absorbs the item (DEDUPLICATED); among the rest, the first item of a
    content key is created and later ones of the same key merge into it;
 5. the new memories in one INSERT ... SELECT, with their original times,
    ids drawn beforehand in stream order (the BM25 postings trigger of
    migration 0010 is per statement, so one insert of 1,000 rows fires it
    once; the updated_at trigger fires only on UPDATE);
-6. the merges, one UPDATE per absorbing memory with every item it absorbs
-   (DedupPolicy's rules; version + 1 once per chunk, the trigger sets
-   updated_at to now, the revision trigger keeps the old values);
+6. the merges: the absorbing memories are read FOR UPDATE, their new values
+   folded in stream order with dedup-store's rule (domain.dedup.merged, the
+   one StoreMemory uses), and written back one row each in one pipelined
+   executemany (version + 1 once per chunk, the updated_at trigger sets
+   now, the revision trigger keeps the old values). Duplicates are few, so
+   this is a round trip or two, not per item;
 7. memory_import_ids for every created or deduplicated item, a `store`
    interaction per created memory (context {"import_id"}), a `merge` per
    deduplicated item (context {"policy", "via": "import", "import_id"},
    "similarity" for semantic), and the items' own vectors.
 
 The statements' joins against the big tables are correlated subqueries, so
-each item is one index probe whatever the planner thinks of the (never
-analyzed) temporary table.
+each item is one index probe whatever the planner makes of the temporary
+table (analyzed once it is filled, for the joins of the staging table with
+itself).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from memory_service.domain import dedup as dedup_rule
+from memory_service.domain.dedup import Dedup, DedupPolicy
 from memory_service.domain.errors import (
     Contention,
     DomainError,
     NotFound,
     UserInactive,
 )
-from memory_service.domain.imports import DedupPolicy, ImportItem, ItemResult, Outcome
+from memory_service.domain.imports import ImportItem, ItemResult, Outcome
 from memory_service.storage.database import Database
+from memory_service.storage.dedup import lock_for_dedup, semantic_sql
 from memory_service.storage.embeddings import vector_text
-
-# The dedup lock of one (user, profile), as storage/dedup.py's lock_for_dedup
-# (dedup-store branch) takes it: same namespace, same key, same order (by
-# key), so imports, batches and stores of one user serialize and never wait
-# for each other in a cycle. RECONCILE: call lock_for_dedup once merged.
-DEDUP_LOCK_NAMESPACE = 0x46445550
 
 _STAGING = """
 CREATE TEMPORARY TABLE import_staging (
@@ -117,12 +119,8 @@ _COPIED = (
     "embedding",
 )
 
-_CHECK_AND_LOCK = f"""
+_CHECK = """
 ANALYZE import_staging;
-SELECT count(pg_advisory_xact_lock({DEDUP_LOCK_NAMESPACE}, k)) FROM (
-    SELECT DISTINCT hashtext(user_id::text || ':' || coalesce(assistant_profile_id, 0)::text) AS k
-    FROM import_staging ORDER BY k OFFSET 0
-) keys;
 SELECT FROM users WHERE id IN (SELECT user_id FROM import_staging) ORDER BY id FOR SHARE;
 UPDATE import_staging s SET outcome = 'no_user'
 WHERE NOT EXISTS (SELECT FROM users u WHERE u.id = s.user_id);
@@ -165,8 +163,12 @@ WHERE s.outcome IS NULL AND s.user_id = f.user_id AND s.content_key = f.content_
 _SEMANTIC_MATCHED = """
 UPDATE import_staging SET outcome = 'merge' WHERE outcome IS NULL AND memory_id IS NOT NULL;
 """
+_SEMANTIC_CANDIDATES = """
+SELECT ord FROM import_staging WHERE outcome IS NULL AND embedding IS NOT NULL ORDER BY ord
+"""
+_SEMANTIC_MATCH = "UPDATE import_staging SET memory_id = $2, similarity = $3 WHERE ord = $1"
 
-_WRITE = """
+_CREATE = """
 UPDATE import_staging s SET outcome = 'create', memory_id = n.id
 FROM (SELECT ord, nextval(pg_get_serial_sequence('user_memories', 'id')) AS id
       FROM import_staging WHERE outcome IS NULL ORDER BY ord) n
@@ -182,31 +184,27 @@ SELECT memory_id, user_id, assistant_profile_id, content, context::jsonb, import
        category, tags, source, confidence, expires_at, metadata::jsonb,
        created_at, updated_at, last_accessed, import_id
 FROM import_staging WHERE outcome = 'create' ORDER BY memory_id;
-UPDATE user_memories m SET
-    tags = ARRAY(
-        SELECT tag FROM (
-            SELECT DISTINCT ON (tag) tag, src, ord, n FROM (
-                SELECT tag, 0 AS src, 0::bigint AS ord, n
-                FROM unnest(m.tags) WITH ORDINALITY x(tag, n)
-                UNION ALL
-                SELECT t.tag, 1, s.ord, t.n
-                FROM import_staging s, unnest(s.tags) WITH ORDINALITY t(tag, n)
-                WHERE s.outcome = 'merge' AND s.memory_id = m.id
-            ) a ORDER BY tag, src, ord, n
-        ) b ORDER BY src, ord, n LIMIT 32),
-    importance = greatest(m.importance, d.importance),
-    expires_at = CASE WHEN m.expires_at IS NULL OR d.never_expires THEN NULL
-                      ELSE greatest(m.expires_at, d.expires_at) END,
-    metadata = coalesce((
-        SELECT jsonb_object_agg(e.key, e.value ORDER BY s.ord DESC)
-        FROM import_staging s, jsonb_each(s.metadata::jsonb) e
-        WHERE s.outcome = 'merge' AND s.memory_id = m.id), '{}'::jsonb) || m.metadata,
-    confidence = greatest(m.confidence, d.confidence),
-    version = m.version + 1
-FROM (SELECT memory_id, max(importance) AS importance, bool_or(expires_at IS NULL) AS never_expires,
-             max(expires_at) AS expires_at, max(confidence) AS confidence
-      FROM import_staging WHERE outcome = 'merge' GROUP BY memory_id) d
-WHERE m.id = d.memory_id;
+"""
+# The items merged into each memory, in stream order (DedupPolicy's rule is
+# applied in that order, as for stores one after the other).
+_MERGED_ITEMS = """
+SELECT ord, memory_id FROM import_staging WHERE outcome = 'merge' ORDER BY memory_id, ord
+"""
+# The memories absorbing them, locked: their new values are computed here.
+_MERGE_TARGETS = """
+SELECT id, tags, importance, expires_at, metadata, confidence FROM user_memories
+WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+"""
+# One change per memory however many items it absorbs: version + 1, the
+# updated_at trigger sets now, migration 0013's trigger keeps a revision.
+_MERGE = """
+UPDATE user_memories
+SET tags = $2, importance = $3, expires_at = $4, metadata = $5, confidence = $6,
+    version = version + 1
+WHERE id = $1
+"""
+
+_RECORD = """
 INSERT INTO memory_import_ids (user_id, import_id, memory_id)
 SELECT user_id, import_id, memory_id FROM import_staging WHERE outcome IN ('create', 'merge');
 INSERT INTO memory_interactions (memory_id, user_id, interaction_type, context)
@@ -221,30 +219,13 @@ SELECT memory_id, user_id,
        END
 FROM import_staging WHERE outcome IN ('create', 'merge') ORDER BY ord;
 """
-_WRITE_VECTORS = """
+_RECORD_VECTORS = """
 INSERT INTO memory_embeddings (user_id, memory_id, model, embedding)
 SELECT user_id, memory_id, embedding_model, embedding::vector
 FROM import_staging WHERE outcome = 'create' AND embedding IS NOT NULL;
 """
 
 _RESULTS = "SELECT ord, outcome, memory_id FROM import_staging ORDER BY ord"
-
-_SEMANTIC_CANDIDATES = """
-SELECT ord, user_id, assistant_profile_id, embedding_model, embedding FROM import_staging
-WHERE outcome IS NULL AND embedding IS NOT NULL ORDER BY ord
-"""
-# The nearest unexpired memory of the same user and profile by the item's
-# own vector (cosine), as the dedup of StoreMemory looks it up.
-_NEAREST = """
-SELECT e.memory_id, 1 - (e.embedding <=> $1::text::vector) AS similarity
-FROM memory_embeddings e JOIN user_memories m ON m.id = e.memory_id AND m.user_id = e.user_id
-WHERE e.user_id = $2 AND e.model = $3
-  AND m.assistant_profile_id IS NOT DISTINCT FROM $4::int
-  AND (m.expires_at IS NULL OR m.expires_at > now())
-ORDER BY e.embedding <=> $1::text::vector
-LIMIT 1
-"""
-_SEMANTIC_MATCH = "UPDATE import_staging SET memory_id = $2, similarity = $3 WHERE ord = $1"
 
 _OUTCOMES = {
     "create": Outcome.CREATED,
@@ -256,12 +237,6 @@ _OUTCOMES = {
 # import id taken by a stream of another profile, which the dedup locks do
 # not order); the chunk rolled back whole, so running it again is safe.
 CHUNK_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class ChunkOptions:
-    dedup: DedupPolicy
-    min_similarity: float | None
 
 
 def _rejection(code: str, item: ImportItem) -> DomainError:
@@ -298,42 +273,59 @@ def _record(item: ImportItem) -> tuple[Any, ...]:
     )
 
 
+def _values(item: ImportItem) -> dedup_rule.Existing:
+    m = item.memory
+    return dedup_rule.Existing(
+        tags=m.tags,
+        importance=m.importance,
+        expires_at=m.expires_at,
+        metadata=m.metadata if m.metadata is not None else {},
+        confidence=m.confidence,
+    )
+
+
 class ImportStore:
-    def __init__(self, db: Database, *, vectors: bool = False) -> None:
-        """`vectors`: the database has memory_embeddings (pgvector, migration 0011)."""
+    def __init__(self, db: Database, *, vectors: bool = False, dimension: int = 0) -> None:
+        """`vectors`: the database has memory_embeddings (pgvector, migration 0011);
+        `dimension`: the configured model's, which items' own vectors have."""
         self._db = db
         self.vectors = vectors
+        self._dimension = dimension
 
-    async def import_chunk(
-        self, items: Sequence[ImportItem], options: ChunkOptions
-    ) -> list[ItemResult]:
+    async def import_chunk(self, items: Sequence[ImportItem], dedup: Dedup) -> list[ItemResult]:
         """Import one chunk; the result of every item, in order. Commits or writes nothing."""
         if not items:
             return []
         for attempt in range(CHUNK_ATTEMPTS):
             try:
-                return await self._import_chunk(items, options)
+                return await self._import_chunk(items, dedup)
             except Contention:
                 if attempt + 1 == CHUNK_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _import_chunk(
-        self, items: Sequence[ImportItem], options: ChunkOptions
-    ) -> list[ItemResult]:
+    async def _import_chunk(self, items: Sequence[ImportItem], dedup: Dedup) -> list[ItemResult]:
+        by_index = {item.index: item for item in items}
         try:
             async with self._db.connection() as conn:
                 await conn.execute(_STAGING)
                 await conn.copy_records_to_table(
                     "import_staging", records=[_record(i) for i in items], columns=_COPIED
                 )
-                await conn.execute(_CHECK_AND_LOCK)
-                if options.dedup is DedupPolicy.SEMANTIC:
-                    await self._semantic_matches(conn, options.min_similarity or 1.0)
+                # Every pair, even of items about to be rejected: harmless, and
+                # taken before the users' rows (see the module's comment).
+                await lock_for_dedup(
+                    conn, ((i.memory.user_id, i.memory.assistant_profile_id) for i in items)
+                )
+                await conn.execute(_CHECK)
+                if dedup.policy is DedupPolicy.SEMANTIC and self.vectors:
+                    await self._semantic_matches(conn, by_index, dedup.min_similarity or 1.0)
                     await conn.execute(_SEMANTIC_MATCHED)
-                if options.dedup is not DedupPolicy.NONE:
+                if dedup.active:
                     await conn.execute(_EXACT)
-                await conn.execute(_WRITE + (_WRITE_VECTORS if self.vectors else ""))
+                await conn.execute(_CREATE)
+                await self._merge(conn, by_index)
+                await conn.execute(_RECORD + (_RECORD_VECTORS if self.vectors else ""))
                 rows = await conn.fetch(_RESULTS)
         except asyncpg.UniqueViolationError as exc:
             # Another stream took one of these import ids for another
@@ -346,21 +338,62 @@ class ImportStore:
             raise Contention("an assistant profile went away during the import") from exc
         return _results(items, rows)
 
-    @staticmethod
-    async def _semantic_matches(conn: asyncpg.Connection, min_similarity: float) -> None:
-        """Per item with its own vector: its nearest memory, if at least `min_similarity`."""
+    async def _semantic_matches(
+        self, conn: asyncpg.Connection, by_index: dict[int, ImportItem], min_similarity: float
+    ) -> None:
+        """Per undecided item with its own vector: its nearest memory, if similar enough.
+
+        dedup-store's look-up (storage/dedup.py semantic_sql), one per item.
+        """
         for row in await conn.fetch(_SEMANTIC_CANDIDATES):
+            memory = by_index[row["ord"]].memory
+            assert memory.embedding is not None
+            statement = semantic_sql("id", self._dimension, memory.embedding.model)
             nearest = await conn.fetchrow(
-                _NEAREST,
-                row["embedding"],
-                row["user_id"],
-                row["embedding_model"],
-                row["assistant_profile_id"],
+                statement.sql,
+                *statement.args(
+                    {
+                        "embedding": vector_text(memory.embedding.vector),
+                        "user_id": memory.user_id,
+                        "assistant_profile_id": memory.assistant_profile_id,
+                    }
+                ),
             )
             if nearest is not None and nearest["similarity"] >= min_similarity:
                 await conn.execute(
-                    _SEMANTIC_MATCH, row["ord"], nearest["memory_id"], nearest["similarity"]
+                    _SEMANTIC_MATCH, row["ord"], nearest["id"], round(nearest["similarity"], 6)
                 )
+
+    @staticmethod
+    async def _merge(conn: asyncpg.Connection, by_index: dict[int, ImportItem]) -> None:
+        """Each absorbing memory's new values, by dedup-store's rule (domain.dedup.merged)."""
+        merged_items = await conn.fetch(_MERGED_ITEMS)
+        if not merged_items:
+            return
+        targets = {
+            row["id"]: dedup_rule.Existing(
+                tags=list(row["tags"]),
+                importance=row["importance"],
+                expires_at=row["expires_at"],
+                metadata=row["metadata"],
+                confidence=row["confidence"],
+            )
+            for row in await conn.fetch(
+                _MERGE_TARGETS, sorted({r["memory_id"] for r in merged_items})
+            )
+        }
+        for row in merged_items:  # by memory, then in stream order
+            memory_id = row["memory_id"]
+            targets[memory_id] = dedup_rule.merged(
+                targets[memory_id], _values(by_index[row["ord"]])
+            )
+        await conn.executemany(
+            _MERGE,
+            [
+                (memory_id, v.tags, v.importance, v.expires_at, v.metadata, v.confidence)
+                for memory_id, v in sorted(targets.items())
+            ],
+        )
 
 
 def _results(items: Sequence[ImportItem], rows: list[asyncpg.Record]) -> list[ItemResult]:

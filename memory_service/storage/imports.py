@@ -50,6 +50,7 @@ itself).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -292,19 +293,41 @@ class ImportStore:
         self.vectors = vectors
         self._dimension = dimension
 
-    async def import_chunk(self, items: Sequence[ImportItem], dedup: Dedup) -> list[ItemResult]:
-        """Import one chunk; the result of every item, in order. Commits or writes nothing."""
-        if not items:
-            return []
-        for attempt in range(CHUNK_ATTEMPTS):
-            try:
-                return await self._import_chunk(items, dedup)
-            except Contention:
-                if attempt + 1 == CHUNK_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def import_chunk(
+        self,
+        items: Sequence[ImportItem],
+        dedup: Dedup,
+        *,
+        after: asyncio.Event | None = None,
+        locked: asyncio.Event | None = None,
+    ) -> list[ItemResult]:
+        """Import one chunk; the result of every item, in order. Commits or writes nothing.
 
-    async def _import_chunk(self, items: Sequence[ImportItem], dedup: Dedup) -> list[ItemResult]:
+        With `after`, the chunk takes its dedup locks only once `after` is set
+        (the chunk before it holds its locks, or is done); `locked` is set
+        once this one holds its own, or is done, whatever the outcome.
+        """
+        try:
+            if not items:
+                return []
+            for attempt in range(CHUNK_ATTEMPTS):
+                try:
+                    return await self._import_chunk(items, dedup, after, locked)
+                except Contention:
+                    if attempt + 1 == CHUNK_ATTEMPTS:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if locked is not None:
+                locked.set()
+
+    async def _import_chunk(
+        self,
+        items: Sequence[ImportItem],
+        dedup: Dedup,
+        after: asyncio.Event | None,
+        locked: asyncio.Event | None,
+    ) -> list[ItemResult]:
         by_index = {item.index: item for item in items}
         try:
             async with self._db.connection() as conn:
@@ -312,11 +335,15 @@ class ImportStore:
                 await conn.copy_records_to_table(
                     "import_staging", records=[_record(i) for i in items], columns=_COPIED
                 )
+                if after is not None:
+                    await after.wait()
                 # Every pair, even of items about to be rejected: harmless, and
                 # taken before the users' rows (see the module's comment).
                 await lock_for_dedup(
                     conn, ((i.memory.user_id, i.memory.assistant_profile_id) for i in items)
                 )
+                if locked is not None:
+                    locked.set()
                 await conn.execute(_CHECK)
                 if dedup.policy is DedupPolicy.SEMANTIC and self.vectors:
                     await self._semantic_matches(conn, by_index, dedup.min_similarity or 1.0)

@@ -692,3 +692,28 @@ async def test_the_typed_client_streams_items_in_chunks(server: RunningServer, a
             await client.import_memories([], chunk_size=1001)
     assert (response.received, response.created) == (25, 25) and sent == [10, 10, 5]
     assert (again.received, again.already_done) == (25, 25)
+
+
+async def test_stream_order_holds_with_chunks_in_flight(memory_stub, admin_stub) -> None:
+    """Chunks after the first may overlap; the first occurrence still wins, every time."""
+    user = await register_user(admin_stub)
+    other = await register_user(admin_stub)
+    for round_ in range(3):
+        chunks = [[item(f"w{round_}", other, f"Warm-up {round_}.")]]
+        for n in range(6):
+            chunks.append(
+                [
+                    item(
+                        f"r{round_}-{n}",
+                        user,
+                        f"Round {round_} fact." if n % 2 else f"ROUND {round_}  FACT.",
+                    )
+                ]
+            )
+        chunks.append([item(f"r{round_}-0", user, "Another text, same import id.")])
+        response = await _import(memory_stub, stream(*chunks))
+        assert (response.created, response.deduplicated, response.already_done) == (2, 5, 1)
+        memories = {m.import_id: m for m in await _memories(memory_stub, user)}
+        first = memories[f"r{round_}-0"]
+        assert first.content == f"ROUND {round_}  FACT." and first.version == 6
+        assert {r.memory_id for r in response.results} == {first.id}

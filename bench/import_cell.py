@@ -19,7 +19,10 @@ new memories each, spread over `users` active users, one after the other:
   trigger, the secondary indexes and the WAL.
 
 Each uses fresh contents and import ids, so every item is created (the
-import's main path). Time from the first byte to the last commit; CPU of
+import's main path), and each user's memories come together (count / users
+in a row, as an export per teacher would): the service overlaps two chunks
+of different users (services/imports.py), the direct floor runs the chunks
+one after the other. Time from the first byte to the last commit; CPU of
 the server's process tree and of PostgreSQL's over the same window.
 """
 
@@ -72,7 +75,8 @@ def facts(user_ids: list[uuid.UUID], count: int, prefix: str, seed: int) -> list
         created = now - timedelta(days=r.uniform(1, 700))
         out.append(
             Fact(
-                user_id=user_ids[n % len(user_ids)],
+                # Each user's history in one run, as an export per teacher is.
+                user_id=user_ids[n * len(user_ids) // count],
                 import_id=f"{prefix}-{n}",
                 # The import's own sentence, then an id: unique, so every item is created.
                 content=f"{vocab.memory_content(r, category, r.randint(60, 280))} [{prefix} {n}]",

@@ -24,7 +24,8 @@ from faraday.memory.v1.memory_service_pb2 import (
 from grpc import StatusCode
 from grpc.aio import AioRpcError
 
-from faraday_memory_client._client import MemoryClient, MetadataProvider
+from faraday_memory_client._base import MetadataProvider
+from faraday_memory_client._client import MemoryClient
 from faraday_memory_client._errors import FieldViolation, field_violations
 from faraday_memory_client._retry import ClientConfig
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from functools import cached_property
+from typing import Any, Literal
 
-import grpc
 from faraday.memory.v1 import (
     lesson_pb2,
     lesson_service_pb2,
@@ -18,39 +16,14 @@ from faraday.memory.v1 import (
     memory_service_pb2,
     memory_service_pb2_grpc,
 )
-from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2
 
-# googleapis-common-protos ships .pyi stubs but no py.typed marker.
-from google.type import date_pb2  # type: ignore[import-untyped, unused-ignore]
-from grpc import aio
-
-from faraday_memory_client._retry import ClientConfig, call_unary
-
-Metadata = Sequence[tuple[str, str]]
-MetadataProvider = Callable[[], Metadata | Awaitable[Metadata]]
-"""Returns extra metadata for each call, e.g. ``[("authorization", "Bearer ...")]``."""
+from faraday_memory_client._base import BaseClient
+from faraday_memory_client._convert import date_message as _date
+from faraday_memory_client._convert import struct_message as _struct
+from faraday_memory_client._convert import timestamp_message as _timestamp
 
 _TAG_MATCH = {"any": memory_service_pb2.TAG_MATCH_ANY, "all": memory_service_pb2.TAG_MATCH_ALL}
-
-RequestT = TypeVar("RequestT")
-ResponseT = TypeVar("ResponseT")
-
-
-def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(value)
-    return struct
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """Naive datetimes are taken as UTC (protobuf's rule)."""
-    timestamp = timestamp_pb2.Timestamp()
-    timestamp.FromDatetime(value)
-    return timestamp
-
-
-def _date(value: date) -> date_pb2.Date:
-    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
 
 def _request_id(value: str | None) -> str:
@@ -62,7 +35,7 @@ def _request_id(value: str | None) -> str:
     return str(uuid.uuid4()) if value is None else value
 
 
-class MemoryClient:
+class MemoryClient(BaseClient):
     """Asyncio client of MemoryService and LessonService.
 
     Methods return the generated protobuf messages and raise
@@ -76,71 +49,13 @@ class MemoryClient:
     logs interactions) are never retried.
     """
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata_provider: MetadataProvider | None = None,
-        default_timeout_seconds: float = 5.0,
-        max_attempts: int = 3,
-        initial_backoff_seconds: float = 0.05,
-        max_backoff_seconds: float = 1.0,
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        """Open a channel to `target` (``host:port``): TLS with `credentials`,
-        plaintext without. `options` are grpc channel arguments."""
-        self.config = ClientConfig(
-            default_timeout_seconds=default_timeout_seconds,
-            max_attempts=max_attempts,
-            initial_backoff_seconds=initial_backoff_seconds,
-            max_backoff_seconds=max_backoff_seconds,
-        )
-        if credentials is None:
-            self._channel = aio.insecure_channel(target, options=list(options))
-        else:
-            self._channel = aio.secure_channel(target, credentials, options=list(options))
-        self._metadata_provider = metadata_provider
-        self._memories = memory_service_pb2_grpc.MemoryServiceStub(self._channel)
-        self._lessons = lesson_service_pb2_grpc.LessonServiceStub(self._channel)
+    @cached_property
+    def _memories(self) -> memory_service_pb2_grpc.MemoryServiceAsyncStub:
+        return memory_service_pb2_grpc.MemoryServiceStub(self._channel)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the channel, cancelling calls in flight."""
-        await self._channel.close(grace=None)
-
-    async def _call(
-        self,
-        method: aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        request: RequestT,
-        timeout_seconds: float | None,
-        *,
-        retry: bool,
-    ) -> ResponseT:
-        metadata: Metadata = ()
-        if self._metadata_provider is not None:
-            provided = self._metadata_provider()
-            metadata = await provided if inspect.isawaitable(provided) else provided
-        return await call_unary(
-            method,
-            request,
-            config=self.config,
-            timeout_seconds=(
-                self.config.default_timeout_seconds if timeout_seconds is None else timeout_seconds
-            ),
-            metadata=metadata,
-            retry=retry,
-        )
+    @cached_property
+    def _lessons(self) -> lesson_service_pb2_grpc.LessonServiceAsyncStub:
+        return lesson_service_pb2_grpc.LessonServiceStub(self._channel)
 
     # MemoryService
 

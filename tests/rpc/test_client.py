@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import date
 
 import grpc
@@ -16,7 +16,7 @@ from faraday.memory.v1 import (
 from faraday_memory_client import MemoryClient, field_violations
 
 from memory_service.server import RunningServer
-from tests.rpc.helpers import register_user
+from tests.rpc.helpers import LossyProxy, register_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -90,77 +90,6 @@ async def test_lessons_through_the_client(client, admin_stub) -> None:
 
 _STORE = "/faraday.memory.v1.MemoryService/StoreMemory"
 _FEEDBACK = "/faraday.memory.v1.MemoryService/RecordFeedback"
-
-
-class LossyProxy(grpc.GenericRpcHandler):
-    """A real gRPC server in front of the real one, forwarding raw request bytes.
-
-    The first call of `lose` is forwarded, and so committed by the real server,
-    but answered UNAVAILABLE: a response lost on the way back. Later calls are
-    forwarded normally. `seen` keeps the request bytes of every call by method.
-    """
-
-    def __init__(self, upstream: grpc.aio.Channel, lose: str) -> None:
-        self._upstream = upstream
-        self._lose = lose
-        self.seen: dict[str, list[bytes]] = {}
-
-    def service(
-        self, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
-        method = handler_call_details.method
-        call = self._upstream.unary_unary(method)  # no serializers: bytes in, bytes out
-
-        async def forward(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-            attempts = self.seen.setdefault(method, [])
-            attempts.append(request)
-            metadata = [
-                (key, value)
-                for key, value in context.invocation_metadata() or ()
-                if not key.startswith(":") and key != "user-agent"
-            ]
-            try:
-                response: bytes = await call(
-                    request, metadata=metadata, timeout=context.time_remaining()
-                )
-            except grpc.aio.AioRpcError as error:
-                await context.abort(
-                    error.code(), error.details() or "", error.trailing_metadata() or ()
-                )
-            if method == self._lose and len(attempts) == 1:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "response lost after commit")
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(forward)
-
-
-@pytest.fixture
-async def lossy(
-    server: RunningServer,
-) -> AsyncIterator[Callable[[str], Awaitable[tuple[LossyProxy, MemoryClient]]]]:
-    """Start a LossyProxy losing the first response of a method; return it and a client of it."""
-    started: list[tuple[grpc.aio.Server, grpc.aio.Channel, MemoryClient]] = []
-
-    async def start(lose: str) -> tuple[LossyProxy, MemoryClient]:
-        upstream = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-        proxy = LossyProxy(upstream, lose)
-        proxy_server = grpc.aio.server()
-        proxy_server.add_generic_rpc_handlers((proxy,))
-        port = proxy_server.add_insecure_port("127.0.0.1:0")
-        await proxy_server.start()
-        client = MemoryClient(
-            f"127.0.0.1:{port}",
-            metadata_provider=lambda: [("authorization", "Bearer test-token")],
-            initial_backoff_seconds=0.01,
-        )
-        started.append((proxy_server, upstream, client))
-        return proxy, client
-
-    yield start
-    for proxy_server, upstream, client in started:
-        await client.close()
-        await proxy_server.stop(None)
-        await upstream.close(None)
 
 
 def _request_ids(proxy: LossyProxy, method: str) -> list[str]:

@@ -15,7 +15,8 @@ from faraday.memory.v1 import (
 )
 from faraday_memory_client import MemoryClient, field_violations
 
-from memory_service.server import RunningServer
+from memory_service.server import RunningServer, start
+from tests.rpc.conftest import TEST_SETTINGS
 from tests.rpc.helpers import LossyProxy, register_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -164,3 +165,35 @@ async def test_an_explicit_request_id_replays_and_rejects_reuse(client, admin_st
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in field_violations(info.value)] == ["request_id"]
+
+
+async def test_semantic_recall_through_the_client(app_url, admin_stub) -> None:
+    """Caller-made vectors in and a semantic weight: recall ranks by cosine."""
+    model = "caller-test-3d"
+    settings = TEST_SETTINGS.with_overrides(embedding_model=model, embedding_dimension=3)
+    running = await start(settings, app_url)
+    try:
+        async with MemoryClient(f"127.0.0.1:{running.port}") as client:
+            user = await register_user(admin_stub)
+            near, far = [
+                await client.store_memory(
+                    user_id=user,
+                    content=content,
+                    category="fact",
+                    embedding=vector,
+                    embedding_model=model,
+                )
+                for content, vector in (("near", [1.0, 0.1, 0.0]), ("far", [0.0, 1.0, 0.0]))
+            ]
+            recalled = await client.recall(
+                user,
+                query_embedding=[1.0, 0.0, 0.0],
+                embedding_model=model,
+                importance_weight=0,
+                recency_weight=0,
+                semantic_weight=1,
+            )
+            assert [s.memory.id for s in recalled] == [near.id, far.id]
+            assert recalled[0].semantic_score > 0.9 and recalled[1].semantic_score == 0.0
+    finally:
+        await running.stop(0.5)

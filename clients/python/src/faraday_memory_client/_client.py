@@ -73,10 +73,16 @@ class MemoryClient(BaseClient):
         assistant_profile_id: int = 0,
         expire_time: datetime | None = None,
         metadata: Mapping[str, Any] | None = None,
+        embedding: Sequence[float] = (),
+        embedding_model: str = "",
         request_id: str | None = None,
         timeout_seconds: float | None = None,
     ) -> memory_pb2.Memory:
         """Store a new memory (importance defaults to 0.5 on the server).
+
+        `embedding`, with the `embedding_model` it came from, is the
+        content's vector when the caller computes embeddings; left empty, a
+        server that runs a model embeds the content itself.
 
         `request_id` is the idempotency key of this store (1..128 printable
         ASCII characters); None, the default, draws a fresh UUID4 for the
@@ -106,6 +112,8 @@ class MemoryClient(BaseClient):
             assistant_profile_id=assistant_profile_id,
             expire_time=None if expire_time is None else _timestamp(expire_time),
             metadata=None if metadata is None else _struct(metadata),
+            embedding=embedding,
+            embedding_model=embedding_model,
         )
         request_id = _request_id(request_id)
         request = memory_service_pb2.StoreMemoryRequest(memory=memory, request_id=request_id)
@@ -218,13 +226,21 @@ class MemoryClient(BaseClient):
         importance_weight: float | None = None,
         recency_weight: float | None = None,
         relevance_weight: float | None = None,
+        semantic_weight: float | None = None,
         recency_half_life: timedelta | None = None,
+        query_embedding: Sequence[float] = (),
+        embedding_model: str = "",
         timeout_seconds: float | None = None,
     ) -> list[memory_service_pb2.ScoredMemory]:
         """Return the user's best memories for `query`, best first.
 
         `context` keeps memories whose context contains it; unset weights
-        take the server's defaults. Not retried: RecallMemories is not
+        take the server's defaults. `query_embedding` (with the
+        `embedding_model` it came from) is the query's vector when the caller
+        computes embeddings; left empty, the server embeds `query` if it runs
+        a model. Asking for vectors the server cannot rank by (an embedding,
+        or `semantic_weight` above 0) fails with FAILED_PRECONDITION. Not
+        retried: RecallMemories is not
         idempotent, as it bumps each returned memory's last_access_time and
         logs a recall interaction for it.
         """
@@ -232,6 +248,7 @@ class MemoryClient(BaseClient):
             importance=importance_weight,
             recency=recency_weight,
             relevance=relevance_weight,
+            semantic=semantic_weight,
         )
         if recency_half_life is not None:
             weights.recency_half_life.FromTimedelta(recency_half_life)
@@ -248,6 +265,8 @@ class MemoryClient(BaseClient):
             create_time_end=None if create_time_end is None else _timestamp(create_time_end),
             limit=limit,
             weights=weights,
+            query_embedding=query_embedding,
+            embedding_model=embedding_model,
         )
         response = await self._call(
             self._memories.RecallMemories, request, timeout_seconds, retry=False

@@ -51,6 +51,16 @@ async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
     await drop_scratch_database(pg_admin_url, url)
 
 
+@pytest.fixture(scope="session")
+async def has_pgvector(database_url: str) -> bool:
+    """Whether the database keeps vectors (pgvector); without it they are FAILED_PRECONDITION."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval("SELECT to_regclass('memory_embeddings') IS NOT NULL"))
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(autouse=True)
 async def _clean_tables(database_url: str) -> AsyncIterator[None]:
     conn = await asyncpg.connect(database_url)

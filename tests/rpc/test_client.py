@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import date
 
 import grpc
@@ -167,7 +167,7 @@ async def test_an_explicit_request_id_replays_and_rejects_reuse(client, admin_st
     assert [v.field for v in field_violations(info.value)] == ["request_id"]
 
 
-async def test_semantic_recall_through_the_client(app_url, admin_stub) -> None:
+async def test_semantic_recall_through_the_client(app_url, admin_stub, has_pgvector) -> None:
     """Caller-made vectors in and a semantic weight: recall ranks by cosine."""
     model = "caller-test-3d"
     settings = TEST_SETTINGS.with_overrides(embedding_model=model, embedding_dimension=3)
@@ -175,24 +175,35 @@ async def test_semantic_recall_through_the_client(app_url, admin_stub) -> None:
     try:
         async with MemoryClient(f"127.0.0.1:{running.port}") as client:
             user = await register_user(admin_stub)
-            near, far = [
-                await client.store_memory(
+
+            async def store(content: str, vector: list[float]) -> memory_pb2.Memory:
+                return await client.store_memory(
                     user_id=user,
                     content=content,
                     category="fact",
                     embedding=vector,
                     embedding_model=model,
                 )
-                for content, vector in (("near", [1.0, 0.1, 0.0]), ("far", [0.0, 1.0, 0.0]))
-            ]
-            recalled = await client.recall(
-                user,
-                query_embedding=[1.0, 0.0, 0.0],
-                embedding_model=model,
-                importance_weight=0,
-                recency_weight=0,
-                semantic_weight=1,
-            )
+
+            def recall() -> Awaitable[list[memory_service_pb2.ScoredMemory]]:
+                return client.recall(
+                    user,
+                    query_embedding=[1.0, 0.0, 0.0],
+                    embedding_model=model,
+                    importance_weight=0,
+                    recency_weight=0,
+                    semantic_weight=1,
+                )
+
+            if not has_pgvector:  # the server cannot keep or rank by vectors
+                for call in (store("near", [1.0, 0.1, 0.0]), recall()):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await call
+                    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                return
+            near = await store("near", [1.0, 0.1, 0.0])
+            far = await store("far", [0.0, 1.0, 0.0])
+            recalled = await recall()
             assert [s.memory.id for s in recalled] == [near.id, far.id]
             assert recalled[0].semantic_score > 0.9 and recalled[1].semantic_score == 0.0
     finally:

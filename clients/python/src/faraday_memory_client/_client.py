@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from functools import cached_property
+from typing import Any, Literal
 
-import grpc
 from faraday.memory.v1 import (
     lesson_pb2,
     lesson_service_pb2,
@@ -18,39 +16,14 @@ from faraday.memory.v1 import (
     memory_service_pb2,
     memory_service_pb2_grpc,
 )
-from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2
 
-# googleapis-common-protos ships .pyi stubs but no py.typed marker.
-from google.type import date_pb2  # type: ignore[import-untyped, unused-ignore]
-from grpc import aio
-
-from faraday_memory_client._retry import ClientConfig, call_unary
-
-Metadata = Sequence[tuple[str, str]]
-MetadataProvider = Callable[[], Metadata | Awaitable[Metadata]]
-"""Returns extra metadata for each call, e.g. ``[("authorization", "Bearer ...")]``."""
+from faraday_memory_client._base import BaseClient
+from faraday_memory_client._convert import date_message as _date
+from faraday_memory_client._convert import struct_message as _struct
+from faraday_memory_client._convert import timestamp_message as _timestamp
 
 _TAG_MATCH = {"any": memory_service_pb2.TAG_MATCH_ANY, "all": memory_service_pb2.TAG_MATCH_ALL}
-
-RequestT = TypeVar("RequestT")
-ResponseT = TypeVar("ResponseT")
-
-
-def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(value)
-    return struct
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """Naive datetimes are taken as UTC (protobuf's rule)."""
-    timestamp = timestamp_pb2.Timestamp()
-    timestamp.FromDatetime(value)
-    return timestamp
-
-
-def _date(value: date) -> date_pb2.Date:
-    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
 
 def _request_id(value: str | None) -> str:
@@ -62,7 +35,7 @@ def _request_id(value: str | None) -> str:
     return str(uuid.uuid4()) if value is None else value
 
 
-class MemoryClient:
+class MemoryClient(BaseClient):
     """Asyncio client of MemoryService and LessonService.
 
     Methods return the generated protobuf messages and raise
@@ -76,71 +49,13 @@ class MemoryClient:
     logs interactions) are never retried.
     """
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata_provider: MetadataProvider | None = None,
-        default_timeout_seconds: float = 5.0,
-        max_attempts: int = 3,
-        initial_backoff_seconds: float = 0.05,
-        max_backoff_seconds: float = 1.0,
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        """Open a channel to `target` (``host:port``): TLS with `credentials`,
-        plaintext without. `options` are grpc channel arguments."""
-        self.config = ClientConfig(
-            default_timeout_seconds=default_timeout_seconds,
-            max_attempts=max_attempts,
-            initial_backoff_seconds=initial_backoff_seconds,
-            max_backoff_seconds=max_backoff_seconds,
-        )
-        if credentials is None:
-            self._channel = aio.insecure_channel(target, options=list(options))
-        else:
-            self._channel = aio.secure_channel(target, credentials, options=list(options))
-        self._metadata_provider = metadata_provider
-        self._memories = memory_service_pb2_grpc.MemoryServiceStub(self._channel)
-        self._lessons = lesson_service_pb2_grpc.LessonServiceStub(self._channel)
+    @cached_property
+    def _memories(self) -> memory_service_pb2_grpc.MemoryServiceAsyncStub:
+        return memory_service_pb2_grpc.MemoryServiceStub(self._channel)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the channel, cancelling calls in flight."""
-        await self._channel.close(grace=None)
-
-    async def _call(
-        self,
-        method: aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        request: RequestT,
-        timeout_seconds: float | None,
-        *,
-        retry: bool,
-    ) -> ResponseT:
-        metadata: Metadata = ()
-        if self._metadata_provider is not None:
-            provided = self._metadata_provider()
-            metadata = await provided if inspect.isawaitable(provided) else provided
-        return await call_unary(
-            method,
-            request,
-            config=self.config,
-            timeout_seconds=(
-                self.config.default_timeout_seconds if timeout_seconds is None else timeout_seconds
-            ),
-            metadata=metadata,
-            retry=retry,
-        )
+    @cached_property
+    def _lessons(self) -> lesson_service_pb2_grpc.LessonServiceAsyncStub:
+        return lesson_service_pb2_grpc.LessonServiceStub(self._channel)
 
     # MemoryService
 
@@ -158,10 +73,16 @@ class MemoryClient:
         assistant_profile_id: int = 0,
         expire_time: datetime | None = None,
         metadata: Mapping[str, Any] | None = None,
+        embedding: Sequence[float] = (),
+        embedding_model: str = "",
         request_id: str | None = None,
         timeout_seconds: float | None = None,
     ) -> memory_pb2.Memory:
         """Store a new memory (importance defaults to 0.5 on the server).
+
+        `embedding`, with the `embedding_model` it came from, is the
+        content's vector when the caller computes embeddings; left empty, a
+        server that runs a model embeds the content itself.
 
         `request_id` is the idempotency key of this store (1..128 printable
         ASCII characters); None, the default, draws a fresh UUID4 for the
@@ -191,6 +112,8 @@ class MemoryClient:
             assistant_profile_id=assistant_profile_id,
             expire_time=None if expire_time is None else _timestamp(expire_time),
             metadata=None if metadata is None else _struct(metadata),
+            embedding=embedding,
+            embedding_model=embedding_model,
         )
         request_id = _request_id(request_id)
         request = memory_service_pb2.StoreMemoryRequest(memory=memory, request_id=request_id)
@@ -303,13 +226,21 @@ class MemoryClient:
         importance_weight: float | None = None,
         recency_weight: float | None = None,
         relevance_weight: float | None = None,
+        semantic_weight: float | None = None,
         recency_half_life: timedelta | None = None,
+        query_embedding: Sequence[float] = (),
+        embedding_model: str = "",
         timeout_seconds: float | None = None,
     ) -> list[memory_service_pb2.ScoredMemory]:
         """Return the user's best memories for `query`, best first.
 
         `context` keeps memories whose context contains it; unset weights
-        take the server's defaults. Not retried: RecallMemories is not
+        take the server's defaults. `query_embedding` (with the
+        `embedding_model` it came from) is the query's vector when the caller
+        computes embeddings; left empty, the server embeds `query` if it runs
+        a model. Asking for vectors the server cannot rank by (an embedding,
+        or `semantic_weight` above 0) fails with FAILED_PRECONDITION. Not
+        retried: RecallMemories is not
         idempotent, as it bumps each returned memory's last_access_time and
         logs a recall interaction for it.
         """
@@ -317,6 +248,7 @@ class MemoryClient:
             importance=importance_weight,
             recency=recency_weight,
             relevance=relevance_weight,
+            semantic=semantic_weight,
         )
         if recency_half_life is not None:
             weights.recency_half_life.FromTimedelta(recency_half_life)
@@ -333,6 +265,8 @@ class MemoryClient:
             create_time_end=None if create_time_end is None else _timestamp(create_time_end),
             limit=limit,
             weights=weights,
+            query_embedding=query_embedding,
+            embedding_model=embedding_model,
         )
         response = await self._call(
             self._memories.RecallMemories, request, timeout_seconds, retry=False

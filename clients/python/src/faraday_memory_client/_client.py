@@ -49,6 +49,17 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return timestamp
 
 
+def _filters(
+    metadata_filter: Mapping[str, Any] | None,
+    times: Mapping[str, datetime | None],
+) -> dict[str, Any]:
+    """The metadata and time filters ListMemories and RecallMemories share, as request fields."""
+    fields: dict[str, Any] = {k: _timestamp(v) for k, v in times.items() if v is not None}
+    if metadata_filter is not None:
+        fields["metadata_filter"] = _struct(metadata_filter)
+    return fields
+
+
 def _date(value: date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
@@ -241,12 +252,18 @@ class MemoryClient:
         assistant_profile_id: int = 0,
         categories: Sequence[str] = (),
         tags: Sequence[str] = (),
+        metadata_filter: Mapping[str, Any] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        last_access_time_start: datetime | None = None,
+        last_access_time_end: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout_seconds: float | None = None,
     ) -> memory_service_pb2.ListMemoriesResponse:
         """Return one page of a user's unexpired memories, newest first, with
-        every tag in `tags`. Retried on UNAVAILABLE."""
+        every tag in `tags`, metadata containing `metadata_filter`, and times
+        in [start, end). Retried on UNAVAILABLE."""
         request = memory_service_pb2.ListMemoriesRequest(
             user_id=user_id,
             assistant_profile_id=assistant_profile_id,
@@ -254,6 +271,15 @@ class MemoryClient:
             tags=tags,
             page_size=page_size,
             page_token=page_token,
+            **_filters(
+                metadata_filter,
+                {
+                    "update_time_start": update_time_start,
+                    "update_time_end": update_time_end,
+                    "last_access_time_start": last_access_time_start,
+                    "last_access_time_end": last_access_time_end,
+                },
+            ),
         )
         return await self._call(self._memories.ListMemories, request, timeout_seconds, retry=True)
 
@@ -300,6 +326,12 @@ class MemoryClient:
         assistant_profile_id: int = 0,
         create_time_start: datetime | None = None,
         create_time_end: datetime | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        last_access_time_start: datetime | None = None,
+        last_access_time_end: datetime | None = None,
+        skip_access_tracking: bool = False,
         importance_weight: float | None = None,
         recency_weight: float | None = None,
         relevance_weight: float | None = None,
@@ -308,10 +340,11 @@ class MemoryClient:
     ) -> list[memory_service_pb2.ScoredMemory]:
         """Return the user's best memories for `query`, best first.
 
-        `context` keeps memories whose context contains it; unset weights
-        take the server's defaults. Not retried: RecallMemories is not
-        idempotent, as it bumps each returned memory's last_access_time and
-        logs a recall interaction for it.
+        `context` and `metadata_filter` keep memories whose context or
+        metadata contains them; unset weights take the server's defaults.
+        Not retried: RecallMemories is not idempotent, as it bumps each
+        returned memory's last_access_time and logs a recall interaction for
+        it (unless `skip_access_tracking`).
         """
         weights = memory_service_pb2.RecallWeights(
             importance=importance_weight,
@@ -333,6 +366,16 @@ class MemoryClient:
             create_time_end=None if create_time_end is None else _timestamp(create_time_end),
             limit=limit,
             weights=weights,
+            skip_access_tracking=skip_access_tracking,
+            **_filters(
+                metadata_filter,
+                {
+                    "update_time_start": update_time_start,
+                    "update_time_end": update_time_end,
+                    "last_access_time_start": last_access_time_start,
+                    "last_access_time_end": last_access_time_end,
+                },
+            ),
         )
         response = await self._call(
             self._memories.RecallMemories, request, timeout_seconds, retry=False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import grpc
 import pytest
@@ -37,6 +37,33 @@ async def client(server: RunningServer, auth_calls: list[str]) -> AsyncIterator[
         f"127.0.0.1:{server.port}", metadata_provider=auth, default_timeout_seconds=5
     ) as c:
         yield c
+
+
+async def test_metadata_and_time_filters_through_the_client(client, admin_stub) -> None:
+    user = await register_user(admin_stub)
+    wanted = await client.store_memory(
+        user_id=user, content="Unit 7 quiz", category="fact", metadata={"unit": 7}
+    )
+    await client.store_memory(user_id=user, content="Unit 8", category="fact", metadata={"unit": 8})
+    since = datetime(2020, 1, 1, tzinfo=UTC)
+    recalled = await client.recall(
+        user,
+        metadata_filter={"unit": 7},
+        update_time_start=since,
+        last_access_time_end=datetime.now(UTC) + timedelta(days=1),
+        skip_access_tracking=True,
+    )
+    assert [s.memory.id for s in recalled] == [wanted.id]
+    listed = await client.list_memories(
+        user, metadata_filter={"unit": 7}, update_time_start=since, last_access_time_end=since
+    )
+    assert [m.id for m in listed.memories] == [wanted.id]  # never accessed: before every time
+    iterated = [m.id async for m in client.iter_memories(user, metadata_filter={"unit": 8})]
+    assert iterated == [
+        m.id for m in (await client.list_memories(user)).memories if m.id != wanted.id
+    ]
+    again = await client.get_memory(wanted.id)
+    assert not again.HasField("last_access_time")
 
 
 async def test_store_recall_feedback_through_the_client(client, admin_stub, auth_calls) -> None:

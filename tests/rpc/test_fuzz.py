@@ -272,6 +272,16 @@ hostile_json_object = st.one_of(
     st.just({"\x00": 1}),
 )
 
+# metadata_filter's own limits: 8 levels (the outer object one of them) and
+# 4096 bytes of compact JSON ({"big": ""} is 10 bytes), at and just past them.
+hostile_json_filter = st.one_of(
+    hostile_json_object,
+    st.builds(_nest, st.sampled_from([6, 7, 8, 9]), st.sampled_from(["dict", "list"])).map(
+        lambda v: {"deep": v}
+    ),
+    st.builds(lambda n: {"big": "x" * n}, st.sampled_from([4085, 4086, 4087, 4200])),
+)
+
 
 # JSON goes into messages in place: CopyFrom of a Struct nested deeper than
 # protobuf's parse limit fails on the client, before anything is sent.
@@ -626,6 +636,10 @@ class Draw:
         result: dict[str, Any] = self.pick(safe_json_object, hostile_json_object)
         return result
 
+    def json_filter(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.pick(safe_json_object, hostile_json_filter)
+        return result
+
     def json_value(self) -> Any:
         return self.pick(st.one_of(safe_json_object, st.lists(_safe_scalars, max_size=4)), json_any)
 
@@ -783,9 +797,27 @@ def list_memories(d: Draw) -> memory_service_pb2.ListMemoriesRequest:
         tags=d.texts(32, 64),
         page_size=d.page_size(),
     )
+    _shared_filters(d, request)
     forge = _forger(lambda: asdict(memory_messages.memory_filter(request)), forged_time_and_id)
     request.page_token = d.page_token("ListMemories", forge)
     return request
+
+
+def _shared_filters(
+    d: Draw,
+    request: memory_service_pb2.ListMemoriesRequest | memory_service_pb2.RecallMemoriesRequest,
+) -> None:
+    """The filters ListMemories and RecallMemories share: metadata, update and access times."""
+    if d.maybe():
+        fill_struct(request.metadata_filter, d.json_filter())
+    for name in (
+        "update_time_start",
+        "update_time_end",
+        "last_access_time_start",
+        "last_access_time_end",
+    ):
+        if d.maybe():
+            getattr(request, name).CopyFrom(d.timestamp())
 
 
 def recall_memories(d: Draw) -> memory_service_pb2.RecallMemoriesRequest:
@@ -797,8 +829,10 @@ def recall_memories(d: Draw) -> memory_service_pb2.RecallMemoriesRequest:
         tags=d.texts(32, 64),
         tag_match=d.enum([0, 1, 2]),
         min_importance=d.pick(st.floats(0.0, 0.3), hostile_double, "double"),
-        limit=d.int32(st.sampled_from([0, 1, 5, 100])),
+        limit=d.int32(st.sampled_from([0, 1, 5, 100, 500, 501])),
+        skip_access_tracking=d.maybe(),
     )
+    _shared_filters(d, request)
     if d.maybe():
         fill_struct(request.context, d.json_object())
     if d.maybe():
@@ -1530,8 +1564,8 @@ async def test_forged_page_tokens_and_etags_are_rejected_cleanly(
 BOUNDARY_RPCS = {
     "double": {"StoreMemory", "UpdateMemory", "RecallMemories"},
     "time": {
-        "StoreMemory", "UpdateMemory", "RecallMemories", "ListInteractions", "UpsertLesson",
-        "ListLessons",
+        "StoreMemory", "UpdateMemory", "ListMemories", "RecallMemories", "ListInteractions",
+        "UpsertLesson", "ListLessons",
     },
     "size": {
         "StoreMemory", "UpdateMemory", "ListMemories", "RecallMemories", "ListLessons",

@@ -26,6 +26,17 @@ from faraday_memory_client._convert import timestamp_message as _timestamp
 _TAG_MATCH = {"any": memory_service_pb2.TAG_MATCH_ANY, "all": memory_service_pb2.TAG_MATCH_ALL}
 
 
+def _filters(
+    metadata_filter: Mapping[str, Any] | None,
+    times: Mapping[str, datetime | None],
+) -> dict[str, Any]:
+    """The metadata and time filters ListMemories and RecallMemories share, as request fields."""
+    fields: dict[str, Any] = {k: _timestamp(v) for k, v in times.items() if v is not None}
+    if metadata_filter is not None:
+        fields["metadata_filter"] = _struct(metadata_filter)
+    return fields
+
+
 def _request_id(value: str | None) -> str:
     """The idempotency key of one logical write: `value`, or a fresh UUID4.
 
@@ -164,12 +175,18 @@ class MemoryClient(BaseClient):
         assistant_profile_id: int = 0,
         categories: Sequence[str] = (),
         tags: Sequence[str] = (),
+        metadata_filter: Mapping[str, Any] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        last_access_time_start: datetime | None = None,
+        last_access_time_end: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout_seconds: float | None = None,
     ) -> memory_service_pb2.ListMemoriesResponse:
         """Return one page of a user's unexpired memories, newest first, with
-        every tag in `tags`. Retried on UNAVAILABLE."""
+        every tag in `tags`, metadata containing `metadata_filter`, and times
+        in [start, end). Retried on UNAVAILABLE."""
         request = memory_service_pb2.ListMemoriesRequest(
             user_id=user_id,
             assistant_profile_id=assistant_profile_id,
@@ -177,6 +194,15 @@ class MemoryClient(BaseClient):
             tags=tags,
             page_size=page_size,
             page_token=page_token,
+            **_filters(
+                metadata_filter,
+                {
+                    "update_time_start": update_time_start,
+                    "update_time_end": update_time_end,
+                    "last_access_time_start": last_access_time_start,
+                    "last_access_time_end": last_access_time_end,
+                },
+            ),
         )
         return await self._call(self._memories.ListMemories, request, timeout_seconds, retry=True)
 
@@ -187,11 +213,16 @@ class MemoryClient(BaseClient):
         assistant_profile_id: int = 0,
         categories: Sequence[str] = (),
         tags: Sequence[str] = (),
+        metadata_filter: Mapping[str, Any] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        last_access_time_start: datetime | None = None,
+        last_access_time_end: datetime | None = None,
         page_size: int = 0,
         timeout_seconds: float | None = None,
     ) -> AsyncIterator[memory_pb2.Memory]:
-        """Yield every memory :meth:`list_memories` would list, page after
-        page; `timeout_seconds` applies to each page."""
+        """Yield every memory :meth:`list_memories` would list with the same
+        filters, page after page; `timeout_seconds` applies to each page."""
         page_token = ""
         while True:
             page = await self.list_memories(
@@ -199,6 +230,11 @@ class MemoryClient(BaseClient):
                 assistant_profile_id=assistant_profile_id,
                 categories=categories,
                 tags=tags,
+                metadata_filter=metadata_filter,
+                update_time_start=update_time_start,
+                update_time_end=update_time_end,
+                last_access_time_start=last_access_time_start,
+                last_access_time_end=last_access_time_end,
                 page_size=page_size,
                 page_token=page_token,
                 timeout_seconds=timeout_seconds,
@@ -223,6 +259,12 @@ class MemoryClient(BaseClient):
         assistant_profile_id: int = 0,
         create_time_start: datetime | None = None,
         create_time_end: datetime | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        last_access_time_start: datetime | None = None,
+        last_access_time_end: datetime | None = None,
+        skip_access_tracking: bool = False,
         importance_weight: float | None = None,
         recency_weight: float | None = None,
         relevance_weight: float | None = None,
@@ -234,15 +276,15 @@ class MemoryClient(BaseClient):
     ) -> list[memory_service_pb2.ScoredMemory]:
         """Return the user's best memories for `query`, best first.
 
-        `context` keeps memories whose context contains it; unset weights
-        take the server's defaults. `query_embedding` (with the
-        `embedding_model` it came from) is the query's vector when the caller
-        computes embeddings; left empty, the server embeds `query` if it runs
-        a model. Asking for vectors the server cannot rank by (an embedding,
-        or `semantic_weight` above 0) fails with FAILED_PRECONDITION. Not
-        retried: RecallMemories is not
+        `context` and `metadata_filter` keep memories whose context or
+        metadata contains them; unset weights take the server's defaults.
+        `query_embedding` (with the `embedding_model` it came from) is the
+        query's vector when the caller computes embeddings; left empty, the
+        server embeds `query` if it runs a model. Asking for vectors the
+        server cannot rank by (an embedding, or `semantic_weight` above 0)
+        fails with FAILED_PRECONDITION. Not retried: RecallMemories is not
         idempotent, as it bumps each returned memory's last_access_time and
-        logs a recall interaction for it.
+        logs a recall interaction for it (unless `skip_access_tracking`).
         """
         weights = memory_service_pb2.RecallWeights(
             importance=importance_weight,
@@ -267,6 +309,16 @@ class MemoryClient(BaseClient):
             weights=weights,
             query_embedding=query_embedding,
             embedding_model=embedding_model,
+            skip_access_tracking=skip_access_tracking,
+            **_filters(
+                metadata_filter,
+                {
+                    "update_time_start": update_time_start,
+                    "update_time_end": update_time_end,
+                    "last_access_time_start": last_access_time_start,
+                    "last_access_time_end": last_access_time_end,
+                },
+            ),
         )
         response = await self._call(
             self._memories.RecallMemories, request, timeout_seconds, retry=False

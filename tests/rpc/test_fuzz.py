@@ -741,8 +741,14 @@ DEDUP_POLICIES = [
 ]
 
 
-def store_memory(d: Draw) -> memory_service_pb2.StoreMemoryRequest:
-    request = memory_service_pb2.StoreMemoryRequest(request_id=d.request_id())
+def store_memory(
+    d: Draw, request: memory_service_pb2.StoreMemoryRequest | None = None
+) -> memory_service_pb2.StoreMemoryRequest:
+    """A StoreMemoryRequest, filled in place when given one (a batch's item: appending
+    a copy would re-parse it, and a hostile Struct is nested past the parse limit)."""
+    if request is None:
+        request = memory_service_pb2.StoreMemoryRequest()
+    request.request_id = d.request_id()
     _memory(d, request.memory)
     request.dedup_policy = d.pick(st.sampled_from(DEDUP_POLICIES), st.sampled_from(UNKNOWN_ENUMS))
     if d.maybe():  # valid only with SEMANTIC, from 0.5 to 1
@@ -757,7 +763,7 @@ def batch_store_memories(d: Draw) -> memory_service_pb2.BatchStoreMemoriesReques
     request = memory_service_pb2.BatchStoreMemoriesRequest()
     count = d.pick(st.integers(1, 4), st.sampled_from([0, 101, 2]), "size")
     for _ in range(count):
-        request.requests.append(store_memory(d))
+        store_memory(d, request.requests.add())
     if count == 2 and d.hostile():
         request.requests[1].request_id = request.requests[0].request_id = "same"
     return request

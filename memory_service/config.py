@@ -73,6 +73,9 @@ class Settings:
     recall_half_life_days: float = 30.0
     # Learning rate of RecordFeedback's importance rule (0..1).
     feedback_learning_rate: float = 0.2
+    # DEDUP_POLICY_SEMANTIC's cosine similarity threshold when a request
+    # sets none, 0.5..1 (docs/dedup.md has the measurements behind it).
+    dedup_min_similarity: float = 0.95
     log_level: str = "INFO"
     # --- Trust (issue 3). Without any token source configured, auth is off
     # and the server refuses to listen beyond loopback unless allow_insecure.

@@ -141,6 +141,7 @@ async def start(
         MemoryPolicy(
             log_recall_interactions=settings.log_recall_interactions,
             feedback_learning_rate=settings.feedback_learning_rate,
+            dedup_min_similarity=settings.dedup_min_similarity,
         ),
         semantics,
     )

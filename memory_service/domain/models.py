@@ -18,6 +18,7 @@ class InteractionType(StrEnum):
     RECALL = "recall"
     UPDATE = "update"
     FEEDBACK = "feedback"
+    MERGE = "merge"
 
 
 class LessonStatus(StrEnum):
@@ -44,6 +45,8 @@ class Memory:
     last_accessed: datetime | None
     expires_at: datetime | None
     metadata: JsonObject
+    # The ImportItem.import_id it was imported as; None for a stored memory.
+    import_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,8 @@ EMBEDDING_MODEL_MAX_CHARS = 100
 EMBEDDING_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@+-]{0,99}")
 # Measured cheap up to here (memory_service.proto, RecallMemoriesRequest.limit).
 RECALL_MAX_LIMIT = 500
+# Most requests of one BatchStoreMemories call.
+BATCH_STORE_MAX_REQUESTS = 100
 INT32_MAX = 2**31 - 1
 # Every time a caller sends (timestamps, dates, page-token positions) lies in
 # [TIME_MIN, TIME_END). asyncpg writes Python's datetime.max/min (which

@@ -69,7 +69,13 @@ METHOD_SCOPES: dict[str, Scope] = {
     },
     **{
         _MEMORY + m: Scope.MEMORIES_WRITE
-        for m in ("StoreMemory", "UpdateMemory", "DeleteMemory", "RecordFeedback")
+        for m in (
+            "StoreMemory",
+            "BatchStoreMemories",
+            "UpdateMemory",
+            "DeleteMemory",
+            "RecordFeedback",
+        )
     },
     **{_LESSON + m: Scope.LESSONS_READ for m in ("GetLesson", "ListLessons", "SearchLessons")},
     **{

@@ -21,9 +21,12 @@ behaviors still receive real messages for every valid request.
     )
 
 Servicer methods are expected to be coroutine functions (or async generator
-functions for response-streaming RPCs; client streaming is not supported); a
-plain function, such as the generated base class's UNIMPLEMENTED stub, is
-called as is.
+functions for response-streaming RPCs); a plain function, such as the
+generated base class's UNIMPLEMENTED stub, is called as is. For a
+client-streaming RPC (stream in, one response out) the behavior receives the
+request iterator with every message checked as it arrives: the first
+undecodable one ends the call with the same INVALID_ARGUMENT, and what the
+servicer committed for the messages before it stays committed.
 """
 
 from __future__ import annotations
@@ -111,22 +114,44 @@ def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _wrap_client_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """As _wrap, for a behavior reading a stream of requests."""
+
+    async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Undecodable):
+                await _reject(context, request)  # raises grpc's AbortError
+            yield request
+
+    @functools.wraps(behavior)
+    async def wrapper(requests: AsyncIterator[Any], context: Context) -> Any:
+        result = behavior(checked(requests, context), context)
+        return await result if inspect.isawaitable(result) else result
+
+    return wrapper
+
+
 def method_handler(
     servicer: object, method: descriptor.MethodDescriptor
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The handler of one RPC of `servicer`, with a deserializer that never raises."""
-    if method.client_streaming:  # none in this API; refuse rather than half-support
-        raise ValueError(f"{method.full_name}: client-streaming RPCs are not supported")
+    if method.client_streaming and method.server_streaming:  # none in this API
+        raise ValueError(f"{method.full_name}: bidirectional streaming is not supported")
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
-    behavior = _wrap(getattr(servicer, method.name))
     deserialize = _deserializer(request_class)
     serialize = response_class.SerializeToString
-    factory: Any = (
-        grpc.unary_stream_rpc_method_handler
-        if method.server_streaming
-        else grpc.unary_unary_rpc_method_handler
-    )
+    factory: Any
+    if method.client_streaming:
+        behavior = _wrap_client_stream(getattr(servicer, method.name))
+        factory = grpc.stream_unary_rpc_method_handler
+    else:
+        behavior = _wrap(getattr(servicer, method.name))
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
     handler: grpc.RpcMethodHandler[Any, Any] = factory(
         behavior, request_deserializer=deserialize, response_serializer=serialize
     )

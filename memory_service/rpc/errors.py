@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
+from faraday.memory.v1 import memory_service_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -105,6 +106,23 @@ def to_status(error: DomainError) -> status_pb2.Status:
         retry.retry_delay.FromMilliseconds(max(1, round(retry_after * 1000)))
         details.append(_pack(retry))
     return status_pb2.Status(code=status_code_for(error), message=error.message, details=details)
+
+
+def item_error(error: DomainError) -> memory_service_pb2.ItemError:
+    """What StoreMemory would have answered, as one BatchStoreMemories item's error."""
+    status = to_status(error)
+    violations: list[memory_service_pb2.FieldViolation] = []
+    if isinstance(error, InvalidArgument):
+        violations = [
+            memory_service_pb2.FieldViolation(field=v.field, description=v.description)
+            for v in error.violations[:VIOLATIONS_MAX_COUNT]
+        ]
+    return memory_service_pb2.ItemError(
+        code=status.code,
+        message=status.message,
+        field_violations=violations,
+        reason=error.reason,
+    )
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:

@@ -7,9 +7,18 @@ from typing import Any
 
 from faraday.memory.v1 import memory_pb2, memory_service_pb2
 
+from memory_service.domain import dedup as dedup_rule
 from memory_service.domain import ranking
 from memory_service.domain import validation as check
-from memory_service.domain.errors import InvalidArgument
+from memory_service.domain.dedup import (
+    NO_DEDUP,
+    Dedup,
+    DedupPolicy,
+    Stored,
+    StoreOutcome,
+    StoreRequest,
+)
+from memory_service.domain.errors import DomainError, InvalidArgument
 from memory_service.domain.models import (
     MUTABLE_MEMORY_FIELDS,
     Embedding,
@@ -27,7 +36,7 @@ from memory_service.domain.models import (
     Signal,
     Weights,
 )
-from memory_service.rpc import wire
+from memory_service.rpc import errors, wire
 
 DEFAULT_IMPORTANCE = 0.5
 ETAG_MAX_DIGITS = 10
@@ -40,6 +49,7 @@ _INTERACTION_TYPES = {
     InteractionType.RECALL: memory_pb2.INTERACTION_TYPE_RECALL,
     InteractionType.UPDATE: memory_pb2.INTERACTION_TYPE_UPDATE,
     InteractionType.FEEDBACK: memory_pb2.INTERACTION_TYPE_FEEDBACK,
+    InteractionType.MERGE: memory_pb2.INTERACTION_TYPE_MERGE,
 }
 _INTERACTION_TYPES_BACK = {v: k for k, v in _INTERACTION_TYPES.items()}
 
@@ -112,6 +122,55 @@ def _fields(v: check.Violations, m: memory_pb2.Memory, prefix: str) -> dict[str,
             v, f"{prefix}assistant_profile_id", m.assistant_profile_id
         ),
     }
+
+
+_DEDUP_POLICIES: dict[int, DedupPolicy] = {
+    memory_service_pb2.DEDUP_POLICY_UNSPECIFIED: DedupPolicy.EXACT,
+    memory_service_pb2.DEDUP_POLICY_NONE: DedupPolicy.NONE,
+    memory_service_pb2.DEDUP_POLICY_EXACT: DedupPolicy.EXACT,
+    memory_service_pb2.DEDUP_POLICY_SEMANTIC: DedupPolicy.SEMANTIC,
+}
+
+STORE_OUTCOMES = {
+    StoreOutcome.CREATED: memory_service_pb2.STORE_OUTCOME_CREATED,
+    StoreOutcome.DEDUPLICATED: memory_service_pb2.STORE_OUTCOME_DEDUPLICATED,
+    StoreOutcome.REPLAYED: memory_service_pb2.STORE_OUTCOME_ALREADY_DONE,
+}
+
+
+def dedup_options(
+    v: check.Violations, policy: int, min_similarity: float | None, prefix: str = ""
+) -> Dedup:
+    """A DedupPolicy and its dedup_min_similarity (None: unset), checked.
+
+    Also for ImportOptions, whose fields have the same names."""
+    chosen = _DEDUP_POLICIES.get(policy)
+    if chosen is None:
+        v.add(f"{prefix}dedup_policy", f"unknown dedup policy {policy}")
+        return NO_DEDUP
+    if min_similarity is None:
+        return Dedup(chosen)
+    if chosen is not DedupPolicy.SEMANTIC:
+        v.add(f"{prefix}dedup_min_similarity", "may only be set with DEDUP_POLICY_SEMANTIC")
+        return Dedup(chosen)
+    if not dedup_rule.valid_min_similarity(min_similarity):
+        v.add(
+            f"{prefix}dedup_min_similarity",
+            f"must be {dedup_rule.MIN_SIMILARITY_LOWEST}..{dedup_rule.MIN_SIMILARITY_HIGHEST}",
+        )
+        return Dedup(chosen)
+    return Dedup(chosen, min_similarity)
+
+
+def store_request(request: memory_service_pb2.StoreMemoryRequest) -> StoreRequest:
+    """StoreMemory's (and each BatchStoreMemories item's) request, validated."""
+    memory = new_memory(request)
+    v = check.Violations()
+    minimum = request.dedup_min_similarity if request.HasField("dedup_min_similarity") else None
+    dedup = dedup_options(v, request.dedup_policy, minimum)
+    v.check()
+    request_id, request_hash = request_identity(request)
+    return StoreRequest(memory, request_id, request_hash, dedup)
 
 
 def new_memory(request: memory_service_pb2.StoreMemoryRequest) -> NewMemory:
@@ -351,6 +410,7 @@ def memory_message(m: Memory) -> memory_pb2.Memory:
         source=m.source or "",
         version=m.version,
         etag=etag(m.version),
+        import_id=m.import_id or "",
     )
     if m.confidence is not None:
         out.confidence = m.confidence
@@ -431,3 +491,14 @@ def request_identity(request: Any) -> tuple[str, str]:
     unkeyed.ClearField("request_id")
     digest = hashlib.sha256(unkeyed.SerializeToString(deterministic=True)).hexdigest()
     return request_id, digest
+
+
+def store_result(result: Stored | DomainError) -> memory_service_pb2.StoreMemoryResult:
+    """One BatchStoreMemories result: the memory and its outcome, or why it was refused."""
+    if isinstance(result, DomainError):
+        return memory_service_pb2.StoreMemoryResult(
+            outcome=memory_service_pb2.STORE_OUTCOME_REJECTED, error=errors.item_error(result)
+        )
+    return memory_service_pb2.StoreMemoryResult(
+        outcome=STORE_OUTCOMES[result.outcome], memory=memory_message(result.memory)
+    )

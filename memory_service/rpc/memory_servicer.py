@@ -9,13 +9,39 @@ from faraday.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2
 from google.protobuf import empty_pb2
 
 from memory_service.domain import audit
+from memory_service.domain.dedup import StoreRequest
+from memory_service.domain.errors import DomainError, InvalidArgument
 from memory_service.domain.models import Weights
+from memory_service.domain.validation import BATCH_STORE_MAX_REQUESTS
 from memory_service.rpc import caller
 from memory_service.rpc import memory_messages as messages
 from memory_service.rpc.errors import translate_errors
 from memory_service.services.memories import Memories
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# StoreMemory's initial metadata: created, deduplicated or replayed.
+STORE_OUTCOME_HEADER = "faraday-store-outcome"
+
+
+def _check_batch(request: memory_service_pb2.BatchStoreMemoriesRequest) -> None:
+    """What fails a BatchStoreMemories call as a whole: the count, a repeated request_id."""
+    count = len(request.requests)
+    if not 1 <= count <= BATCH_STORE_MAX_REQUESTS:
+        raise InvalidArgument.one(
+            "requests", f"must hold 1..{BATCH_STORE_MAX_REQUESTS} requests, got {count}"
+        )
+    first: dict[str, int] = {}
+    for index, item in enumerate(request.requests):
+        if not item.request_id:
+            continue
+        if item.request_id in first:
+            raise InvalidArgument.one(
+                "requests",
+                f"requests[{index}].request_id repeats requests[{first[item.request_id]}]'s;"
+                " request_ids must differ within a call",
+            )
+        first[item.request_id] = index
 
 
 @translate_errors
@@ -27,10 +53,29 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def StoreMemory(
         self, request: memory_service_pb2.StoreMemoryRequest, context: Context
     ) -> memory_pb2.Memory:
-        memory = messages.new_memory(request)
-        request_id, request_hash = messages.request_identity(request)
-        stored = await self._memories.store(caller.current.get(), memory, request_id, request_hash)
-        return messages.memory_message(stored)
+        r = messages.store_request(request)
+        stored = await self._memories.store(
+            caller.current.get(), r.memory, r.request_id, r.request_hash, r.dedup
+        )
+        # Before the response, so it travels even where a client reads only
+        # the headers of a unary call.
+        await context.send_initial_metadata(((STORE_OUTCOME_HEADER, stored.outcome.value),))
+        return messages.memory_message(stored.memory)
+
+    async def BatchStoreMemories(
+        self, request: memory_service_pb2.BatchStoreMemoriesRequest, context: Context
+    ) -> memory_service_pb2.BatchStoreMemoriesResponse:
+        _check_batch(request)
+        items: list[StoreRequest | DomainError] = []
+        for item in request.requests:
+            try:
+                items.append(messages.store_request(item))
+            except DomainError as exc:
+                items.append(exc)
+        results = await self._memories.store_batch(caller.current.get(), items)
+        return memory_service_pb2.BatchStoreMemoriesResponse(
+            results=[messages.store_result(r) for r in results]
+        )
 
     async def GetMemory(
         self, request: memory_service_pb2.GetMemoryRequest, context: Context

@@ -7,13 +7,22 @@ own user's memories, a profile-limited service token only its profiles'.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from memory_service.domain import dedup as dedup_rule
 from memory_service.domain import feedback as feedback_rule
 from memory_service.domain import page_token
-from memory_service.domain.errors import Contention, FailedPrecondition, InvalidArgument
+from memory_service.domain.dedup import DEFAULT_DEDUP, Dedup, DedupPolicy, Stored, StoreRequest
+from memory_service.domain.errors import (
+    Contention,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+)
 from memory_service.domain.models import (
     Embedding,
     Feedback,
@@ -32,7 +41,7 @@ from memory_service.domain.models import (
 from memory_service.domain.principal import Principal
 from memory_service.services.semantics import Semantics
 from memory_service.storage import session
-from memory_service.storage.memories import MemoryStore, RequestKey
+from memory_service.storage.memories import MemoryStore, RequestKey, StoreItem
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,15 @@ class MemoryPolicy:
 
     log_recall_interactions: bool = True
     feedback_learning_rate: float = feedback_rule.DEFAULT_LEARNING_RATE
+    # DEDUP_POLICY_SEMANTIC's threshold when a request sets none.
+    dedup_min_similarity: float = dedup_rule.DEFAULT_MIN_SIMILARITY
+
+    def __post_init__(self) -> None:
+        if not dedup_rule.valid_min_similarity(self.dedup_min_similarity):
+            raise ValueError(
+                f"FARADAY_DEDUP_MIN_SIMILARITY={self.dedup_min_similarity}: must be"
+                f" {dedup_rule.MIN_SIMILARITY_LOWEST}..{dedup_rule.MIN_SIMILARITY_HIGHEST}"
+            )
 
 
 def _require_future(field: str, value: datetime | None) -> None:
@@ -61,13 +79,65 @@ class Memories:
         self.semantics = semantics or Semantics(None, 0, None, stored=False)
 
     async def store(
-        self, caller: Principal, memory: NewMemory, request_id: str = "", request_hash: str = ""
-    ) -> Memory:
+        self,
+        caller: Principal,
+        memory: NewMemory,
+        request_id: str = "",
+        request_hash: str = "",
+        dedup: Dedup = DEFAULT_DEDUP,
+    ) -> Stored:
+        """StoreMemory: a new memory, or the one it repeats under `dedup`, merged."""
+        memory, dedup = await self._prepared(caller, memory, dedup)
+        return await self._store.store(memory, _key(caller, request_id, request_hash), dedup)
+
+    async def store_batch(
+        self, caller: Principal, requests: Sequence[StoreRequest | DomainError]
+    ) -> list[Stored | DomainError]:
+        """BatchStoreMemories: each request checked as StoreMemory checks it, the
+        accepted ones stored in one transaction; a refused one is its error.
+
+        Entries that are already errors (the request did not decode into a
+        valid memory) stay as they are. Server-side embeddings are requested
+        together, so the model embeds the batch in as few calls as it can.
+        """
+        prepared = await asyncio.gather(*(self._prepared_item(caller, r) for r in requests))
+        items = [p for p in prepared if isinstance(p, StoreItem)]
+        stored = iter(await self._store.store_batch(items) if items else [])
+        return [next(stored) if isinstance(p, StoreItem) else p for p in prepared]
+
+    async def _prepared_item(
+        self, caller: Principal, request: StoreRequest | DomainError
+    ) -> StoreItem | DomainError:
+        if isinstance(request, DomainError):
+            return request
+        try:
+            memory, dedup = await self._prepared(caller, request.memory, request.dedup)
+        except DomainError as exc:
+            return exc
+        return StoreItem(memory, _key(caller, request.request_id, request.request_hash), dedup)
+
+    async def _prepared(
+        self, caller: Principal, memory: NewMemory, dedup: Dedup
+    ) -> tuple[NewMemory, Dedup]:
+        """The memory as it will be stored (with its embedding), and the complete policy;
+        or the error StoreMemory answers before it touches the database."""
         caller.user_filter(memory.user_id)
         caller.require_profile(memory.assistant_profile_id, "memory.assistant_profile_id")
         _require_future("memory.expire_time", memory.expires_at)
+        if dedup.policy is DedupPolicy.SEMANTIC:
+            if not self.semantics.enabled or (
+                memory.embedding is None and self.semantics.embedder is None
+            ):
+                raise FailedPrecondition(
+                    "dedup_policy: DEDUP_POLICY_SEMANTIC needs an embedding of the memory:"
+                    " send memory.embedding, or use a server that embeds memories"
+                    f" ({self.semantics.describe()})",
+                    reason="VECTORS_UNAVAILABLE",
+                )
+            if dedup.min_similarity is None:
+                dedup = replace(dedup, min_similarity=self._policy.dedup_min_similarity)
         memory = replace(memory, embedding=await self._embedding(memory.embedding, memory.content))
-        return await self._store.store(memory, _key(caller, request_id, request_hash))
+        return memory, dedup
 
     async def _embedding(self, given: Embedding | None, content: str) -> Embedding | None:
         """The caller's vector, checked, else the server's embedding of `content` (or None)."""

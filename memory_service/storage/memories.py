@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
@@ -11,7 +12,17 @@ import asyncpg
 
 from memory_service.domain import audit, ranking
 from memory_service.domain.bm25 import K1, B
+from memory_service.domain.dedup import (
+    NO_DEDUP,
+    Dedup,
+    DedupPolicy,
+    Existing,
+    Stored,
+    StoreOutcome,
+    merged,
+)
 from memory_service.domain.errors import (
+    DomainError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -36,13 +47,21 @@ from memory_service.domain.models import (
 from memory_service.domain.principal import EVERYTHING, Visibility
 from memory_service.domain.validation import EMBEDDING_MODEL_NAME, SMALLEST_POSITIVE
 from memory_service.storage.database import Database
+from memory_service.storage.dedup import (
+    exact_sql,
+    lock_for_dedup,
+    merge_context,
+    merge_sql,
+    semantic_sql,
+)
 from memory_service.storage.embeddings import vector_text
 from memory_service.storage.named_sql import NamedSQL
 from memory_service.storage.tables import IMPORTANCE_BANDS
 
 MEMORY_COLUMNS = (
     "id, user_id, assistant_profile_id, content, context, importance, category, tags, source,"
-    " confidence, version, created_at, updated_at, last_accessed, expires_at, metadata"
+    " confidence, version, created_at, updated_at, last_accessed, expires_at, metadata,"
+    " import_id"
 )
 INTERACTION_COLUMNS = 'id, memory_id, user_id, interaction_type, "timestamp", context, feedback'
 REVISION_COLUMNS = (
@@ -134,6 +153,8 @@ def _store_sql(once: bool, embedded: bool) -> NamedSQL:
 SELECT {MEMORY_COLUMNS} FROM m
 """)
 
+
+_EXACT = exact_sql(MEMORY_COLUMNS)
 
 _KEY = NamedSQL.compile("""
 SELECT method, request_hash, memory_id, interaction_id FROM idempotency_keys
@@ -809,6 +830,7 @@ def memory_from_row(row: asyncpg.Record) -> Memory:
         last_accessed=row["last_accessed"],
         expires_at=row["expires_at"],
         metadata=row["metadata"],
+        import_id=row["import_id"],
     )
 
 
@@ -849,6 +871,20 @@ def _missing_reference(exc: asyncpg.ForeignKeyViolationError, memory: NewMemory 
     return NotFound(resource, key)
 
 
+def _key_params(key: RequestKey) -> dict[str, Any]:
+    return {"caller": key.caller, "request_id": key.request_id, "request_hash": key.request_hash}
+
+
+def _mergeable(m: Memory | NewMemory) -> Existing:
+    return Existing(
+        tags=list(m.tags),
+        importance=m.importance,
+        expires_at=m.expires_at,
+        metadata=dict(m.metadata),
+        confidence=m.confidence,
+    )
+
+
 def _embedding_params(embedding: Embedding) -> dict[str, Any]:
     return {"model": embedding.model, "embedding": vector_text(embedding.vector)}
 
@@ -886,6 +922,15 @@ class RequestKey:
     request_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class StoreItem:
+    """One memory of a batch store, with its request key and dedup policy."""
+
+    memory: NewMemory
+    key: RequestKey | None
+    dedup: Dedup
+
+
 class MemoryStore:
     def __init__(
         self,
@@ -908,7 +953,76 @@ class MemoryStore:
         self._fully_scored_postings = fully_scored_postings
         self._probe_cost = probe_cost
 
-    async def store(self, memory: NewMemory, key: RequestKey | None = None) -> Memory:
+    async def store(
+        self, memory: NewMemory, key: RequestKey | None = None, dedup: Dedup = NO_DEDUP
+    ) -> Stored:
+        """StoreMemory: `store_in` in a transaction of its own."""
+        async with self._db.connection() as conn:
+            if dedup.active:
+                await lock_for_dedup(conn, [(memory.user_id, memory.assistant_profile_id)])
+            return await self.store_in(conn, memory, key, dedup)
+
+    async def store_batch(self, items: Sequence[StoreItem]) -> list[Stored | DomainError]:
+        """BatchStoreMemories: each item as `store_in`, all in one transaction.
+
+        Each item runs in a savepoint: one that fails (unknown user or
+        profile, inactive user, a request_id reused for another request) is
+        rolled back alone and comes back as its DomainError; the others
+        commit together. The dedup locks of every item's (user, profile) are
+        taken up front, in one statement and in key order (storage/dedup.py),
+        so concurrent batches never deadlock on them. Later items see
+        earlier ones, and so dedupe against them.
+        """
+        results: list[Stored | DomainError] = []
+        async with self._db.connection() as conn:
+            await lock_for_dedup(
+                conn,
+                [
+                    (i.memory.user_id, i.memory.assistant_profile_id)
+                    for i in items
+                    if i.dedup.active
+                ],
+            )
+            for item in items:
+                await conn.execute("SAVEPOINT batch_item")
+                try:
+                    stored = await self.store_in(conn, item.memory, item.key, item.dedup, "batch")
+                except DomainError as exc:
+                    await conn.execute("ROLLBACK TO SAVEPOINT batch_item")
+                    results.append(exc)
+                    continue
+                await conn.execute("RELEASE SAVEPOINT batch_item")
+                results.append(stored)
+        return results
+
+    async def store_in(
+        self,
+        conn: asyncpg.Connection,
+        memory: NewMemory,
+        key: RequestKey | None,
+        dedup: Dedup,
+        via: str = "store",
+    ) -> Stored:
+        """Store one memory in the caller's transaction, merging it into a duplicate if any.
+
+        Under a dedup policy the caller holds the dedup lock of the memory's
+        (user, profile) (storage/dedup.py lock_for_dedup) before calling.
+        With a request key, a retry of a store that created or merged
+        returns that memory as REPLAYED and changes nothing. `via` goes into
+        the `merge` interaction ("store", "batch" or "import").
+        """
+        try:
+            if dedup.active:
+                found = await self._duplicate(conn, memory, dedup)
+                if found is not None:
+                    return await self._merge(conn, memory, key, dedup, via, *found)
+            return await self._insert(conn, memory, key)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise _missing_reference(exc, memory) from exc
+
+    async def _insert(
+        self, conn: asyncpg.Connection, memory: NewMemory, key: RequestKey | None
+    ) -> Stored:
         params: dict[str, Any] = {
             "user_id": memory.user_id,
             "assistant_profile_id": memory.assistant_profile_id,
@@ -926,23 +1040,76 @@ class MemoryStore:
             params |= _embedding_params(memory.embedding)
         statement = _store_sql(key is not None, memory.embedding is not None)
         if key is not None:
-            params |= {
-                "caller": key.caller,
-                "request_id": key.request_id,
-                "request_hash": key.request_hash,
-            }
-        try:
-            async with self._db.connection() as conn:
-                row = await conn.fetchrow(statement.sql, *statement.args(params))
-                if row is None:  # a retry (the key was taken), or no active user
-                    if key is None or not await self._key_taken(conn, key):
-                        await self._raise_why_not_stored(conn, memory.user_id)
-                    assert key is not None
-                    first = await self._replayed(conn, key, "StoreMemory")
-                    row = await self._fetch_visible(conn, first["memory_id"], EVERYTHING)
-        except asyncpg.ForeignKeyViolationError as exc:
-            raise _missing_reference(exc, memory) from exc
-        return memory_from_row(row)
+            params |= _key_params(key)
+        row = await conn.fetchrow(statement.sql, *statement.args(params))
+        if row is not None:
+            return Stored(memory_from_row(row), StoreOutcome.CREATED)
+        # A retry (the key was taken), or no active user.
+        return await self._replay_or_raise(conn, memory, key)
+
+    async def _replay_or_raise(
+        self, conn: asyncpg.Connection, memory: NewMemory, key: RequestKey | None
+    ) -> Stored:
+        if key is None or not await self._key_taken(conn, key):
+            await self._raise_why_not_stored(conn, memory.user_id)
+        assert key is not None
+        first = await self._replayed(conn, key, "StoreMemory")
+        row = await self._fetch_visible(conn, first["memory_id"], EVERYTHING)
+        return Stored(memory_from_row(row), StoreOutcome.REPLAYED)
+
+    async def _duplicate(
+        self, conn: asyncpg.Connection, memory: NewMemory, dedup: Dedup
+    ) -> tuple[asyncpg.Record, DedupPolicy] | None:
+        """The memory `memory` repeats under `dedup`, locked, and the policy that matched."""
+        params: dict[str, Any] = {
+            "user_id": memory.user_id,
+            "assistant_profile_id": memory.assistant_profile_id,
+            "content": memory.content,
+        }
+        row = await conn.fetchrow(_EXACT.sql, *_EXACT.args(params))
+        if row is not None:
+            return row, DedupPolicy.EXACT
+        embedding = memory.embedding
+        if dedup.policy is not DedupPolicy.SEMANTIC or embedding is None or not self.vectors:
+            return None
+        assert dedup.min_similarity is not None  # the service fills in the default
+        statement = semantic_sql(MEMORY_COLUMNS, len(embedding.vector), embedding.model)
+        params["embedding"] = vector_text(embedding.vector)
+        row = await conn.fetchrow(statement.sql, *statement.args(params))
+        if row is None or row["similarity"] < dedup.min_similarity:
+            return None
+        return row, DedupPolicy.SEMANTIC
+
+    async def _merge(
+        self,
+        conn: asyncpg.Connection,
+        memory: NewMemory,
+        key: RequestKey | None,
+        dedup: Dedup,
+        via: str,
+        row: asyncpg.Record,
+        matched: DedupPolicy,
+    ) -> Stored:
+        existing = memory_from_row(row)
+        after = merged(_mergeable(existing), _mergeable(memory))
+        statement = merge_sql(MEMORY_COLUMNS, key is not None)
+        params: dict[str, Any] = {
+            "id": existing.id,
+            "user_id": existing.user_id,
+            "tags": after.tags,
+            "importance": after.importance,
+            "expires_at": after.expires_at,
+            "metadata": after.metadata,
+            "confidence": after.confidence,
+            "context": merge_context(matched.value, via, row["similarity"]),
+        }
+        if key is not None:
+            params |= _key_params(key)
+        merged_row = await conn.fetchrow(statement.sql, *statement.args(params))
+        if merged_row is not None:
+            audit.note(memory_id=existing.id)
+            return Stored(memory_from_row(merged_row), StoreOutcome.DEDUPLICATED)
+        return await self._replay_or_raise(conn, memory, key)
 
     @staticmethod
     async def _key_taken(conn: asyncpg.Connection, key: RequestKey) -> bool:

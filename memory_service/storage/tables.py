@@ -22,6 +22,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -245,6 +246,19 @@ lessons = Table(
 # importance_band: importance 0.0..1.0 in tenths, 1.0 a band of its own.
 IMPORTANCE_BANDS = 11
 
+# The dedup key of a memory's content (DedupPolicy EXACT): sha256 of the
+# content after NFKC normalization, lower-casing and collapsing white space
+# (migration 0014 creates the function and says why it is IMMUTABLE). Not a
+# Core object: user_memories.content_key calls it, so whoever builds the
+# schema from this metadata (the reference schema of
+# tests/storage/test_migrations.py) runs this first.
+CONTENT_KEY_FUNCTION = r"""
+CREATE FUNCTION faraday_content_key(content text) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN sha256(convert_to(
+    btrim(regexp_replace(lower(normalize(content, NFKC)), '\s+', ' ', 'g')), 'UTF8'))
+"""
+
 user_memories = Table(
     "user_memories",
     metadata,
@@ -282,10 +296,20 @@ user_memories = Table(
         Computed("floor(importance * 10)::smallint", persisted=True),
         nullable=False,
     ),
+    # The content's dedup key (CONTENT_KEY_FUNCTION, migration 0014).
+    Column(
+        "content_key",
+        LargeBinary,
+        Computed("faraday_content_key(content)", persisted=True),
+        nullable=False,
+    ),
+    # The ImportItem.import_id the memory was imported as (memory_import_ids).
+    Column("import_id", Text),
     CheckConstraint("importance >= 0.0 AND importance <= 1.0", name="importance_range"),
     CheckConstraint("confidence >= 0.0 AND confidence <= 1.0", name="confidence_range"),
     CheckConstraint("length(content) > 0", name="content_not_empty"),
     CheckConstraint("version >= 1", name="version_positive"),
+    CheckConstraint("length(import_id) >= 1 AND length(import_id) <= 128", name="import_id_length"),
     # Every stored time reads back into Python (migration 0007).
     CheckConstraint(
         f"expires_at >= {_TIME_MIN} AND expires_at < {_TIME_END}", name="expires_at_range"
@@ -312,6 +336,9 @@ user_memories = Table(
         postgresql_include=["id", "assistant_profile_id"],
     ),
     Index("ix_user_memories_user_id_category", "user_id", "category"),
+    # The dedup lookup: equality on uuid and bytea, both leakproof, so an
+    # index condition for the service role under row-level security.
+    Index("ix_user_memories_user_id_content_key", "user_id", "content_key"),
     Index("ix_user_memories_assistant_profile_id", "assistant_profile_id"),
     Index(
         "ix_user_memories_expires_at",
@@ -345,7 +372,7 @@ memory_user_stats = Table(
     Column("total_len", BigInteger, nullable=False),
 )
 
-INTERACTION_TYPES = ("store", "recall", "update", "feedback")
+INTERACTION_TYPES = ("store", "recall", "update", "feedback", "merge")
 
 memory_interactions = Table(
     "memory_interactions",
@@ -414,6 +441,26 @@ memory_revisions = Table(
     Index("ix_memory_revisions_user_id_memory_id_id", "user_id", "memory_id", "id"),
 )
 
+# Every import id ever taken (ImportMemories), and the memory it became or
+# was merged into (migration 0014): a re-run import finds its ids here. Keyed
+# by user first; goes with its memory (the composite key, as
+# memory_interactions'), which is what the index on memory_id serves.
+memory_import_ids = Table(
+    "memory_import_ids",
+    metadata,
+    Column("user_id", UUID(as_uuid=True), nullable=False),
+    Column("import_id", Text, nullable=False),
+    Column("memory_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "import_id"),
+    ForeignKeyConstraint(
+        ["memory_id", "user_id"],
+        ["user_memories.id", "user_memories.user_id"],
+        ondelete="CASCADE",
+        name="fk_memory_import_ids_memory_id_user_id_user_memories",
+    ),
+    Index("ix_memory_import_ids_memory_id", "memory_id"),
+)
+
 # Append-only record of sensitive operations and denied calls. The service
 # role may INSERT and SELECT here, never UPDATE or DELETE (migration 0002).
 audit_log = Table(
@@ -471,6 +518,7 @@ RLS_TABLES = {
     "memory_terms": "user_id",
     "memory_user_stats": "user_id",
     "memory_revisions": "user_id",
+    "memory_import_ids": "user_id",
 }
 
 # Tables whose updated_at a BEFORE UPDATE trigger maintains. On user_memories
@@ -485,6 +533,11 @@ UPDATED_AT_TABLES = (
     "lessons",
     "user_memories",
 )
+# The functions the tables' computed columns call, by name: created by the
+# migrations, and listed here with their definition so a schema built from
+# this metadata can create them first.
+FUNCTIONS = {"faraday_content_key": CONTENT_KEY_FUNCTION}
+
 # Every trigger the migrations create, and its table.
 TRIGGERS = (
     {f"trg_{table}_updated_at": table for table in UPDATED_AT_TABLES}

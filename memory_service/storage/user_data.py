@@ -52,7 +52,7 @@ _LOCK_USER = "SELECT id FROM users WHERE id = $1 FOR UPDATE"
 # (and the lesson ids, whose cache entries must go); ON DELETE CASCADE would
 # remove the same rows. Deleting a row both here and by a cascade is safe:
 # the cascade runs at the end of the statement and finds the row gone.
-# Interactions and revisions are matched by their own user_id, which is
+# Interactions, revisions and import ids are matched by their own user_id, which is
 # always their memory's user (the composite foreign keys); any row that
 # disagreed would still go by cascade.
 _ERASE = """
@@ -60,6 +60,8 @@ WITH interactions AS (
     DELETE FROM memory_interactions WHERE user_id = $1 RETURNING id
 ), revisions AS (
     DELETE FROM memory_revisions WHERE user_id = $1 RETURNING id
+), import_ids AS (
+    DELETE FROM memory_import_ids WHERE user_id = $1 RETURNING import_id
 ), memories AS (
     DELETE FROM user_memories WHERE user_id = $1 RETURNING id
 ), lessons AS (
@@ -72,6 +74,7 @@ WITH interactions AS (
 SELECT (SELECT count(*) FROM interactions) AS interactions,
        (SELECT count(*) FROM revisions) AS revisions,
        (SELECT count(*) FROM memories) AS memories,
+       (SELECT count(*) FROM import_ids) AS import_ids,
        (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM lessons) AS lesson_ids,
        (SELECT count(*) FROM preferences) AS preferences,
        (SELECT count(*) FROM erased_user) AS users
@@ -142,6 +145,7 @@ class UserDataStore:
                 erased={
                     "memories": row["memories"],
                     "memory_revisions": row["revisions"],
+                    "memory_import_ids": row["import_ids"],
                     "interactions": row["interactions"],
                     "lessons": len(row["lesson_ids"]),
                     "preferences": row["preferences"],

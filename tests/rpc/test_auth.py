@@ -721,6 +721,7 @@ async def test_sensitive_operations_and_denials_are_audited(world: AuthWorld, da
         "erased": {
             "memories": 1,
             "memory_revisions": 0,
+            "memory_import_ids": 0,
             "interactions": 1,
             "lessons": 0,
             "preferences": 0,

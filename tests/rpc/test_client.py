@@ -235,3 +235,25 @@ async def test_semantic_recall_through_the_client(app_url, admin_stub, has_pgvec
             assert recalled[0].semantic_score > 0.9 and recalled[1].semantic_score == 0.0
     finally:
         await running.stop(0.5)
+
+
+async def test_dedup_policy_and_batch_store(client, admin_stub) -> None:
+    user = await register_user(admin_stub)
+    first = await client.store_memory(user_id=user, content="Plays cello", category="fact")
+    merged = await client.store_memory(user_id=user, content="plays CELLO", category="fact")
+    twice = await client.store_memory(
+        user_id=user,
+        content="plays cello",
+        category="fact",
+        dedup_policy=memory_service_pb2.DEDUP_POLICY_NONE,
+    )
+    assert merged.id == first.id and twice.id != first.id
+    request = memory_service_pb2.StoreMemoryRequest(
+        memory=memory_pb2.Memory(user_id=user, content="Sings alto", category="fact")
+    )
+    response = await client.batch_store_memories([request, request])
+    assert [r.outcome for r in response.results] == [
+        memory_service_pb2.STORE_OUTCOME_CREATED,
+        memory_service_pb2.STORE_OUTCOME_DEDUPLICATED,
+    ]
+    assert request.request_id == ""  # the caller's message is left alone

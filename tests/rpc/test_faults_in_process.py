@@ -59,9 +59,12 @@ async def test_racing_retries_of_one_request_id_store_once(
         )
         == 1
     )
-    # A later retry returns the same memory too; a new id stores a new one.
+    # A later retry returns the same memory too; a new id stores a new one
+    # (without dedup: with it, the default, it would merge into the first).
     again = await memory_stub.StoreMemory(request)
-    other = await memory_stub.StoreMemory(_store(user, "stored exactly once", "req-other"))
+    unique = _store(user, "stored exactly once", "req-other")
+    unique.dedup_policy = memory_service_pb2.DEDUP_POLICY_NONE
+    other = await memory_stub.StoreMemory(unique)
     assert again.id == results[0].id and other.id != again.id
 
 

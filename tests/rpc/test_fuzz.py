@@ -747,11 +747,39 @@ def _memory(d: Draw, m: memory_pb2.Memory, *, for_update: bool = False) -> None:
         m.last_access_time.CopyFrom(d(hostile_timestamp))
 
 
-def store_memory(d: Draw) -> memory_service_pb2.StoreMemoryRequest:
-    request = memory_service_pb2.StoreMemoryRequest(request_id=d.request_id())
+DEDUP_POLICIES = [
+    memory_service_pb2.DEDUP_POLICY_UNSPECIFIED,
+    memory_service_pb2.DEDUP_POLICY_NONE,
+    memory_service_pb2.DEDUP_POLICY_EXACT,
+    memory_service_pb2.DEDUP_POLICY_SEMANTIC,
+]
+
+
+def store_memory(
+    d: Draw, request: memory_service_pb2.StoreMemoryRequest | None = None
+) -> memory_service_pb2.StoreMemoryRequest:
+    """A StoreMemoryRequest, filled in place when given one (a batch's item: appending
+    a copy would re-parse it, and a hostile Struct is nested past the parse limit)."""
+    if request is None:
+        request = memory_service_pb2.StoreMemoryRequest()
+    request.request_id = d.request_id()
     _memory(d, request.memory)
+    request.dedup_policy = d.pick(st.sampled_from(DEDUP_POLICIES), st.sampled_from(UNKNOWN_ENUMS))
+    if d.maybe():  # valid only with SEMANTIC, from 0.5 to 1
+        request.dedup_min_similarity = d.pick(st.floats(0.5, 1.0), hostile_double, "double")
     if d.mode == "all" and d.maybe():
         request.ClearField("memory")
+    return request
+
+
+def batch_store_memories(d: Draw) -> memory_service_pb2.BatchStoreMemoriesRequest:
+    """1-4 store requests, or (hostile) none, over 100, or two with one request_id."""
+    request = memory_service_pb2.BatchStoreMemoriesRequest()
+    count = d.pick(st.integers(1, 4), st.sampled_from([0, 101, 2]), "size")
+    for _ in range(count):
+        store_memory(d, request.requests.add())
+    if count == 2 and d.hostile():
+        request.requests[1].request_id = request.requests[0].request_id = "same"
     return request
 
 
@@ -1076,7 +1104,9 @@ class Rpc:
 # A change of a memory keeps a revision; a deletion takes them with it.
 _CHANGES = ("user_memories", "memory_interactions", "memory_revisions")
 MEMORY_RPCS = [
-    Rpc("MemoryService", "StoreMemory", store_memory, ("user_memories", "memory_interactions")),
+    # A store may merge into an existing memory (DedupPolicy): a change, so a revision.
+    Rpc("MemoryService", "StoreMemory", store_memory, _CHANGES),
+    Rpc("MemoryService", "BatchStoreMemories", batch_store_memories, _CHANGES),
     Rpc("MemoryService", "GetMemory", get_memory),
     Rpc("MemoryService", "UpdateMemory", update_memory, _CHANGES),
     Rpc("MemoryService", "DeleteMemory", delete_memory, _CHANGES),
@@ -1119,14 +1149,29 @@ def _delta(before: Snapshot, after: Snapshot, table: str) -> int:
 
 
 def expected_deltas(
-    rpc: Rpc, request: Any, response: Any, before: Snapshot, world: World
+    rpc: Rpc, request: Any, response: Any, before: Snapshot, world: World, outcome: str
 ) -> dict[str, set[int]]:
-    """Allowed row-count changes of a successful call, per table it writes."""
+    """Allowed row-count changes of a successful call, per table it writes.
+
+    `outcome`: StoreMemory's faraday-store-outcome header."""
     repeat = bool(getattr(request, "request_id", "")) and request.request_id in world.request_ids
-    once = {0, 1} if repeat else {1}
     match rpc.name:
         case "StoreMemory":
-            return {"user_memories": once, "memory_interactions": once}
+            created, merged = outcome == "created", outcome == "deduplicated"
+            return {
+                "user_memories": {int(created)},
+                "memory_interactions": {int(created or merged)},
+                "memory_revisions": {0, 1} if merged else {0},
+            }
+        case "BatchStoreMemories":
+            outcomes = Counter(r.outcome for r in response.results)
+            created = outcomes[memory_service_pb2.STORE_OUTCOME_CREATED]
+            merged = outcomes[memory_service_pb2.STORE_OUTCOME_DEDUPLICATED]
+            return {
+                "user_memories": {created},
+                "memory_interactions": {created + merged},
+                "memory_revisions": set(range(merged + 1)),
+            }
         case "UpdateMemory":
             return {"user_memories": {0}, "memory_interactions": {1}, "memory_revisions": {0, 1}}
         case "DeleteMemory":
@@ -1196,6 +1241,7 @@ def check_call(
     before: Snapshot,
     after: Snapshot,
     world: World,
+    outcome: str = "",
 ) -> list[str]:
     problems: list[str] = []
     if code not in ACCEPTABLE:
@@ -1222,7 +1268,11 @@ def check_call(
     for table in TABLES:
         if table not in rpc.writes and before.tables[table] != after.tables[table]:
             problems.append(f"succeeded but changed {table}, which {rpc.name} never writes")
-    for table, allowed in expected_deltas(rpc, request, response, before, world).items():
+    if rpc.name == "StoreMemory" and outcome not in ("created", "deduplicated", "replayed"):
+        problems.append(f"faraday-store-outcome is {outcome!r}")
+    if rpc.name == "BatchStoreMemories" and len(response.results) != len(request.requests):
+        problems.append(f"{len(response.results)} results for {len(request.requests)} requests")
+    for table, allowed in expected_deltas(rpc, request, response, before, world, outcome).items():
         delta = _delta(before, after, table)
         if delta not in allowed:
             problems.append(f"{table} changed by {delta} rows, expected one of {sorted(allowed)}")
@@ -1320,6 +1370,7 @@ class Client:
                 ("grpc.max_metadata_size", CLIENT_METADATA_LIMIT),
             ],
         )
+        self.outcome = ""
         self.stubs: dict[str, Any] = {
             "MemoryService": memory_service_pb2_grpc.MemoryServiceStub(self.channel),
             "LessonService": lesson_service_pb2_grpc.LessonServiceStub(self.channel),
@@ -1329,9 +1380,14 @@ class Client:
     def call(
         self, rpc: Rpc, request: Message, metadata: list[tuple[str, str | bytes]]
     ) -> tuple[grpc.StatusCode, Any, grpc.RpcError | None]:
+        """The call's status, response and error; its StoreMemory outcome header in self.outcome."""
         method = getattr(self.stubs[rpc.service], rpc.name)
+        self.outcome = ""
         try:
-            response = method(request, timeout=CALL_TIMEOUT_SECONDS, metadata=metadata or None)
+            response, call = method.with_call(
+                request, timeout=CALL_TIMEOUT_SECONDS, metadata=metadata or None
+            )
+            self.outcome = dict(call.initial_metadata() or ()).get("faraday-store-outcome", "")
             return StatusCode.OK, response, None
         except grpc.RpcError as error:
             return error.code(), None, error
@@ -1344,7 +1400,10 @@ class Client:
                 user_id=world.user_ids[0], content="Prefers worked examples.", category="pref"
             )
             self.stubs["MemoryService"].StoreMemory(
-                memory_service_pb2.StoreMemoryRequest(memory=memory), timeout=CALL_TIMEOUT_SECONDS
+                memory_service_pb2.StoreMemoryRequest(
+                    memory=memory, dedup_policy=memory_service_pb2.DEDUP_POLICY_NONE
+                ),
+                timeout=CALL_TIMEOUT_SECONDS,
             )
             added = True
         if world.user_ids and len(world.lesson_ids) < 3:
@@ -1392,7 +1451,10 @@ def run_fuzz(
         tally.examples += 1
         tally.record(rpc.name, code)
         details = f"{code.name}: {error.details() if error is not None else ''}"
-        for what in check_call(rpc, request, code, response, error, before, after, world):
+        checked = check_call(
+            rpc, request, code, response, error, before, after, world, client.outcome
+        )
+        for what in checked:
             tally.problem(rpc.name, what, request, f"{details}\n  metadata: {metadata!r}")
         request_id = getattr(request, "request_id", "")
         if request_id:
@@ -1562,14 +1624,15 @@ async def test_forged_page_tokens_and_etags_are_rejected_cleanly(
 
 # The RPCs with fields of each kind (size: repeated fields and masks).
 BOUNDARY_RPCS = {
-    "double": {"StoreMemory", "UpdateMemory", "RecallMemories"},
+    "double": {"StoreMemory", "BatchStoreMemories", "UpdateMemory", "RecallMemories"},
     "time": {
-        "StoreMemory", "UpdateMemory", "ListMemories", "RecallMemories", "ListInteractions",
+        "StoreMemory", "BatchStoreMemories", "UpdateMemory", "ListMemories", "RecallMemories",
+        "ListInteractions",
         "UpsertLesson", "ListLessons",
     },
     "size": {
-        "StoreMemory", "UpdateMemory", "ListMemories", "RecallMemories", "ListLessons",
-        "UpsertUser", "UpsertAssistantProfile", "UpsertLesson",
+        "StoreMemory", "BatchStoreMemories", "UpdateMemory", "ListMemories", "RecallMemories",
+        "ListLessons", "UpsertUser", "UpsertAssistantProfile", "UpsertLesson",
     },
 }  # fmt: skip
 

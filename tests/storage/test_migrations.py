@@ -93,16 +93,29 @@ _CATALOG_QUERIES = {
 }
 
 
+# The functions tables.py's columns call (tables.FUNCTIONS), as PostgreSQL
+# prints them back.
+_FUNCTIONS_QUERY = """
+    SELECT p.proname, pg_get_functiondef(p.oid)
+    FROM pg_proc p
+    JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = $1 AND p.proname = ANY($2::text[])
+    ORDER BY 1
+"""
+
+
 async def _catalog(conn: asyncpg.Connection, schema: str) -> dict[str, list[tuple[Any, ...]]]:
     names = list(tables.metadata.tables)
     # Names outside the search path come back schema-qualified; drop that.
     qualified = f"{schema}."
+    queries = {kind: (query, names) for kind, query in _CATALOG_QUERIES.items()}
+    queries["functions"] = (_FUNCTIONS_QUERY, list(tables.FUNCTIONS))
     return {
         kind: [
             tuple(v.replace(qualified, "") if isinstance(v, str) else v for v in row)
-            for row in await conn.fetch(query, schema, names)
+            for row in await conn.fetch(query, schema, args)
         ]
-        for kind, query in _CATALOG_QUERIES.items()
+        for kind, (query, args) in queries.items()
     }
 
 
@@ -111,6 +124,11 @@ async def _create_reference_schema(url: str, schema: str) -> None:
     try:
         async with engine.begin() as connection:
             await connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+            # The functions first, in the new schema, so that its computed
+            # columns call its own copies (printed unqualified, as public's).
+            await connection.exec_driver_sql(f"SET LOCAL search_path = {schema}, public")
+            for definition in tables.FUNCTIONS.values():
+                await connection.exec_driver_sql(definition)
             translated = await connection.execution_options(schema_translate_map={None: schema})
             await translated.run_sync(tables.metadata.create_all)
     finally:
@@ -157,7 +175,8 @@ async def test_head_matches_tables_catalog(db: str) -> None:
     finally:
         await conn.close()
     assert len(migrated["indexes"]) > len(tables.metadata.tables)  # the queries see something
-    for kind in _CATALOG_QUERIES:
+    assert len(migrated["functions"]) == len(tables.FUNCTIONS)
+    for kind in migrated:
         assert migrated[kind] == reference[kind], kind
 
 

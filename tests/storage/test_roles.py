@@ -39,6 +39,11 @@ async def _add_user(conn: asyncpg.Connection, n: int) -> uuid.UUID:
         user,
     )
     await conn.execute(
+        "INSERT INTO memory_import_ids (user_id, import_id, memory_id) VALUES ($1, 'i', $2)",
+        user,
+        memory,
+    )
+    await conn.execute(
         "INSERT INTO idempotency_keys (caller, request_id, method, request_hash, user_id,"
         " memory_id) VALUES ('backend', $1, 'StoreMemory', 'h', $2, $3)",
         f"r{n}",
@@ -102,7 +107,7 @@ async def test_the_service_role_cannot_change_any_row_as_all_users(
             async with conn.transaction():
                 await conn.execute("SELECT set_config('faraday.acting_user', '*', true)")
                 # Not granted on these: append and delete only.
-                if table not in ("idempotency_keys", "memory_revisions"):
+                if table not in ("idempotency_keys", "memory_revisions", "memory_import_ids"):
                     changed[f"update {table}"] = await conn.fetch(
                         f"UPDATE {table} SET {owner} = {owner} RETURNING {owner}"
                     )

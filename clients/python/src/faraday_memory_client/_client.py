@@ -87,6 +87,10 @@ class MemoryClient(BaseClient):
         embedding: Sequence[float] = (),
         embedding_model: str = "",
         request_id: str | None = None,
+        dedup_policy: memory_service_pb2.DedupPolicy.ValueType = (
+            memory_service_pb2.DEDUP_POLICY_UNSPECIFIED
+        ),
+        dedup_min_similarity: float | None = None,
         timeout_seconds: float | None = None,
     ) -> memory_pb2.Memory:
         """Store a new memory (importance defaults to 0.5 on the server).
@@ -94,6 +98,12 @@ class MemoryClient(BaseClient):
         `embedding`, with the `embedding_model` it came from, is the
         content's vector when the caller computes embeddings; left empty, a
         server that runs a model embeds the content itself.
+
+        `dedup_policy` (DedupPolicy; unspecified is EXACT) decides whether a
+        memory that repeats one already stored for the same user and
+        assistant profile is merged into it, which is then returned;
+        `dedup_min_similarity` is DEDUP_POLICY_SEMANTIC's threshold (None:
+        the server's default). DEDUP_POLICY_NONE always stores a new memory.
 
         `request_id` is the idempotency key of this store (1..128 printable
         ASCII characters); None, the default, draws a fresh UUID4 for the
@@ -104,8 +114,7 @@ class MemoryClient(BaseClient):
         been lost after the memory was stored. Pass the same `request_id`
         yourself to retry across calls (e.g. after a crash); reusing it for
         different content fails with INVALID_ARGUMENT on ``request_id``. An
-        empty string sends no key: nothing is deduplicated and the call is
-        not retried.
+        empty string sends no key: the call is not retried.
 
         DEADLINE_EXCEEDED is not retried, although the key would make a
         retry harmless: the deadline is the caller's budget for the whole
@@ -127,9 +136,42 @@ class MemoryClient(BaseClient):
             embedding_model=embedding_model,
         )
         request_id = _request_id(request_id)
-        request = memory_service_pb2.StoreMemoryRequest(memory=memory, request_id=request_id)
+        request = memory_service_pb2.StoreMemoryRequest(
+            memory=memory,
+            request_id=request_id,
+            dedup_policy=dedup_policy,
+            dedup_min_similarity=dedup_min_similarity,
+        )
         return await self._call(
             self._memories.StoreMemory, request, timeout_seconds, retry=bool(request_id)
+        )
+
+    async def batch_store_memories(
+        self,
+        requests: Sequence[memory_service_pb2.StoreMemoryRequest],
+        *,
+        timeout_seconds: float | None = None,
+    ) -> memory_service_pb2.BatchStoreMemoriesResponse:
+        """Store up to 100 memories in one call; one StoreMemoryResult per request, in order.
+
+        Each request is checked and deduplicated as store_memory's; a refused
+        one is REJECTED in its result (with its ItemError), not raised. The
+        accepted ones commit together. Requests without a request_id get a
+        fresh UUID4 (the messages passed in are not changed), so the call
+        is retried on UNAVAILABLE: a retry replays what committed
+        (ALREADY_DONE) and stores nothing twice.
+        """
+        keyed = []
+        for request in requests:
+            if not request.request_id:
+                copy = memory_service_pb2.StoreMemoryRequest()
+                copy.CopyFrom(request)
+                copy.request_id = _request_id(None)
+                request = copy
+            keyed.append(request)
+        batch = memory_service_pb2.BatchStoreMemoriesRequest(requests=keyed)
+        return await self._call(
+            self._memories.BatchStoreMemories, batch, timeout_seconds, retry=True
         )
 
     async def get_memory(

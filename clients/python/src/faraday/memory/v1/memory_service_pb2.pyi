@@ -64,6 +64,11 @@ class DedupPolicy(_DedupPolicy, metaclass=_DedupPolicyEnumTypeWrapper):
     false positives beyond case and spacing. SEMANTIC is opt-in: two texts
     that differ in one number or name ("has 28 pupils" / "has 29 pupils") can
     be nearer than the threshold, and merging them loses the newer fact.
+    Measured with the default model wordllama-l2-supercat-256 (docs/dedup.md):
+    "has 28 pupils" / "has 29 pupils" 0.981, "March 3" / "March 13" 0.988, a
+    swapped word order 1.000, while rewordings of one fact scored 0.80-0.98;
+    at 0.95, 5 of 8 rewordings and 5 of 8 such near misses merge, and no
+    threshold separates them.
     """
 
 DEDUP_POLICY_UNSPECIFIED: DedupPolicy.ValueType  # 0

@@ -64,7 +64,11 @@ def recall(
     log: bool = True,
     embedding: Embedding | None = None,
 ) -> Statement:
-    """`embedding`: the query's vector (the caller's, or the server's embedding of the query)."""
+    """`embedding`: the query's vector (the caller's, or the server's embedding of the query).
+
+    `log` as the service's setting; a request's skip_access_tracking turns it off, as there.
+    """
+    log = log and not request.skip_access_tracking
     weights = ranking.DEFAULT_WEIGHTS
     semantic = embedding is not None and weights.semantic > 0
     dimension = len(embedding.vector) if embedding is not None and semantic else 0
@@ -89,6 +93,11 @@ def recall(
         "min_importance": 0.0,
         "created_from": None,
         "created_before": None,
+        "metadata": None,
+        "updated_from": None,
+        "updated_before": None,
+        "accessed_from": None,
+        "accessed_before": None,
         "limit": limit,
         "fully_scored_postings": memory_sql.FULLY_SCORED_POSTINGS,
         "probe_cost": memory_sql.PROBE_COST,

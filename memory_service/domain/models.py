@@ -102,10 +102,22 @@ class MemoryPatch:
 
 @dataclass(frozen=True, slots=True)
 class MemoryFilter:
+    """ListMemories' filters; a page token is bound to all of them (domain.page_token).
+
+    Time bounds are [from, before). A memory never recalled (last_accessed
+    None) counts as accessed before every time: it fails accessed_from and
+    passes accessed_before.
+    """
+
     user_id: uuid.UUID
     assistant_profile_id: int | None = None
     categories: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    metadata: JsonObject | None = None  # JSON containment (metadata @> this)
+    updated_from: datetime | None = None
+    updated_before: datetime | None = None
+    accessed_from: datetime | None = None
+    accessed_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +148,19 @@ class RecallQuery:
     min_importance: float = 0.0
     created_from: datetime | None = None
     created_before: datetime | None = None
+    # As in MemoryFilter.
+    metadata: JsonObject | None = None
+    updated_from: datetime | None = None
+    updated_before: datetime | None = None
+    accessed_from: datetime | None = None
+    accessed_before: datetime | None = None
     limit: int = RECALL_DEFAULT_LIMIT
     query_embedding: Embedding | None = None
     # The caller set a semantic weight above 0: an error, not a silent
     # lexical-only recall, if semantic ranking is impossible.
     semantic_required: bool = False
+    # A background recall: log no interactions, leave last_accessed alone.
+    skip_access_tracking: bool = False
 
 
 class Signal(StrEnum):

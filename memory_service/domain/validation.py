@@ -27,6 +27,10 @@ FILTER_VALUES_MAX_COUNT = 50
 JSON_MAX_BYTES = 16 * 1024
 LESSON_JSON_MAX_BYTES = 64 * 1024
 JSON_MAX_DEPTH = 16
+# A metadata_filter (JSON containment) is checked against every row the
+# listing or recall reads: kept small, it costs little per row.
+JSON_FILTER_MAX_BYTES = 4 * 1024
+JSON_FILTER_MAX_LEVELS = 8
 QUERY_MAX_CHARS = 1000
 COMMENT_MAX_CHARS = 2000
 EMBEDDING_MAX_DIMENSION = 4096
@@ -35,7 +39,8 @@ EMBEDDING_MODEL_MAX_CHARS = 100
 # into the recall statement as a literal, so that the HNSW index, partial on
 # the model, can serve a cached generic plan.
 EMBEDDING_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@+-]{0,99}")
-RECALL_MAX_LIMIT = 100
+# Measured cheap up to here (memory_service.proto, RecallMemoriesRequest.limit).
+RECALL_MAX_LIMIT = 500
 # Most requests of one BatchStoreMemories call.
 BATCH_STORE_MAX_REQUESTS = 100
 INT32_MAX = 2**31 - 1
@@ -195,6 +200,29 @@ def json_value(v: Violations, field: str, value: Any, *, max_bytes: int = JSON_M
         v.add(field, f"must be at most {max_bytes} bytes as JSON, got {size}")
         return None
     return value
+
+
+def json_filter(v: Violations, field: str, value: dict[str, Any]) -> dict[str, Any] | None:
+    """A JSON object to match by containment: None if empty; small and shallow.
+
+    Levels count objects and lists, the outer object being level 1, so
+    {"a": {"b": [1]}} has 3.
+    """
+    if not value:
+        return None
+    if _levels(value, JSON_FILTER_MAX_LEVELS) > JSON_FILTER_MAX_LEVELS:
+        v.add(field, f"must be nested at most {JSON_FILTER_MAX_LEVELS} levels deep")
+        return None
+    result: dict[str, Any] | None = json_value(v, field, value, max_bytes=JSON_FILTER_MAX_BYTES)
+    return result
+
+
+def _levels(value: Any, limit: int) -> int:
+    """How many objects and lists deep `value` is; stops counting past `limit`."""
+    if limit < 0 or not isinstance(value, dict | list):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_levels(item, limit - 1) for item in items), default=0)
 
 
 def _json_problem(value: Any, depth: int) -> str | None:

@@ -242,6 +242,25 @@ def memory_patch(request: memory_service_pb2.UpdateMemoryRequest) -> tuple[Memor
     return patch, paths
 
 
+_TIME_FILTERS = {
+    "updated_from": "update_time_start",
+    "updated_before": "update_time_end",
+    "accessed_from": "last_access_time_start",
+    "accessed_before": "last_access_time_end",
+}
+
+
+def _filter_times(
+    v: check.Violations,
+    request: memory_service_pb2.ListMemoriesRequest | memory_service_pb2.RecallMemoriesRequest,
+) -> dict[str, Any]:
+    """The update and last-access bounds both requests share, by domain name."""
+    return {
+        name: wire.timestamp(v, field, getattr(request, field), request.HasField(field))  # type: ignore[arg-type]
+        for name, field in _TIME_FILTERS.items()
+    }
+
+
 def memory_filter(request: memory_service_pb2.ListMemoriesRequest) -> MemoryFilter:
     v = check.Violations()
     user = check.user_id(v, "user_id", request.user_id)
@@ -258,6 +277,10 @@ def memory_filter(request: memory_service_pb2.ListMemoriesRequest) -> MemoryFilt
             max_chars=check.CATEGORY_MAX_CHARS,
         ),
         tags=check.tags(v, "tags", request.tags),
+        metadata=check.json_filter(
+            v, "metadata_filter", wire.struct_to_dict(request.metadata_filter)
+        ),
+        **_filter_times(v, request),
     )
     v.check()
     return result
@@ -329,6 +352,10 @@ def recall_query(
         created_before=wire.timestamp(
             v, "create_time_end", request.create_time_end, request.HasField("create_time_end")
         ),
+        metadata=check.json_filter(
+            v, "metadata_filter", wire.struct_to_dict(request.metadata_filter)
+        ),
+        **_filter_times(v, request),
         limit=check.limit(v, "limit", request.limit),
         weights=weights,
         query_embedding=check.embedding(
@@ -339,6 +366,7 @@ def recall_query(
             request.embedding_model,
         ),
         semantic_required=w.HasField("semantic") and w.semantic > 0,
+        skip_access_tracking=request.skip_access_tracking,
     )
     v.check()
     return result

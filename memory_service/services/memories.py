@@ -186,7 +186,9 @@ class Memories:
             raise InvalidArgument.one(
                 "weights", "every signal this recall can use (see RecallSignal) is weighted 0"
             )
-        log = self._policy.log_recall_interactions
+        # skip_access_tracking needs no scope of its own: it only leaves out
+        # the bookkeeping of a read the caller may make anyway.
+        log = self._policy.log_recall_interactions and not query.skip_access_tracking
         try:
             memories = await self._store.recall(query, caller.visibility, log=log)
         except Contention:

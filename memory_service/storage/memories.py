@@ -179,6 +179,20 @@ RETURNING user_id
 
 _GET_INTERACTION = f"SELECT {INTERACTION_COLUMNS} FROM memory_interactions WHERE id = $1"
 
+# The filters ListMemories and RecallMemories share beyond their own:
+# metadata containment, update time and last-access time, each [from,
+# before). A memory never recalled (last_accessed NULL) counts as accessed
+# before every time. `@>` on jsonb is not leakproof, so under row-level
+# security no index can serve it for the service role (a GIN index on
+# metadata went unused, docs/schema.md): it is checked on each row the
+# user_id indexes lead to.
+_SHARED_FILTERS = """(:metadata::jsonb IS NULL OR metadata @> :metadata::jsonb)
+          AND (:updated_from::timestamptz IS NULL OR updated_at >= :updated_from)
+          AND (:updated_before::timestamptz IS NULL OR updated_at < :updated_before)
+          AND (:accessed_from::timestamptz IS NULL OR last_accessed >= :accessed_from)
+          AND (:accessed_before::timestamptz IS NULL OR last_accessed IS NULL
+               OR last_accessed < :accessed_before)"""
+
 _LIST = NamedSQL.compile(f"""
 SELECT {MEMORY_COLUMNS} FROM user_memories
 WHERE user_id = :user_id AND {_VISIBLE}
@@ -186,6 +200,7 @@ WHERE user_id = :user_id AND {_VISIBLE}
   AND (:assistant_profile_id::int IS NULL OR assistant_profile_id = :assistant_profile_id)
   AND (cardinality(:categories::text[]) = 0 OR category = ANY(:categories::text[]))
   AND tags @> :tags::text[]
+  AND {_SHARED_FILTERS}
   AND (:after_time::timestamptz IS NULL OR (created_at, id) < (:after_time, :after_id::bigint))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
@@ -301,7 +316,7 @@ DELETE FROM idempotency_keys WHERE ctid IN (
 """
 
 
-_RECALL_FILTERS = """user_id = :user_id
+_RECALL_FILTERS = f"""user_id = :user_id
           AND (:profiles::int[] IS NULL OR assistant_profile_id IS NULL
                OR assistant_profile_id = ANY(:profiles::int[]))
           AND (expires_at IS NULL OR expires_at > now())
@@ -313,7 +328,8 @@ _RECALL_FILTERS = """user_id = :user_id
           AND (:context::jsonb IS NULL OR context @> :context::jsonb)
           AND importance >= :min_importance::float8
           AND (:created_from::timestamptz IS NULL OR created_at >= :created_from)
-          AND (:created_before::timestamptz IS NULL OR created_at < :created_before)"""
+          AND (:created_before::timestamptz IS NULL OR created_at < :created_before)
+          AND {_SHARED_FILTERS}"""
 
 # domain.ranking.recency; the exponent is capped because PostgreSQL's power()
 # raises "underflow" where Python's gives 0.0 (a 1-hour half-life and a
@@ -873,6 +889,17 @@ def _embedding_params(embedding: Embedding) -> dict[str, Any]:
     return {"model": embedding.model, "embedding": vector_text(embedding.vector)}
 
 
+def _shared_filter_params(f: MemoryFilter | RecallQuery) -> dict[str, Any]:
+    """The parameters of _SHARED_FILTERS."""
+    return {
+        "metadata": f.metadata,
+        "updated_from": f.updated_from,
+        "updated_before": f.updated_before,
+        "accessed_from": f.accessed_from,
+        "accessed_before": f.accessed_before,
+    }
+
+
 def _visible(v: Visibility) -> dict[str, Any]:
     return {"owner": v.user_id, "profiles": v.profile_list}
 
@@ -1224,6 +1251,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             "assistant_profile_id": f.assistant_profile_id,
             "categories": f.categories,
             "tags": f.tags,
+            **_shared_filter_params(f),
             "after_time": after[0] if after else None,
             "after_id": after[1] if after else None,
             "limit": limit + 1,
@@ -1258,6 +1286,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             "min_importance": q.min_importance,
             "created_from": q.created_from,
             "created_before": q.created_before,
+            **_shared_filter_params(q),
             "limit": q.limit,
             "fully_scored_postings": self._fully_scored_postings,
             "probe_cost": self._probe_cost,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -14,11 +15,13 @@ from faraday.memory.v1 import (
     lesson_service_pb2_grpc,
     memory_service_pb2_grpc,
 )
+from faraday_memory_client import AdminClient, MemoryClient
 
 from memory_service.config import Settings
 from memory_service.server import RunningServer, start
 from memory_service.storage import migrate
 from tests.conftest import create_scratch_database, drop_scratch_database
+from tests.rpc.helpers import LossyProxy
 
 # TRUNCATE fires no triggers: the memories' term index goes with them.
 TABLES = (
@@ -46,6 +49,16 @@ async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
     await migrate.upgrade(url)
     yield url
     await drop_scratch_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="session")
+async def has_pgvector(database_url: str) -> bool:
+    """Whether the database keeps vectors (pgvector); without it they are FAILED_PRECONDITION."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return bool(await conn.fetchval("SELECT to_regclass('memory_embeddings') IS NOT NULL"))
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +141,41 @@ async def cached_stubs(
         admin_stub=admin_service_pb2_grpc.AdminServiceStub(ch),
         redis=client,
     )
+
+
+ClientT = TypeVar("ClientT", bound=MemoryClient | AdminClient)
+StartLossy = Callable[..., Awaitable[tuple[LossyProxy, Any]]]
+
+
+@pytest.fixture
+async def lossy(server: RunningServer) -> AsyncIterator[StartLossy]:
+    """Start a LossyProxy losing the first response of a method; return it and a client of it.
+
+    ``await lossy(method, client_type=MemoryClient, **proxy_options)``: the
+    client is a `client_type` (MemoryClient or AdminClient) of the proxy, and
+    `proxy_options` go to LossyProxy.
+    """
+    started: list[tuple[grpc.aio.Server, grpc.aio.Channel, MemoryClient | AdminClient]] = []
+
+    async def start(
+        lose: str, client_type: type[ClientT] = MemoryClient, **proxy_options: Any
+    ) -> tuple[LossyProxy, ClientT]:
+        upstream = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        proxy = LossyProxy(upstream, lose, **proxy_options)
+        proxy_server = grpc.aio.server()
+        proxy_server.add_generic_rpc_handlers((proxy,))
+        port = proxy_server.add_insecure_port("127.0.0.1:0")
+        await proxy_server.start()
+        client = client_type(
+            f"127.0.0.1:{port}",
+            metadata_provider=lambda: [("authorization", "Bearer test-token")],
+            initial_backoff_seconds=0.01,
+        )
+        started.append((proxy_server, upstream, client))
+        return proxy, client
+
+    yield start
+    for proxy_server, upstream, client in started:
+        await client.close()
+        await proxy_server.stop(None)
+        await upstream.close(None)

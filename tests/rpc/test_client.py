@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import date
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from datetime import UTC, date, datetime, timedelta
 
 import grpc
 import pytest
@@ -15,8 +15,9 @@ from faraday.memory.v1 import (
 )
 from faraday_memory_client import MemoryClient, field_violations
 
-from memory_service.server import RunningServer
-from tests.rpc.helpers import register_user
+from memory_service.server import RunningServer, start
+from tests.rpc.conftest import TEST_SETTINGS
+from tests.rpc.helpers import LossyProxy, register_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -36,6 +37,33 @@ async def client(server: RunningServer, auth_calls: list[str]) -> AsyncIterator[
         f"127.0.0.1:{server.port}", metadata_provider=auth, default_timeout_seconds=5
     ) as c:
         yield c
+
+
+async def test_metadata_and_time_filters_through_the_client(client, admin_stub) -> None:
+    user = await register_user(admin_stub)
+    wanted = await client.store_memory(
+        user_id=user, content="Unit 7 quiz", category="fact", metadata={"unit": 7}
+    )
+    await client.store_memory(user_id=user, content="Unit 8", category="fact", metadata={"unit": 8})
+    since = datetime(2020, 1, 1, tzinfo=UTC)
+    recalled = await client.recall(
+        user,
+        metadata_filter={"unit": 7},
+        update_time_start=since,
+        last_access_time_end=datetime.now(UTC) + timedelta(days=1),
+        skip_access_tracking=True,
+    )
+    assert [s.memory.id for s in recalled] == [wanted.id]
+    listed = await client.list_memories(
+        user, metadata_filter={"unit": 7}, update_time_start=since, last_access_time_end=since
+    )
+    assert [m.id for m in listed.memories] == [wanted.id]  # never accessed: before every time
+    iterated = [m.id async for m in client.iter_memories(user, metadata_filter={"unit": 8})]
+    assert iterated == [
+        m.id for m in (await client.list_memories(user)).memories if m.id != wanted.id
+    ]
+    again = await client.get_memory(wanted.id)
+    assert not again.HasField("last_access_time")
 
 
 async def test_store_recall_feedback_through_the_client(client, admin_stub, auth_calls) -> None:
@@ -90,77 +118,6 @@ async def test_lessons_through_the_client(client, admin_stub) -> None:
 
 _STORE = "/faraday.memory.v1.MemoryService/StoreMemory"
 _FEEDBACK = "/faraday.memory.v1.MemoryService/RecordFeedback"
-
-
-class LossyProxy(grpc.GenericRpcHandler):
-    """A real gRPC server in front of the real one, forwarding raw request bytes.
-
-    The first call of `lose` is forwarded, and so committed by the real server,
-    but answered UNAVAILABLE: a response lost on the way back. Later calls are
-    forwarded normally. `seen` keeps the request bytes of every call by method.
-    """
-
-    def __init__(self, upstream: grpc.aio.Channel, lose: str) -> None:
-        self._upstream = upstream
-        self._lose = lose
-        self.seen: dict[str, list[bytes]] = {}
-
-    def service(
-        self, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
-        method = handler_call_details.method
-        call = self._upstream.unary_unary(method)  # no serializers: bytes in, bytes out
-
-        async def forward(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-            attempts = self.seen.setdefault(method, [])
-            attempts.append(request)
-            metadata = [
-                (key, value)
-                for key, value in context.invocation_metadata() or ()
-                if not key.startswith(":") and key != "user-agent"
-            ]
-            try:
-                response: bytes = await call(
-                    request, metadata=metadata, timeout=context.time_remaining()
-                )
-            except grpc.aio.AioRpcError as error:
-                await context.abort(
-                    error.code(), error.details() or "", error.trailing_metadata() or ()
-                )
-            if method == self._lose and len(attempts) == 1:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "response lost after commit")
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(forward)
-
-
-@pytest.fixture
-async def lossy(
-    server: RunningServer,
-) -> AsyncIterator[Callable[[str], Awaitable[tuple[LossyProxy, MemoryClient]]]]:
-    """Start a LossyProxy losing the first response of a method; return it and a client of it."""
-    started: list[tuple[grpc.aio.Server, grpc.aio.Channel, MemoryClient]] = []
-
-    async def start(lose: str) -> tuple[LossyProxy, MemoryClient]:
-        upstream = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-        proxy = LossyProxy(upstream, lose)
-        proxy_server = grpc.aio.server()
-        proxy_server.add_generic_rpc_handlers((proxy,))
-        port = proxy_server.add_insecure_port("127.0.0.1:0")
-        await proxy_server.start()
-        client = MemoryClient(
-            f"127.0.0.1:{port}",
-            metadata_provider=lambda: [("authorization", "Bearer test-token")],
-            initial_backoff_seconds=0.01,
-        )
-        started.append((proxy_server, upstream, client))
-        return proxy, client
-
-    yield start
-    for proxy_server, upstream, client in started:
-        await client.close()
-        await proxy_server.stop(None)
-        await upstream.close(None)
 
 
 def _request_ids(proxy: LossyProxy, method: str) -> list[str]:
@@ -235,6 +192,49 @@ async def test_an_explicit_request_id_replays_and_rejects_reuse(client, admin_st
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in field_violations(info.value)] == ["request_id"]
+
+
+async def test_semantic_recall_through_the_client(app_url, admin_stub, has_pgvector) -> None:
+    """Caller-made vectors in and a semantic weight: recall ranks by cosine."""
+    model = "caller-test-3d"
+    settings = TEST_SETTINGS.with_overrides(embedding_model=model, embedding_dimension=3)
+    running = await start(settings, app_url)
+    try:
+        async with MemoryClient(f"127.0.0.1:{running.port}") as client:
+            user = await register_user(admin_stub)
+
+            async def store(content: str, vector: list[float]) -> memory_pb2.Memory:
+                return await client.store_memory(
+                    user_id=user,
+                    content=content,
+                    category="fact",
+                    embedding=vector,
+                    embedding_model=model,
+                )
+
+            def recall() -> Awaitable[list[memory_service_pb2.ScoredMemory]]:
+                return client.recall(
+                    user,
+                    query_embedding=[1.0, 0.0, 0.0],
+                    embedding_model=model,
+                    importance_weight=0,
+                    recency_weight=0,
+                    semantic_weight=1,
+                )
+
+            if not has_pgvector:  # the server cannot keep or rank by vectors
+                for call in (store("near", [1.0, 0.1, 0.0]), recall()):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await call
+                    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                return
+            near = await store("near", [1.0, 0.1, 0.0])
+            far = await store("far", [0.0, 1.0, 0.0])
+            recalled = await recall()
+            assert [s.memory.id for s in recalled] == [near.id, far.id]
+            assert recalled[0].semantic_score > 0.9 and recalled[1].semantic_score == 0.0
+    finally:
+        await running.stop(0.5)
 
 
 async def test_dedup_policy_and_batch_store(client, admin_stub) -> None:

@@ -272,6 +272,16 @@ hostile_json_object = st.one_of(
     st.just({"\x00": 1}),
 )
 
+# metadata_filter's own limits: 8 levels (the outer object one of them) and
+# 4096 bytes of compact JSON ({"big": ""} is 10 bytes), at and just past them.
+hostile_json_filter = st.one_of(
+    hostile_json_object,
+    st.builds(_nest, st.sampled_from([6, 7, 8, 9]), st.sampled_from(["dict", "list"])).map(
+        lambda v: {"deep": v}
+    ),
+    st.builds(lambda n: {"big": "x" * n}, st.sampled_from([4085, 4086, 4087, 4200])),
+)
+
 
 # JSON goes into messages in place: CopyFrom of a Struct nested deeper than
 # protobuf's parse limit fails on the client, before anything is sent.
@@ -626,6 +636,10 @@ class Draw:
         result: dict[str, Any] = self.pick(safe_json_object, hostile_json_object)
         return result
 
+    def json_filter(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.pick(safe_json_object, hostile_json_filter)
+        return result
+
     def json_value(self) -> Any:
         return self.pick(st.one_of(safe_json_object, st.lists(_safe_scalars, max_size=4)), json_any)
 
@@ -741,8 +755,14 @@ DEDUP_POLICIES = [
 ]
 
 
-def store_memory(d: Draw) -> memory_service_pb2.StoreMemoryRequest:
-    request = memory_service_pb2.StoreMemoryRequest(request_id=d.request_id())
+def store_memory(
+    d: Draw, request: memory_service_pb2.StoreMemoryRequest | None = None
+) -> memory_service_pb2.StoreMemoryRequest:
+    """A StoreMemoryRequest, filled in place when given one (a batch's item: appending
+    a copy would re-parse it, and a hostile Struct is nested past the parse limit)."""
+    if request is None:
+        request = memory_service_pb2.StoreMemoryRequest()
+    request.request_id = d.request_id()
     _memory(d, request.memory)
     request.dedup_policy = d.pick(st.sampled_from(DEDUP_POLICIES), st.sampled_from(UNKNOWN_ENUMS))
     if d.maybe():  # valid only with SEMANTIC, from 0.5 to 1
@@ -757,7 +777,7 @@ def batch_store_memories(d: Draw) -> memory_service_pb2.BatchStoreMemoriesReques
     request = memory_service_pb2.BatchStoreMemoriesRequest()
     count = d.pick(st.integers(1, 4), st.sampled_from([0, 101, 2]), "size")
     for _ in range(count):
-        request.requests.append(store_memory(d))
+        store_memory(d, request.requests.add())
     if count == 2 and d.hostile():
         request.requests[1].request_id = request.requests[0].request_id = "same"
     return request
@@ -805,9 +825,27 @@ def list_memories(d: Draw) -> memory_service_pb2.ListMemoriesRequest:
         tags=d.texts(32, 64),
         page_size=d.page_size(),
     )
+    _shared_filters(d, request)
     forge = _forger(lambda: asdict(memory_messages.memory_filter(request)), forged_time_and_id)
     request.page_token = d.page_token("ListMemories", forge)
     return request
+
+
+def _shared_filters(
+    d: Draw,
+    request: memory_service_pb2.ListMemoriesRequest | memory_service_pb2.RecallMemoriesRequest,
+) -> None:
+    """The filters ListMemories and RecallMemories share: metadata, update and access times."""
+    if d.maybe():
+        fill_struct(request.metadata_filter, d.json_filter())
+    for name in (
+        "update_time_start",
+        "update_time_end",
+        "last_access_time_start",
+        "last_access_time_end",
+    ):
+        if d.maybe():
+            getattr(request, name).CopyFrom(d.timestamp())
 
 
 def recall_memories(d: Draw) -> memory_service_pb2.RecallMemoriesRequest:
@@ -819,8 +857,10 @@ def recall_memories(d: Draw) -> memory_service_pb2.RecallMemoriesRequest:
         tags=d.texts(32, 64),
         tag_match=d.enum([0, 1, 2]),
         min_importance=d.pick(st.floats(0.0, 0.3), hostile_double, "double"),
-        limit=d.int32(st.sampled_from([0, 1, 5, 100])),
+        limit=d.int32(st.sampled_from([0, 1, 5, 100, 500, 501])),
+        skip_access_tracking=d.maybe(),
     )
+    _shared_filters(d, request)
     if d.maybe():
         fill_struct(request.context, d.json_object())
     if d.maybe():
@@ -1592,7 +1632,8 @@ async def test_forged_page_tokens_and_etags_are_rejected_cleanly(
 BOUNDARY_RPCS = {
     "double": {"StoreMemory", "BatchStoreMemories", "UpdateMemory", "RecallMemories"},
     "time": {
-        "StoreMemory", "BatchStoreMemories", "UpdateMemory", "RecallMemories", "ListInteractions",
+        "StoreMemory", "BatchStoreMemories", "UpdateMemory", "ListMemories", "RecallMemories",
+        "ListInteractions",
         "UpsertLesson", "ListLessons",
     },
     "size": {

@@ -200,7 +200,7 @@ async def test_recall_logs_one_interaction_per_memory_and_bumps_last_access(
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"limit": 101}, "limit"),
+        ({"limit": 501}, "limit"),
         ({"limit": -1}, "limit"),
         ({"query": "q" * 1001}, "query"),
         ({"min_importance": 1.5}, "min_importance"),

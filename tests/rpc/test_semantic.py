@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 
-import asyncpg
 import grpc
 import pytest
 from faraday.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
@@ -24,15 +23,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CALLER_MODEL = "caller-test-3d"
 SIGNAL = memory_service_pb2.RecallSignal
-
-
-@pytest.fixture(scope="session")
-async def has_pgvector(database_url: str) -> bool:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return bool(await conn.fetchval("SELECT to_regclass('memory_embeddings') IS NOT NULL"))
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

@@ -118,10 +118,35 @@ async def test_recall_and_interaction_time_filters(memory_stub, admin_stub) -> N
             memory_service_pb2.ListInteractionsRequest(user_id=user, start_time=start, end_time=end)
         )
         assert interactions.interactions
+    shared = (
+        "update_time_start",
+        "update_time_end",
+        "last_access_time_start",
+        "last_access_time_end",
+    )
+    for start, end in [(MINIMUM, MAXIMUM), (MINIMUM, MAXIMUM_NANOS)]:
+        for field in shared:
+            bound = start if field.endswith("start") else end
+            recalled = await memory_stub.RecallMemories(
+                memory_service_pb2.RecallMemoriesRequest(
+                    user_id=user, skip_access_tracking=True, **{field: bound}
+                )
+            )
+            listed = await memory_stub.ListMemories(
+                memory_service_pb2.ListMemoriesRequest(user_id=user, **{field: bound})
+            )
+            expected = [] if field == "last_access_time_start" else [stored.id]
+            if field == "last_access_time_start" and bound == MINIMUM:
+                expected = [stored.id]  # recalled above: accessed since 1970
+            assert [s.memory.id for s in recalled.memories] == expected, field
+            assert [m.id for m in listed.memories] == expected, field
     for label, value in OUTSIDE.items():
-        for field in ("create_time_start", "create_time_end"):
+        for field in ("create_time_start", "create_time_end", *shared):
             request = memory_service_pb2.RecallMemoriesRequest(user_id=user, **{field: value})
             await _invalid(memory_stub.RecallMemories(request), field, label)
+        for field in shared:
+            listing = memory_service_pb2.ListMemoriesRequest(user_id=user, **{field: value})
+            await _invalid(memory_stub.ListMemories(listing), field, label)
         for field in ("start_time", "end_time"):
             listing = memory_service_pb2.ListInteractionsRequest(user_id=user, **{field: value})
             await _invalid(memory_stub.ListInteractions(listing), field, label)

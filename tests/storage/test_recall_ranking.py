@@ -8,11 +8,13 @@ tests hold both to a brute force over every row of a user whose data is
 built to stress the bounds: importances on the band edges (0.0, 0.1, ...,
 1.0), ties, updates in the future, expired rows, words common and rare,
 memories without a vector, and weights and half-lives from zero to the
-limits.
+limits; and with every filter that narrows the rows each path reads
+(metadata containment, update and last-access times, never-accessed rows).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -50,6 +52,8 @@ class Row:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
+    metadata: dict[str, Any]
+    last_accessed: datetime | None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
             else:
                 updated = now - timedelta(days=rng.random() * 400)
             expires = now - timedelta(days=1) if n % 20 == 0 else None
+            metadata: dict[str, Any] = {"grade": n % 4, "unit": {"id": n % 7}}
+            if n % 3 == 0:
+                metadata["flags"] = ["x", "y"] if n % 2 else ["y"]
+            accessed = None if n % 5 == 0 else now - timedelta(days=rng.random() * 100)
             records.append(
                 (
                     user,
@@ -107,9 +115,13 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
                     updated - timedelta(days=rng.random() * 30),
                     updated,
                     expires,
+                    json.dumps(metadata),
+                    accessed,
                 )
             )
-        records.append((neighbour, "not this user's", 1.0, "fact", now, now, None))
+        records.append(
+            (neighbour, "not this user's", 1.0, "fact", now, now, None, '{"grade": 1}', None)
+        )
         await conn.copy_records_to_table(
             "user_memories",
             records=records,
@@ -121,12 +133,14 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
                 "created_at",
                 "updated_at",
                 "expires_at",
+                "metadata",
+                "last_accessed",
             ],
         )
         await conn.execute("ANALYZE user_memories")
         fetched = await conn.fetch(
-            "SELECT id, importance, category, created_at, updated_at, expires_at"
-            " FROM user_memories WHERE user_id = $1",
+            "SELECT id, importance, category, created_at, updated_at, expires_at,"
+            " metadata::text AS metadata, last_accessed FROM user_memories WHERE user_id = $1",
             user,
         )
         vectors = {}
@@ -154,7 +168,7 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
                 MemoryStore(db, vectors=bool(vectors), fully_scored_postings=0, probe_cost=0),
                 conn,
                 user,
-                [Row(**dict(r)) for r in fetched],
+                [Row(**(dict(r) | {"metadata": json.loads(r["metadata"])})) for r in fetched],
                 vectors,
             )
     finally:
@@ -163,8 +177,49 @@ async def data(pg_admin_url: str) -> AsyncIterator[Data]:
         await drop_scratch_database(pg_admin_url, owner_url)
 
 
+def _contains(value: Any, pattern: Any) -> bool:
+    """PostgreSQL's jsonb `value @> pattern`, for the JSON the tests use (no booleans)."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(
+            k in value and _contains(value[k], v) for k, v in pattern.items()
+        )
+    if isinstance(pattern, list):
+        return isinstance(value, list) and all(
+            any(_contains(item, p) for item in value) for p in pattern
+        )
+    return bool(value == pattern)
+
+
 def _vector_text(v: np.ndarray) -> str:
     return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+METADATA_FILTERS: list[dict[str, Any]] = [
+    {"grade": 1},
+    {"unit": {"id": 3}},
+    {"flags": ["y"]},
+    {"flags": ["x", "y"], "grade": 3},
+    {"grade": 2, "unit": {"id": 9}},  # matches nothing
+]
+
+
+def _new_filters(rng: random.Random) -> dict[str, Any]:
+    """Some of the metadata, update-time and last-access filters (a rng of their own,
+    so the other fields of each case stay what they were before these filters)."""
+    now = datetime.now(UTC)
+    fields: dict[str, Any] = {}
+    if rng.random() < 0.3:
+        fields["metadata"] = rng.choice(METADATA_FILTERS)
+    if rng.random() < 0.25:
+        fields["updated_from"] = now - timedelta(days=rng.choice([2, 3, 60, 300]))
+    if rng.random() < 0.25:
+        # 3 days: the tie of every seventh row; -1: before the clock-ahead rows
+        fields["updated_before"] = now - timedelta(days=rng.choice([-1, 3, 30, 200]))
+    if rng.random() < 0.25:
+        fields["accessed_from"] = now - timedelta(days=rng.choice([5, 50]))
+    if rng.random() < 0.25:
+        fields["accessed_before"] = now - timedelta(days=rng.choice([10, 90]))
+    return fields
 
 
 def _cases() -> list[tuple[Weights, dict[str, Any]]]:
@@ -185,7 +240,9 @@ def _cases() -> list[tuple[Weights, dict[str, Any]]]:
         (Weights(0.0, 1.0, 0.0, timedelta(days=30)), {}),  # recency only
         (Weights(0.0, 0.0, 1.0, timedelta(days=30)), {}),  # neither: every score is 0
         (ranking.DEFAULT_WEIGHTS, {"query": "the of and"}),  # stop words: ranks as no query
+        (ranking.DEFAULT_WEIGHTS, {"limit": 500, "metadata": {"grade": 1}}),
     ]
+    extra = random.Random(17)
     while len(cases) < 40:
         w = Weights(rng.choice(weights), rng.choice(weights), 1.0, rng.choice(half_lives))
         fields: dict[str, Any] = {"limit": rng.choice([1, 3, 10, 25, 100])}
@@ -193,7 +250,7 @@ def _cases() -> list[tuple[Weights, dict[str, Any]]]:
             fields["min_importance"] = rng.choice([0.1, 0.35, 0.85, 0.95, 1.0])
         if rng.random() < 0.3:
             fields["categories"] = [rng.choice(CATEGORIES)]
-        cases.append((w, fields))
+        cases.append((w, fields | _new_filters(extra)))
     return cases
 
 
@@ -211,7 +268,11 @@ def _text_cases() -> list[tuple[Weights, dict[str, Any]]]:
     cases: list[tuple[Weights, dict[str, Any]]] = [
         (ranking.DEFAULT_WEIGHTS, {"query": q}) for q in queries
     ]
-    while len(cases) < 40:
+    cases.append(
+        (ranking.DEFAULT_WEIGHTS, {"query": "student", "limit": 500, "metadata": {"grade": 2}})
+    )
+    extra = random.Random(19)
+    while len(cases) < 41:
         w = Weights(
             rng.choice(weights),
             rng.choice(weights),
@@ -224,7 +285,7 @@ def _text_cases() -> list[tuple[Weights, dict[str, Any]]]:
             fields["min_importance"] = rng.choice([0.35, 0.85])
         if rng.random() < 0.3:
             fields["categories"] = [rng.choice(CATEGORIES)]
-        cases.append((w, fields))
+        cases.append((w, fields | _new_filters(extra)))
     return cases
 
 
@@ -273,6 +334,19 @@ async def _check_top_k(data: Data, q: RecallQuery, path: str = "scored") -> None
         if (r.expires_at is None or r.expires_at > after)
         and r.importance >= q.min_importance
         and (not q.categories or r.category in q.categories)
+        and (q.metadata is None or _contains(r.metadata, q.metadata))
+        and (q.updated_from is None or r.updated_at >= q.updated_from)
+        and (q.updated_before is None or r.updated_at < q.updated_before)
+        # Never accessed: before every time.
+        and (
+            q.accessed_from is None
+            or (r.last_accessed is not None and r.last_accessed >= q.accessed_from)
+        )
+        and (
+            q.accessed_before is None
+            or r.last_accessed is None
+            or r.last_accessed < q.accessed_before
+        )
     ]
     # PostgreSQL's now() is between `before` and `after`; a score can drift
     # by at most this much across that window. PostgreSQL's BM25 and cosine

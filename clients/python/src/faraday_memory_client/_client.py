@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import uuid
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from functools import cached_property
+from typing import Any, Literal, TypeVar
 
-import grpc
 from faraday.memory.v1 import (
     lesson_pb2,
     lesson_service_pb2,
@@ -26,40 +16,27 @@ from faraday.memory.v1 import (
     memory_service_pb2,
     memory_service_pb2_grpc,
 )
-from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2
 
-# googleapis-common-protos ships .pyi stubs but no py.typed marker.
-from google.type import date_pb2  # type: ignore[import-untyped, unused-ignore]
-from grpc import aio
+from faraday_memory_client._base import BaseClient
+from faraday_memory_client._convert import date_message as _date
+from faraday_memory_client._convert import struct_message as _struct
+from faraday_memory_client._convert import timestamp_message as _timestamp
 
-from faraday_memory_client._retry import ClientConfig, call_unary
-
-Metadata = Sequence[tuple[str, str]]
-MetadataProvider = Callable[[], Metadata | Awaitable[Metadata]]
-"""Returns extra metadata for each call, e.g. ``[("authorization", "Bearer ...")]``."""
+T = TypeVar("T")
 
 _TAG_MATCH = {"any": memory_service_pb2.TAG_MATCH_ANY, "all": memory_service_pb2.TAG_MATCH_ALL}
 
-RequestT = TypeVar("RequestT")
-ResponseT = TypeVar("ResponseT")
-T = TypeVar("T")
 
-
-def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(value)
-    return struct
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """Naive datetimes are taken as UTC (protobuf's rule)."""
-    timestamp = timestamp_pb2.Timestamp()
-    timestamp.FromDatetime(value)
-    return timestamp
-
-
-def _date(value: date) -> date_pb2.Date:
-    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+def _filters(
+    metadata_filter: Mapping[str, Any] | None,
+    times: Mapping[str, datetime | None],
+) -> dict[str, Any]:
+    """The metadata and time filters ListMemories and RecallMemories share, as request fields."""
+    fields: dict[str, Any] = {k: _timestamp(v) for k, v in times.items() if v is not None}
+    if metadata_filter is not None:
+        fields["metadata_filter"] = _struct(metadata_filter)
+    return fields
 
 
 async def _aiter(items: AsyncIterable[T] | Iterable[T]) -> AsyncIterator[T]:
@@ -88,7 +65,7 @@ def _request_id(value: str | None) -> str:
     return str(uuid.uuid4()) if value is None else value
 
 
-class MemoryClient:
+class MemoryClient(BaseClient):
     """Asyncio client of MemoryService and LessonService.
 
     Methods return the generated protobuf messages and raise
@@ -102,71 +79,13 @@ class MemoryClient:
     logs interactions) are never retried.
     """
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata_provider: MetadataProvider | None = None,
-        default_timeout_seconds: float = 5.0,
-        max_attempts: int = 3,
-        initial_backoff_seconds: float = 0.05,
-        max_backoff_seconds: float = 1.0,
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        """Open a channel to `target` (``host:port``): TLS with `credentials`,
-        plaintext without. `options` are grpc channel arguments."""
-        self.config = ClientConfig(
-            default_timeout_seconds=default_timeout_seconds,
-            max_attempts=max_attempts,
-            initial_backoff_seconds=initial_backoff_seconds,
-            max_backoff_seconds=max_backoff_seconds,
-        )
-        if credentials is None:
-            self._channel = aio.insecure_channel(target, options=list(options))
-        else:
-            self._channel = aio.secure_channel(target, credentials, options=list(options))
-        self._metadata_provider = metadata_provider
-        self._memories = memory_service_pb2_grpc.MemoryServiceStub(self._channel)
-        self._lessons = lesson_service_pb2_grpc.LessonServiceStub(self._channel)
+    @cached_property
+    def _memories(self) -> memory_service_pb2_grpc.MemoryServiceAsyncStub:
+        return memory_service_pb2_grpc.MemoryServiceStub(self._channel)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the channel, cancelling calls in flight."""
-        await self._channel.close(grace=None)
-
-    async def _call(
-        self,
-        method: aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
-        request: RequestT,
-        timeout_seconds: float | None,
-        *,
-        retry: bool,
-    ) -> ResponseT:
-        metadata: Metadata = ()
-        if self._metadata_provider is not None:
-            provided = self._metadata_provider()
-            metadata = await provided if inspect.isawaitable(provided) else provided
-        return await call_unary(
-            method,
-            request,
-            config=self.config,
-            timeout_seconds=(
-                self.config.default_timeout_seconds if timeout_seconds is None else timeout_seconds
-            ),
-            metadata=metadata,
-            retry=retry,
-        )
+    @cached_property
+    def _lessons(self) -> lesson_service_pb2_grpc.LessonServiceAsyncStub:
+        return lesson_service_pb2_grpc.LessonServiceStub(self._channel)
 
     # MemoryService
 
@@ -184,6 +103,8 @@ class MemoryClient:
         assistant_profile_id: int = 0,
         expire_time: datetime | None = None,
         metadata: Mapping[str, Any] | None = None,
+        embedding: Sequence[float] = (),
+        embedding_model: str = "",
         request_id: str | None = None,
         dedup_policy: memory_service_pb2.DedupPolicy.ValueType = (
             memory_service_pb2.DEDUP_POLICY_UNSPECIFIED
@@ -192,6 +113,10 @@ class MemoryClient:
         timeout_seconds: float | None = None,
     ) -> memory_pb2.Memory:
         """Store a new memory (importance defaults to 0.5 on the server).
+
+        `embedding`, with the `embedding_model` it came from, is the
+        content's vector when the caller computes embeddings; left empty, a
+        server that runs a model embeds the content itself.
 
         `dedup_policy` (DedupPolicy; unspecified is EXACT) decides whether a
         memory that repeats one already stored for the same user and
@@ -226,6 +151,8 @@ class MemoryClient:
             assistant_profile_id=assistant_profile_id,
             expire_time=None if expire_time is None else _timestamp(expire_time),
             metadata=None if metadata is None else _struct(metadata),
+            embedding=embedding,
+            embedding_model=embedding_model,
         )
         request_id = _request_id(request_id)
         request = memory_service_pb2.StoreMemoryRequest(
@@ -309,12 +236,18 @@ class MemoryClient:
         assistant_profile_id: int = 0,
         categories: Sequence[str] = (),
         tags: Sequence[str] = (),
+        metadata_filter: Mapping[str, Any] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        last_access_time_start: datetime | None = None,
+        last_access_time_end: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout_seconds: float | None = None,
     ) -> memory_service_pb2.ListMemoriesResponse:
         """Return one page of a user's unexpired memories, newest first, with
-        every tag in `tags`. Retried on UNAVAILABLE."""
+        every tag in `tags`, metadata containing `metadata_filter`, and times
+        in [start, end). Retried on UNAVAILABLE."""
         request = memory_service_pb2.ListMemoriesRequest(
             user_id=user_id,
             assistant_profile_id=assistant_profile_id,
@@ -322,6 +255,15 @@ class MemoryClient:
             tags=tags,
             page_size=page_size,
             page_token=page_token,
+            **_filters(
+                metadata_filter,
+                {
+                    "update_time_start": update_time_start,
+                    "update_time_end": update_time_end,
+                    "last_access_time_start": last_access_time_start,
+                    "last_access_time_end": last_access_time_end,
+                },
+            ),
         )
         return await self._call(self._memories.ListMemories, request, timeout_seconds, retry=True)
 
@@ -332,11 +274,16 @@ class MemoryClient:
         assistant_profile_id: int = 0,
         categories: Sequence[str] = (),
         tags: Sequence[str] = (),
+        metadata_filter: Mapping[str, Any] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        last_access_time_start: datetime | None = None,
+        last_access_time_end: datetime | None = None,
         page_size: int = 0,
         timeout_seconds: float | None = None,
     ) -> AsyncIterator[memory_pb2.Memory]:
-        """Yield every memory :meth:`list_memories` would list, page after
-        page; `timeout_seconds` applies to each page."""
+        """Yield every memory :meth:`list_memories` would list with the same
+        filters, page after page; `timeout_seconds` applies to each page."""
         page_token = ""
         while True:
             page = await self.list_memories(
@@ -344,6 +291,11 @@ class MemoryClient:
                 assistant_profile_id=assistant_profile_id,
                 categories=categories,
                 tags=tags,
+                metadata_filter=metadata_filter,
+                update_time_start=update_time_start,
+                update_time_end=update_time_end,
+                last_access_time_start=last_access_time_start,
+                last_access_time_end=last_access_time_end,
                 page_size=page_size,
                 page_token=page_token,
                 timeout_seconds=timeout_seconds,
@@ -368,23 +320,38 @@ class MemoryClient:
         assistant_profile_id: int = 0,
         create_time_start: datetime | None = None,
         create_time_end: datetime | None = None,
+        metadata_filter: Mapping[str, Any] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        last_access_time_start: datetime | None = None,
+        last_access_time_end: datetime | None = None,
+        skip_access_tracking: bool = False,
         importance_weight: float | None = None,
         recency_weight: float | None = None,
         relevance_weight: float | None = None,
+        semantic_weight: float | None = None,
         recency_half_life: timedelta | None = None,
+        query_embedding: Sequence[float] = (),
+        embedding_model: str = "",
         timeout_seconds: float | None = None,
     ) -> list[memory_service_pb2.ScoredMemory]:
         """Return the user's best memories for `query`, best first.
 
-        `context` keeps memories whose context contains it; unset weights
-        take the server's defaults. Not retried: RecallMemories is not
+        `context` and `metadata_filter` keep memories whose context or
+        metadata contains them; unset weights take the server's defaults.
+        `query_embedding` (with the `embedding_model` it came from) is the
+        query's vector when the caller computes embeddings; left empty, the
+        server embeds `query` if it runs a model. Asking for vectors the
+        server cannot rank by (an embedding, or `semantic_weight` above 0)
+        fails with FAILED_PRECONDITION. Not retried: RecallMemories is not
         idempotent, as it bumps each returned memory's last_access_time and
-        logs a recall interaction for it.
+        logs a recall interaction for it (unless `skip_access_tracking`).
         """
         weights = memory_service_pb2.RecallWeights(
             importance=importance_weight,
             recency=recency_weight,
             relevance=relevance_weight,
+            semantic=semantic_weight,
         )
         if recency_half_life is not None:
             weights.recency_half_life.FromTimedelta(recency_half_life)
@@ -401,6 +368,18 @@ class MemoryClient:
             create_time_end=None if create_time_end is None else _timestamp(create_time_end),
             limit=limit,
             weights=weights,
+            query_embedding=query_embedding,
+            embedding_model=embedding_model,
+            skip_access_tracking=skip_access_tracking,
+            **_filters(
+                metadata_filter,
+                {
+                    "update_time_start": update_time_start,
+                    "update_time_end": update_time_end,
+                    "last_access_time_start": last_access_time_start,
+                    "last_access_time_end": last_access_time_end,
+                },
+            ),
         )
         response = await self._call(
             self._memories.RecallMemories, request, timeout_seconds, retry=False
@@ -506,10 +485,10 @@ class MemoryClient:
 
         The options go first, then the items in messages of `chunk_size`
         (1..1000); items are read lazily, so a file of any size streams in
-        bounded memory. The server commits each message's items before it
-        reads the next, and gRPC's flow control keeps the client at most a
-        few messages ahead, so `on_sent(n)`, called after each message with
-        the number of items it held, tracks the import's progress.
+        bounded memory. The server commits each message's items on its own,
+        and gRPC's flow control keeps the client at most a few messages
+        ahead, so `on_sent(n)`, called after each message with the number of
+        items it held, tracks the import's progress.
 
         Not retried, and no deadline unless `timeout_seconds` is given (an
         import of a million memories takes minutes): if the stream fails,
@@ -537,12 +516,8 @@ class MemoryClient:
                 if on_sent is not None:
                     on_sent(len(chunk))
 
-        metadata: Metadata = ()
-        if self._metadata_provider is not None:
-            provided = self._metadata_provider()
-            metadata = await provided if inspect.isawaitable(provided) else provided
         call = self._memories.ImportMemories(
-            requests(), timeout=timeout_seconds, metadata=tuple(metadata)
+            requests(), timeout=timeout_seconds, metadata=tuple(await self._metadata())
         )
         return await call
 

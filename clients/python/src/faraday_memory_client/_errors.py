@@ -25,7 +25,7 @@ class FieldViolation(NamedTuple):
 def field_violations(error: grpc.RpcError) -> list[FieldViolation]:
     """Return the field violations of an INVALID_ARGUMENT error, or ``[]``.
 
-    Works for ``grpc.aio.AioRpcError`` (what ``MemoryClient`` raises) as well
+    Works for ``grpc.aio.AioRpcError`` (what the clients raise) as well
     as for errors of synchronous calls: it reads the ``grpc-status-details-bin``
     trailing metadata as a ``google.rpc.Status`` and unpacks every
     ``google.rpc.BadRequest`` among its details.

@@ -198,7 +198,9 @@ class Memory(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
-        """Caller-defined JSON object, stored and returned as is; not searchable."""
+        """Caller-defined JSON object, stored and returned as is; ListMemories and
+        RecallMemories can filter by it (`metadata_filter`, JSON containment).
+        """
 
     @_builtins.property
     def embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:

@@ -64,6 +64,11 @@ class DedupPolicy(_DedupPolicy, metaclass=_DedupPolicyEnumTypeWrapper):
     false positives beyond case and spacing. SEMANTIC is opt-in: two texts
     that differ in one number or name ("has 28 pupils" / "has 29 pupils") can
     be nearer than the threshold, and merging them loses the newer fact.
+    Measured with the default model wordllama-l2-supercat-256 (docs/dedup.md):
+    "has 28 pupils" / "has 29 pupils" 0.981, "March 3" / "March 13" 0.988, a
+    swapped word order 1.000, while rewordings of one fact scored 0.80-0.98;
+    at 0.95, 5 of 8 rewordings and 5 of 8 such near misses merge, and no
+    threshold separates them.
     """
 
 DEDUP_POLICY_UNSPECIFIED: DedupPolicy.ValueType  # 0
@@ -705,6 +710,11 @@ class ListMemoriesRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    METADATA_FILTER_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_START_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_END_FIELD_NUMBER: _builtins.int
+    LAST_ACCESS_TIME_START_FIELD_NUMBER: _builtins.int
+    LAST_ACCESS_TIME_END_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Whose memories. Required (UUID)."""
     assistant_profile_id: _builtins.int
@@ -714,8 +724,9 @@ class ListMemoriesRequest(_message.Message):
     lowered to 500, negative values are INVALID_ARGUMENT.
     """
     page_token: _builtins.str
-    """The `next_page_token` of a previous call with the same filters. Tokens
-    are at most 512 characters; anything else is INVALID_ARGUMENT.
+    """The `next_page_token` of a previous call with the same filters (every
+    field above but page_size, metadata_filter and the times included).
+    Tokens are at most 512 characters; anything else is INVALID_ARGUMENT.
     """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -724,6 +735,50 @@ class ListMemoriesRequest(_message.Message):
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only memories that carry every one of these tags (empty: any). At most 32."""
+
+    @_builtins.property
+    def metadata_filter(self) -> _struct_pb2.Struct:
+        """Only memories whose metadata contains this JSON object (PostgreSQL
+        `metadata @> filter`: every key of the filter present with an equal or
+        containing value; a list matches a list holding all of its items), e.g.
+        {"source": "import", "unit": {"id": 7}}. Unset or empty: any. At most
+        4096 bytes once serialized as compact JSON and at most 8 levels of
+        nesting (the outer object is level 1); no NaN, infinity or NUL
+        characters: otherwise INVALID_ARGUMENT naming `metadata_filter`.
+        Not index-backed: no index can serve `@>` for the service's database
+        role under row-level security (a GIN index on metadata went unused:
+        docs/schema.md), so the filter is checked row by row on the user's rows,
+        newest first, which the user_id index has already narrowed to; the cost
+        is bounded by the user's memory count: about 100 ms for a page of a
+        60,000-memory user that one memory or none matches (EXPLAIN ANALYZE as
+        the service role), against well under 1 ms for a page without it.
+        """
+
+    @_builtins.property
+    def update_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only memories last changed (update_time) at or after this time
+        (inclusive; 1970-01-01T00:00:00Z to 9000-01-01T00:00:00Z exclusive,
+        else INVALID_ARGUMENT naming the field).
+        """
+
+    @_builtins.property
+    def update_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only memories last changed before this time (exclusive; same range)."""
+
+    @_builtins.property
+    def last_access_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only memories last recalled (last_access_time) at or after this time
+        (inclusive; same range). A memory never recalled has no
+        last_access_time and counts as recalled before every time: it never
+        passes this bound.
+        """
+
+    @_builtins.property
+    def last_access_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only memories last recalled before this time (exclusive; same range). A
+        memory never recalled passes this bound, so `now - 30 days` lists the
+        memories not recalled in 30 days, those never recalled included.
+        """
 
     def __init__(
         self,
@@ -734,10 +789,15 @@ class ListMemoriesRequest(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        metadata_filter: _struct_pb2.Struct | None = ...,
+        update_time_start: _timestamp_pb2.Timestamp | None = ...,
+        update_time_end: _timestamp_pb2.Timestamp | None = ...,
+        last_access_time_start: _timestamp_pb2.Timestamp | None = ...,
+        last_access_time_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_access_time_end", b"last_access_time_end", "last_access_time_start", b"last_access_time_start", "metadata_filter", b"metadata_filter", "update_time_end", b"update_time_end", "update_time_start", b"update_time_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_profile_id", b"assistant_profile_id", "categories", b"categories", "page_size", b"page_size", "page_token", b"page_token", "tags", b"tags", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_profile_id", b"assistant_profile_id", "categories", b"categories", "last_access_time_end", b"last_access_time_end", "last_access_time_start", b"last_access_time_start", "metadata_filter", b"metadata_filter", "page_size", b"page_size", "page_token", b"page_token", "tags", b"tags", "update_time_end", b"update_time_end", "update_time_start", b"update_time_start", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -856,6 +916,12 @@ class RecallMemoriesRequest(_message.Message):
     WEIGHTS_FIELD_NUMBER: _builtins.int
     QUERY_EMBEDDING_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    METADATA_FILTER_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_START_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_END_FIELD_NUMBER: _builtins.int
+    LAST_ACCESS_TIME_START_FIELD_NUMBER: _builtins.int
+    LAST_ACCESS_TIME_END_FIELD_NUMBER: _builtins.int
+    SKIP_ACCESS_TRACKING_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Whose memories. Required (UUID)."""
     query: _builtins.str
@@ -871,11 +937,28 @@ class RecallMemoriesRequest(_message.Message):
     min_importance: _builtins.float
     """Only memories with importance >= this (0 or 1e-6..1). Default 0."""
     limit: _builtins.int
-    """How many memories to return: 1..100; 0 means 10; over 100 is
-    INVALID_ARGUMENT.
+    """How many memories to return: 1..500; 0 means 10; over 500 (or
+    negative) is INVALID_ARGUMENT. Cost grows with the limit (more rows
+    read per importance band, logged and bumped, sent): measured over gRPC
+    for a user with 5,000 memories (bench/recall_filters.py, PostgreSQL 18,
+    2 shared cores, medians), without query text 37 / 50 / 134 ms at limit
+    10 / 100 / 500, with a two-word query matching most memories 66 / 323 /
+    459 ms; skip_access_tracking saves the logging (280 ms at 500 with the
+    query). Each returned memory is sent whole: at 500, keep memories small
+    or the response can pass the client's receive limit (4 MiB by default
+    in gRPC; about 200 KiB here for memories of ~150 characters).
     """
     embedding_model: _builtins.str
     """The model `query_embedding` came from; required with it."""
+    skip_access_tracking: _builtins.bool
+    """True: a background or speculative recall that leaves no trace. It logs
+    no `recall` interactions and does not move the returned memories'
+    last_access_time; ranking and filters are unchanged. Default false:
+    log and bump as RecallMemories describes (unless the server turns that
+    off for every recall, FARADAY_LOG_RECALL_INTERACTIONS). Needs no scope
+    of its own: it only does less than a normal recall, which needs
+    `memories:read` either way.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only memories whose category is one of these. At most 50."""
@@ -911,6 +994,46 @@ class RecallMemoriesRequest(_message.Message):
         model.
         """
 
+    @_builtins.property
+    def metadata_filter(self) -> _struct_pb2.Struct:
+        """Only memories whose metadata contains this JSON object, as
+        ListMemoriesRequest.metadata_filter (same limits, INVALID_ARGUMENT
+        naming `metadata_filter`). Not index-backed (no index can serve `@>`
+        for the service's role under row-level security: docs/schema.md); it is
+        checked on each row the recall reads through the user_id indexes, so
+        its cost is bounded by the user's memory count. A filter few memories
+        pass stops the importance-band walk from cutting early, so the recall
+        reads all of the user's rows: measured for a 60,000-memory user, about
+        150 ms without query text (1.3 ms unfiltered) and 1-1.5 s with a query
+        whose words are in nearly every memory, as a `categories` filter that
+        matches nothing costs (0.7 s).
+        """
+
+    @_builtins.property
+    def update_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only memories last changed (update_time, which recency is measured
+        from) at or after this time: inclusive, 1970-01-01T00:00:00Z to
+        9000-01-01T00:00:00Z exclusive, else INVALID_ARGUMENT naming the field.
+        """
+
+    @_builtins.property
+    def update_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only memories last changed before this time (exclusive; same range)."""
+
+    @_builtins.property
+    def last_access_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only memories last recalled (last_access_time) at or after this time
+        (inclusive; same range), as it was before this recall. A memory never
+        recalled counts as recalled before every time: it never passes this
+        bound.
+        """
+
+    @_builtins.property
+    def last_access_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only memories last recalled before this time (exclusive; same range).
+        A memory never recalled passes this bound.
+        """
+
     def __init__(
         self,
         *,
@@ -928,10 +1051,16 @@ class RecallMemoriesRequest(_message.Message):
         weights: Global___RecallWeights | None = ...,
         query_embedding: _abc.Iterable[_builtins.float] | None = ...,
         embedding_model: _builtins.str = ...,
+        metadata_filter: _struct_pb2.Struct | None = ...,
+        update_time_start: _timestamp_pb2.Timestamp | None = ...,
+        update_time_end: _timestamp_pb2.Timestamp | None = ...,
+        last_access_time_start: _timestamp_pb2.Timestamp | None = ...,
+        last_access_time_end: _timestamp_pb2.Timestamp | None = ...,
+        skip_access_tracking: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "last_access_time_end", b"last_access_time_end", "last_access_time_start", b"last_access_time_start", "metadata_filter", b"metadata_filter", "update_time_end", b"update_time_end", "update_time_start", b"update_time_start", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_profile_id", b"assistant_profile_id", "categories", b"categories", "context", b"context", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "embedding_model", b"embedding_model", "limit", b"limit", "min_importance", b"min_importance", "query", b"query", "query_embedding", b"query_embedding", "tag_match", b"tag_match", "tags", b"tags", "user_id", b"user_id", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_profile_id", b"assistant_profile_id", "categories", b"categories", "context", b"context", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "embedding_model", b"embedding_model", "last_access_time_end", b"last_access_time_end", "last_access_time_start", b"last_access_time_start", "limit", b"limit", "metadata_filter", b"metadata_filter", "min_importance", b"min_importance", "query", b"query", "query_embedding", b"query_embedding", "skip_access_tracking", b"skip_access_tracking", "tag_match", b"tag_match", "tags", b"tags", "update_time_end", b"update_time_end", "update_time_start", b"update_time_start", "user_id", b"user_id", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -311,7 +311,8 @@ class MemoryServiceServicer:
     def RecallMemories(self, request, context):
         """Returns a user's best memories for the conversation at hand, best first,
         each with its score and the parts of that score, bumps their
-        `last_access_time` and logs one `recall` interaction per returned memory.
+        `last_access_time` and logs one `recall` interaction per returned memory
+        (neither with `skip_access_tracking`).
 
         score = importance_weight * importance
         + recency_weight * 0.5 ^ (age / recency_half_life)

@@ -174,7 +174,8 @@ class MemoryServiceStub:
     RecallMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.RecallMemoriesRequest, _memory_service_pb2.RecallMemoriesResponse]
     """Returns a user's best memories for the conversation at hand, best first,
     each with its score and the parts of that score, bumps their
-    `last_access_time` and logs one `recall` interaction per returned memory.
+    `last_access_time` and logs one `recall` interaction per returned memory
+    (neither with `skip_access_tracking`).
 
     score = importance_weight * importance
           + recency_weight * 0.5 ^ (age / recency_half_life)
@@ -374,7 +375,8 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     RecallMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.RecallMemoriesRequest, _memory_service_pb2.RecallMemoriesResponse]  # type: ignore[assignment]
     """Returns a user's best memories for the conversation at hand, best first,
     each with its score and the parts of that score, bumps their
-    `last_access_time` and logs one `recall` interaction per returned memory.
+    `last_access_time` and logs one `recall` interaction per returned memory
+    (neither with `skip_access_tracking`).
 
     score = importance_weight * importance
           + recency_weight * 0.5 ^ (age / recency_half_life)
@@ -619,7 +621,8 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_memory_service_pb2.RecallMemoriesResponse, _abc.Awaitable[_memory_service_pb2.RecallMemoriesResponse]]:
         """Returns a user's best memories for the conversation at hand, best first,
         each with its score and the parts of that score, bumps their
-        `last_access_time` and logs one `recall` interaction per returned memory.
+        `last_access_time` and logs one `recall` interaction per returned memory
+        (neither with `skip_access_tracking`).
 
         score = importance_weight * importance
               + recency_weight * 0.5 ^ (age / recency_half_life)

@@ -130,8 +130,9 @@ class MemoryServiceStub:
     for an unknown user or profile, FAILED_PRECONDITION with reason
     USER_INACTIVE, PERMISSION_DENIED for a profile-limited token naming
     another profile) and the rest go on. Each message's items commit
-    together, in one transaction, before the next message is read; if the
-    stream breaks (a stream error below, a cancel, UNAVAILABLE), what
+    together, in one transaction of their own (two messages' may run at
+    once; for a user and profile they share, the later waits for the
+    earlier and sees it, so stream order holds); if the stream breaks (a stream error below, a cancel, UNAVAILABLE), what
     committed stays and its counts are lost with the response: re-running
     the stream completes the rest and reports the committed items as
     ALREADY_DONE. Duplicates (DedupPolicy, ImportOptions) merge into an
@@ -331,8 +332,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     for an unknown user or profile, FAILED_PRECONDITION with reason
     USER_INACTIVE, PERMISSION_DENIED for a profile-limited token naming
     another profile) and the rest go on. Each message's items commit
-    together, in one transaction, before the next message is read; if the
-    stream breaks (a stream error below, a cancel, UNAVAILABLE), what
+    together, in one transaction of their own (two messages' may run at
+    once; for a user and profile they share, the later waits for the
+    earlier and sees it, so stream order holds); if the stream breaks (a stream error below, a cancel, UNAVAILABLE), what
     committed stays and its counts are lost with the response: re-running
     the stream completes the rest and reports the committed items as
     ALREADY_DONE. Duplicates (DedupPolicy, ImportOptions) merge into an
@@ -547,8 +549,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         for an unknown user or profile, FAILED_PRECONDITION with reason
         USER_INACTIVE, PERMISSION_DENIED for a profile-limited token naming
         another profile) and the rest go on. Each message's items commit
-        together, in one transaction, before the next message is read; if the
-        stream breaks (a stream error below, a cancel, UNAVAILABLE), what
+        together, in one transaction of their own (two messages' may run at
+        once; for a user and profile they share, the later waits for the
+        earlier and sees it, so stream order holds); if the stream breaks (a stream error below, a cancel, UNAVAILABLE), what
         committed stays and its counts are lost with the response: re-running
         the stream completes the rest and reports the committed items as
         ALREADY_DONE. Duplicates (DedupPolicy, ImportOptions) merge into an

@@ -194,6 +194,20 @@ def checks(results: dict[str, Any], level: int = 16) -> list[dict[str, Any]]:
         + (f" ({workers} workers; largest single process {largest:.0f} MB)" if workers > 1 else ""),
     )
     out += semantic_checks(results)
+    imported = results.get("import")
+    if imported:
+        service = imported["service"]
+        floors = ", ".join(
+            f"{name.replace('_', ' ')} {imported[name]['per_second']:,.0f}/s"
+            for name in ("direct_floor", "bare_insert_floor")
+            if name in imported
+        )
+        add(
+            f"ImportMemories >= {imported['target_per_second']:,} memories/s into"
+            f" {imported['memories_before']:,} memories",
+            service["per_second"] >= imported["target_per_second"],
+            f"{service['per_second']:,.0f}/s ({imported['count']:,} memories); {floors}",
+        )
     growth = results.get("growth_summary") or {}
     for rpc, g in growth.items():
         add(
@@ -288,6 +302,44 @@ def growth_summary(results: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def import_table(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"import: {result['count']:,} memories over {result['users']} users into a database"
+        f" holding {result['memories_before']:,}, chunks of {result['chunk']:,}",
+        "",
+        "| target | memories/s | seconds | server CPU s | bench CPU s | PG CPU s | vs 10,000/s |",
+        "|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for key, label in (
+        ("service", "service (ImportMemories over gRPC)"),
+        ("direct_floor", "direct floor (ImportStore, no gRPC)"),
+        ("bare_insert_floor", "bare insert floor (COPY + INSERT only)"),
+    ):
+        cell = result.get(key)
+        if cell is None:
+            continue
+        cpu = cell["cpu_s"]
+        verdict = "PASS" if cell["per_second"] >= result["target_per_second"] else "below"
+        lines.append(
+            f"| {label} | {cell['per_second']:,.0f} | {cell['seconds']:.2f} |"
+            f" {cpu.get('server', 0):.2f} | {cpu.get('self', 0):.2f} |"
+            f" {cpu.get('postgres', 0):.2f} | {verdict} |"
+        )
+    breakdown = result.get("breakdown")
+    if breakdown:
+        total = breakdown.get("total", 0.0)
+        triggers = {k: v for k, v in breakdown.items() if k not in ("rows", "total")}
+        lines += [
+            "",
+            f"One more chunk of {breakdown['rows']:.0f} rows, bare INSERT under EXPLAIN ANALYZE:"
+            f" {total:.0f} ms in all, of which "
+            + ", ".join(f"{k} {v:.0f} ms" for k, v in triggers.items())
+            + f"; the rest ({total - sum(triggers.values()):.0f} ms) is the rows themselves"
+            " (generated columns: tsvector, content key, importance band; heap, indexes, WAL).",
+        ]
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     cfg = results["config"]
     env = results["environment"]
@@ -323,6 +375,8 @@ def markdown(results: dict[str, Any]) -> str:
     for c in results["checks"]:
         lines.append(f"- **{c['result']}** {c['check']}: {c['detail']}")
     lines += ["", "## Every RPC", "", grid_table(results), ""]
+    if results.get("import"):
+        lines += ["## Import", "", *import_table(results["import"]), ""]
     noisy = [c for c in results["cells"] if c.get("other_cores", 0) > NOISE_CORES]
     if noisy:
         lines.append(

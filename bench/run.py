@@ -227,6 +227,7 @@ class Bench:
         self.first_cell: set[tuple[str, str]] = set()
         self.floor_check: dict[str, Any] = {}
         self.explain: list[dict[str, Any]] = []
+        self.import_result: dict[str, Any] | None = None
         self.model: Any = None  # the data set's embedding model, loaded on first use
         self.git_at_start = git_describe()
 
@@ -487,7 +488,7 @@ class Bench:
     def grid(self, plan: dataset.Plan, size: int) -> None:
         workload = self.write_workload(plan, size)
         self.verify_floor(workload)
-        kinds = self.args.only or GRID_KINDS
+        kinds = [k for k in self.args.only or GRID_KINDS if k != "import"]
         for kind in kinds:
             targets = self.targets(kind)
             if not targets:
@@ -502,6 +503,24 @@ class Bench:
             if kind.endswith("_nolog"):
                 self.stop_server("service nolog")
                 self.stop_server("floor nolog")
+
+    async def import_cell(self) -> None:
+        """ImportMemories into the loaded database against two floors (bench/import_cell.py)."""
+        import import_cell
+
+        log(f"import: {self.args.import_memories:,} memories, {self.args.import_users} users")
+        service = self.server("service")
+        self.import_result = await import_cell.measure(
+            self.owner_url,
+            self.app_url,
+            service.address,
+            count=self.args.import_memories,
+            users=self.args.import_users,
+            pg_pid=self.pg_pid,
+            server_pid=service.pid,
+        )
+        for line in report.import_table(self.import_result):
+            log(f"  {line}")
 
     def explain_heaviest(self, plan: dataset.Plan, size: int) -> None:
         """EXPLAIN ANALYZE the recall statements for the heaviest user, as the service role."""
@@ -703,6 +722,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.stop_server("service")
         log(f"grid at {args.memories:,} memories")
         bench.grid(plan, args.memories)
+        if args.import_memories and (not args.only or "import" in args.only):
+            await bench.import_cell()
         bench.explain_heaviest(plan, args.memories)
         for size in beyond:
             bench.stop_all()
@@ -740,6 +761,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "redis": {"url": bench.redis_url, "skipped": bench.redis_skipped},
         "floor_check": bench.floor_check,
         "explain": bench.explain,
+        "import": bench.import_result,
         "rss": {
             "max_mb_by_server": bench.rss.max_mb,
             "max_process_mb_by_server": bench.rss.max_process_mb,
@@ -811,8 +833,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument(
         "--only",
         nargs="+",
-        choices=GRID_KINDS + EXTRA_KINDS,
-        help="RPC kinds for the grid (default: all but the *_nolog ones)",
+        choices=GRID_KINDS + EXTRA_KINDS + ("import",),
+        help="RPC kinds for the grid (default: all but the *_nolog ones); `import` for the"
+        " import cell",
+    )
+    load.add_argument(
+        "--import-memories",
+        type=int,
+        default=50_000,
+        help="memories the import cell imports per target (0: no import cell)",
+    )
+    load.add_argument(
+        "--import-users", type=int, default=50, help="users the import cell's memories belong to"
     )
     load.add_argument(
         "--traffic-exponent",
@@ -863,6 +895,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         defaults = {"memories": 1_000_000, "users": 10_000, "lessons": 20_000, "duration": 3.0}
         quick = {"memories": 20_000, "users": 500, "lessons": 1_000, "duration": 0.5}
+        if args.import_memories == 50_000:
+            args.import_memories = 5_000
         for name, value in quick.items():
             if getattr(args, name) == defaults[name]:  # explicit flags win
                 setattr(args, name, value)

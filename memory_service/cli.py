@@ -1,4 +1,4 @@
-"""`memory-service serve | migrate | seed-demo | embed | new-token`: the command line."""
+"""`memory-service serve | migrate | seed-demo | embed | new-token | import`: the command line."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from memory_service import config
+from memory_service import config, import_file
 from memory_service.config import Settings
+from memory_service.domain.principal import Scope
 
 # The embedded PostgreSQL is started and stopped with pg_ctl through fork()
 # from this process, which also runs gRPC; grpc's fork handlers can crash
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         "--scopes",
         nargs="+",
         default=["memories:read", "memories:write", "lessons:read"],
-        choices=["memories:read", "memories:write", "lessons:read", "admin"],
+        choices=[s.value for s in Scope],
     )
     token_parser.add_argument(
         "--assistant-profile-ids",
@@ -380,10 +381,13 @@ def main(argv: list[str] | None = None) -> None:
     ):
         _add_setting_flags(commands.add_parser(name, help=help_text))
     _add_embed_parser(commands)
+    import_file.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "new-token":
         _new_token(args)
         return
+    if args.command == "import":  # a client of a running server: no settings of its own
+        sys.exit(import_file.run(args))
     if args.command == "embed" and args.drop_other_models and args.limit is not None:
         parser.error("--drop-other-models needs a full run: leave out --limit")
     settings = _settings(args)

@@ -30,13 +30,17 @@ from memory_service.rpc.admin_servicer import AdminServicer
 from memory_service.rpc.auth_interceptor import AuthInterceptor
 from memory_service.rpc.lesson_servicer import LessonServicer
 from memory_service.rpc.memory_servicer import MemoryServicer
+from memory_service.services import backfill
 from memory_service.services.admin import Admin
+from memory_service.services.imports import Importer
 from memory_service.services.lessons import Lessons
 from memory_service.services.memories import Memories, MemoryPolicy
 from memory_service.services.semantics import semantics_from_settings
 from memory_service.storage.audit import AuditLog
 from memory_service.storage.cache import LessonCache
 from memory_service.storage.database import Database, PoolSettings
+from memory_service.storage.embeddings import EmbeddingStore
+from memory_service.storage.imports import ImportStore
 from memory_service.storage.lessons import LessonStore
 from memory_service.storage.memories import MemoryStore
 from memory_service.storage.rate_limit import RateLimiter
@@ -145,6 +149,13 @@ async def start(
         ),
         semantics,
     )
+    backfill_wake = backfill.BackfillWake()
+    importer = Importer(
+        ImportStore(database, vectors=memory_store.vectors, dimension=semantics.dimension),
+        semantics,
+        backfill_wake.wake,
+        default_min_similarity=settings.dedup_min_similarity,
+    )
     lesson_store = LessonStore(database)
     lessons = Lessons(lesson_store, cache)
     admin = Admin(RegistryStore(database), lesson_store, cache)
@@ -177,7 +188,7 @@ async def start(
     )
     # Undecodable request bytes get INVALID_ARGUMENT, not grpc's UNKNOWN.
     decoding.add_servicer(
-        MemoryServicer(memories, default_weights),
+        MemoryServicer(memories, default_weights, importer),
         memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"],
         server,
     )
@@ -240,6 +251,17 @@ async def start(
                     settings.sweep_interval_seconds,
                 ),
                 name="expiry-sweep",
+            )
+        )
+    if semantics.enabled and semantics.embedder is not None:
+        # Imported memories come without vectors; the server embeds them
+        # after the import, off the request path, when an import wakes it.
+        running._tasks.append(
+            asyncio.create_task(
+                backfill.run_when_woken(
+                    EmbeddingStore(database), semantics.embedder, backfill_wake
+                ),
+                name="import-backfill",
             )
         )
     logger.info("serving on %s:%d", settings.host, port)

@@ -12,12 +12,15 @@ from memory_service.domain.errors import NotFound, PermissionDenied
 class Scope(StrEnum):
     MEMORIES_READ = "memories:read"
     MEMORIES_WRITE = "memories:write"
+    # ImportMemories: bulk writes with caller-chosen original times, for
+    # platform backends loading history. Never held by a user-scoped token.
+    MEMORIES_IMPORT = "memories:import"
     LESSONS_READ = "lessons:read"
     ADMIN = "admin"
 
 
 ALL_SCOPES = frozenset(Scope)
-# What a user-scoped token may ever hold; `admin` never.
+# What a user-scoped token may ever hold; `admin` and `memories:import` never.
 USER_SCOPES = frozenset({Scope.MEMORIES_READ, Scope.MEMORIES_WRITE, Scope.LESSONS_READ})
 
 

@@ -77,6 +77,7 @@ METHOD_SCOPES: dict[str, Scope] = {
             "RecordFeedback",
         )
     },
+    _MEMORY + "ImportMemories": Scope.MEMORIES_IMPORT,
     **{_LESSON + m: Scope.LESSONS_READ for m in ("GetLesson", "ListLessons", "SearchLessons")},
     **{
         _ADMIN + m: Scope.ADMIN
@@ -92,9 +93,10 @@ METHOD_SCOPES: dict[str, Scope] = {
         )
     },
 }
-# Sensitive operations: audited whatever their outcome.
+# Sensitive operations: audited whatever their outcome. An import writes
+# many users' memories with caller-chosen times: one row per stream.
 AUDITED = frozenset(
-    {_MEMORY + "UpdateMemory", _MEMORY + "DeleteMemory"}
+    {_MEMORY + "UpdateMemory", _MEMORY + "DeleteMemory", _MEMORY + "ImportMemories"}
     | {m for m, scope in METHOD_SCOPES.items() if scope is Scope.ADMIN}
 )
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -147,7 +149,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler  # no streaming-request methods in this API
+        if handler.stream_unary is not None:
+            # The behavior takes the request iterator where a unary one takes
+            # the request; admission, context and audit are the same.
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # No bidirectional methods in this API: refused, as a method without
+        # a scope is, rather than served unauthenticated.
+        raise AssertionError(f"{method}: bidirectional streaming is not wired for auth")
 
     async def _admit(self, method: str, context: Any) -> Principal:
         """Authenticate, authorize, rate-limit; abort (and audit) a denied call."""

@@ -177,11 +177,19 @@ def new_memory(request: memory_service_pb2.StoreMemoryRequest) -> NewMemory:
     v = check.Violations()
     if not request.HasField("memory"):
         raise InvalidArgument.one("memory", "is required")
-    user = check.user_id(v, "memory.user_id", request.memory.user_id)
-    values = _fields(v, request.memory, "memory.")
-    embedding = _embedding(v, request.memory)
+    memory = decode_new_memory(v, request.memory)
     v.check()
-    assert user is not None
+    assert memory is not None
+    return memory
+
+
+def decode_new_memory(v: check.Violations, m: memory_pb2.Memory) -> NewMemory | None:
+    """StoreMemory's reading of a Memory (fields named "memory.*"); None if `v` got violations."""
+    user = check.user_id(v, "memory.user_id", m.user_id)
+    values = _fields(v, m, "memory.")
+    embedding = _embedding(v, m)
+    if v.items or user is None:
+        return None
     return NewMemory(user_id=user, embedding=embedding, **values)
 
 

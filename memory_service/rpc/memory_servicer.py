@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -13,9 +15,10 @@ from memory_service.domain.dedup import StoreRequest
 from memory_service.domain.errors import DomainError, InvalidArgument
 from memory_service.domain.models import Weights
 from memory_service.domain.validation import BATCH_STORE_MAX_REQUESTS
-from memory_service.rpc import caller
+from memory_service.rpc import caller, import_messages
 from memory_service.rpc import memory_messages as messages
 from memory_service.rpc.errors import translate_errors
+from memory_service.services.imports import Chunk, Importer
 from memory_service.services.memories import Memories
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -46,9 +49,10 @@ def _check_batch(request: memory_service_pb2.BatchStoreMemoriesRequest) -> None:
 
 @translate_errors
 class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, memories: Memories, default_weights: Weights) -> None:
+    def __init__(self, memories: Memories, default_weights: Weights, importer: Importer) -> None:
         self._memories = memories
         self._default_weights = default_weights
+        self._importer = importer
 
     async def StoreMemory(
         self, request: memory_service_pb2.StoreMemoryRequest, context: Context
@@ -76,6 +80,28 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         return memory_service_pb2.BatchStoreMemoriesResponse(
             results=[messages.store_result(r) for r in results]
         )
+
+    async def ImportMemories(
+        self,
+        request_iterator: AsyncIterator[memory_service_pb2.ImportMemoriesRequest],
+        context: Context,
+    ) -> memory_service_pb2.ImportMemoriesResponse:
+        requests = aiter(request_iterator)
+        options = import_messages.import_options(await anext(requests, None))
+
+        async def chunks() -> AsyncIterator[Chunk]:
+            index = 0
+            async for request in requests:
+                items = import_messages.items_of(request)
+                now = datetime.now(UTC)
+                yield [
+                    import_messages.import_item(item, index + i, now)
+                    for i, item in enumerate(items)
+                ]
+                index += len(items)
+
+        tally = await self._importer.run(caller.current.get(), options, chunks())
+        return import_messages.import_response(tally)
 
     async def GetMemory(
         self, request: memory_service_pb2.GetMemoryRequest, context: Context

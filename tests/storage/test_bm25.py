@@ -135,3 +135,56 @@ async def test_the_term_index_follows_stores_updates_and_deletes(world: World) -
         world.user,
     )
     assert dict(stats) == dict(counted)
+
+
+async def test_a_multi_row_insert_indexes_every_posting_of_every_user(world: World) -> None:
+    """One statement of many memories and users (an import chunk) writes what 0010 defined."""
+    other = await world.owner.fetchval(
+        "INSERT INTO users (email) VALUES ('bm25-other@example.org') RETURNING id"
+    )
+    rng = random.Random(12)
+    rows = [
+        (world.user if n % 3 else other, " ".join(rng.choice(WORDS) for _ in range(1 + n % 12)))
+        for n in range(60)
+    ]
+    before = {
+        r["user_id"]: (r["docs"], r["total_len"])
+        for r in await world.owner.fetch("SELECT * FROM memory_user_stats")
+    }
+    ids = await world.owner.fetch(
+        "INSERT INTO user_memories (user_id, content, category)"
+        " SELECT u, c, 'fact' FROM unnest($1::uuid[], $2::text[]) AS r(u, c) RETURNING id",
+        [u for u, _ in rows],
+        [c for _, c in rows],
+    )
+    ids = [r["id"] for r in ids]
+    written = await world.owner.fetch(
+        "SELECT user_id, lexeme, memory_id, tf, doc_len FROM memory_terms"
+        " WHERE memory_id = ANY($1) ORDER BY 1, 2, 3",
+        ids,
+    )
+    expected = await world.owner.fetch(
+        "SELECT m.user_id, t.lexeme, m.id AS memory_id,"
+        " coalesce(array_length(t.positions, 1), 1) AS tf,"
+        " faraday_tsvector_length(m.content_tsv) AS doc_len"
+        " FROM user_memories m, unnest(m.content_tsv) t WHERE m.id = ANY($1) ORDER BY 1, 2, 3",
+        ids,
+    )
+    assert [tuple(r) for r in written] == [tuple(r) for r in expected] and written
+    for user in (world.user, other):
+        stats = await world.owner.fetchrow(
+            "SELECT docs, total_len FROM memory_user_stats WHERE user_id = $1", user
+        )
+        added = await world.owner.fetchrow(
+            "SELECT count(*) AS docs, sum(faraday_tsvector_length(content_tsv)) AS total_len"
+            " FROM user_memories WHERE id = ANY($1) AND user_id = $2",
+            ids,
+            user,
+        )
+        docs, total = before.get(user, (0, 0))
+        assert (stats["docs"], stats["total_len"]) == (
+            docs + added["docs"],
+            total + added["total_len"],
+        )
+    await world.owner.execute("DELETE FROM user_memories WHERE id = ANY($1)", ids)
+    await world.owner.execute("DELETE FROM users WHERE id = $1", other)

@@ -19,6 +19,9 @@ from faraday.memory.v1.lesson_service_pb2 import (
 )
 from faraday.memory.v1.memory_pb2 import Interaction, InteractionType, Memory, MemoryRevision
 from faraday.memory.v1.memory_service_pb2 import (
+    DedupPolicy,
+    ImportItem,
+    ImportMemoriesResponse,
     ListInteractionsResponse,
     ListMemoriesResponse,
     ListMemoryRevisionsResponse,
@@ -47,9 +50,12 @@ __all__ = [
     "AssistantCapability",
     "AssistantProfile",
     "ClientConfig",
+    "DedupPolicy",
     "DeleteUserDataResponse",
     "ExportUserDataResponse",
     "FieldViolation",
+    "ImportItem",
+    "ImportMemoriesResponse",
     "Interaction",
     "InteractionType",
     "Lesson",

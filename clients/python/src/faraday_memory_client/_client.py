@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from faraday.memory.v1 import (
     lesson_pb2,
@@ -23,6 +23,8 @@ from faraday_memory_client._convert import date_message as _date
 from faraday_memory_client._convert import struct_message as _struct
 from faraday_memory_client._convert import timestamp_message as _timestamp
 
+T = TypeVar("T")
+
 _TAG_MATCH = {"any": memory_service_pb2.TAG_MATCH_ANY, "all": memory_service_pb2.TAG_MATCH_ALL}
 
 
@@ -35,6 +37,23 @@ def _filters(
     if metadata_filter is not None:
         fields["metadata_filter"] = _struct(metadata_filter)
     return fields
+
+
+async def _aiter(items: AsyncIterable[T] | Iterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _items_message(
+    items: list[memory_service_pb2.ImportItem],
+) -> memory_service_pb2.ImportMemoriesRequest:
+    return memory_service_pb2.ImportMemoriesRequest(
+        items=memory_service_pb2.ImportItems(items=items)
+    )
 
 
 def _request_id(value: str | None) -> str:
@@ -448,6 +467,59 @@ class MemoryClient(BaseClient):
         return await self._call(
             self._memories.ListMemoryRevisions, request, timeout_seconds, retry=True
         )
+
+    async def import_memories(
+        self,
+        items: AsyncIterable[memory_service_pb2.ImportItem]
+        | Iterable[memory_service_pb2.ImportItem],
+        *,
+        dedup_policy: memory_service_pb2.DedupPolicy.ValueType = (
+            memory_service_pb2.DEDUP_POLICY_UNSPECIFIED
+        ),
+        dedup_min_similarity: float | None = None,
+        chunk_size: int = 1000,
+        timeout_seconds: float | None = None,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> memory_service_pb2.ImportMemoriesResponse:
+        """Import `items` in one ImportMemories stream (scope ``memories:import``).
+
+        The options go first, then the items in messages of `chunk_size`
+        (1..1000); items are read lazily, so a file of any size streams in
+        bounded memory. The server commits each message's items on its own,
+        and gRPC's flow control keeps the client at most a few messages
+        ahead, so `on_sent(n)`, called after each message with the number of
+        items it held, tracks the import's progress.
+
+        Not retried, and no deadline unless `timeout_seconds` is given (an
+        import of a million memories takes minutes): if the stream fails,
+        what committed stays, and sending the same items again is safe,
+        since every item whose import_id was imported before is ALREADY_DONE.
+        """
+        if not 1 <= chunk_size <= 1000:
+            raise ValueError(f"chunk_size must be 1..1000, got {chunk_size}")
+        options = memory_service_pb2.ImportOptions(
+            dedup_policy=dedup_policy, dedup_min_similarity=dedup_min_similarity
+        )
+
+        async def requests() -> AsyncIterator[memory_service_pb2.ImportMemoriesRequest]:
+            yield memory_service_pb2.ImportMemoriesRequest(options=options)
+            chunk: list[memory_service_pb2.ImportItem] = []
+            async for item in _aiter(items):
+                chunk.append(item)
+                if len(chunk) == chunk_size:
+                    yield _items_message(chunk)
+                    if on_sent is not None:
+                        on_sent(len(chunk))
+                    chunk = []
+            if chunk:
+                yield _items_message(chunk)
+                if on_sent is not None:
+                    on_sent(len(chunk))
+
+        call = self._memories.ImportMemories(
+            requests(), timeout=timeout_seconds, metadata=tuple(await self._metadata())
+        )
+        return await call
 
     # LessonService
 

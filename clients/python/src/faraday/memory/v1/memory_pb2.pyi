@@ -30,7 +30,9 @@ class _InteractionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inter
     INTERACTION_TYPE_UNSPECIFIED: _InteractionType.ValueType  # 0
     """Not set. As a filter: any type."""
     INTERACTION_TYPE_STORE: _InteractionType.ValueType  # 1
-    """The memory was stored (StoreMemory)."""
+    """The memory was stored (StoreMemory, BatchStoreMemories, or
+    ImportMemories: then `context` holds its "import_id").
+    """
     INTERACTION_TYPE_RECALL: _InteractionType.ValueType  # 2
     """The memory was returned by RecallMemories. `context` holds "rank"
     (1-based position), "score" and "query".
@@ -46,7 +48,8 @@ class _InteractionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inter
     INTERACTION_TYPE_MERGE: _InteractionType.ValueType  # 5
     """A store repeated the memory and was merged into it (DedupPolicy).
     `context` holds "policy" ("exact" or "semantic"), "similarity" (for
-    semantic) and "via" ("store", "batch" or "import").
+    semantic) and "via" ("store", "batch" or "import"; an import's also the
+    item's "import_id").
     """
 
 class InteractionType(_InteractionType, metaclass=_InteractionTypeEnumTypeWrapper):
@@ -55,7 +58,9 @@ class InteractionType(_InteractionType, metaclass=_InteractionTypeEnumTypeWrappe
 INTERACTION_TYPE_UNSPECIFIED: InteractionType.ValueType  # 0
 """Not set. As a filter: any type."""
 INTERACTION_TYPE_STORE: InteractionType.ValueType  # 1
-"""The memory was stored (StoreMemory)."""
+"""The memory was stored (StoreMemory, BatchStoreMemories, or
+ImportMemories: then `context` holds its "import_id").
+"""
 INTERACTION_TYPE_RECALL: InteractionType.ValueType  # 2
 """The memory was returned by RecallMemories. `context` holds "rank"
 (1-based position), "score" and "query".
@@ -71,7 +76,8 @@ INTERACTION_TYPE_FEEDBACK: InteractionType.ValueType  # 4
 INTERACTION_TYPE_MERGE: InteractionType.ValueType  # 5
 """A store repeated the memory and was merged into it (DedupPolicy).
 `context` holds "policy" ("exact" or "semantic"), "similarity" (for
-semantic) and "via" ("store", "batch" or "import").
+semantic) and "via" ("store", "batch" or "import"; an import's also the
+item's "import_id").
 """
 Global___InteractionType: _TypeAlias = InteractionType  # noqa: Y015
 

@@ -428,8 +428,10 @@ class ImportOptions(_message.Message):
     DEDUP_MIN_SIMILARITY_FIELD_NUMBER: _builtins.int
     dedup_policy: Global___DedupPolicy.ValueType
     """The dedup policy for every item (DedupPolicy; UNSPECIFIED is EXACT).
-    SEMANTIC compares only items that carry their own embedding; the rest
-    are compared as EXACT.
+    SEMANTIC compares only items that carry their own embedding (with the
+    memories stored before the item's message, one nearest-neighbour look-up
+    an item: slower); the rest, and items against each other, are compared
+    as EXACT. NONE still makes a re-run ALREADY_DONE (by import_id).
     """
     dedup_min_similarity: _builtins.float
     """As StoreMemoryRequest.dedup_min_similarity."""
@@ -494,8 +496,11 @@ class ImportItem(_message.Message):
         `create_time` (default: now) and `update_time` (default: create_time)
         and `last_access_time` (default: unset) may be set, each from
         1970-01-01T00:00:00Z to now, with create_time <= update_time and
-        create_time <= last_access_time; `expire_time`, if set, must be in the
-        future. Other output-only fields are ignored.
+        create_time <= last_access_time (each violation is REJECTED naming the
+        field, e.g. "memory.update_time"). A time up to 60 s ahead of the
+        server's clock (clock skew) is accepted and stored as now; further
+        ahead is REJECTED. `expire_time`, if set, must be in the future. Other
+        output-only fields (id, version, etag, import_id) are ignored.
         """
 
     def __init__(
@@ -515,7 +520,7 @@ Global___ImportItem: _TypeAlias = ImportItem  # noqa: Y015
 @_typing.final
 class ImportItemResult(_message.Message):
     """The result of one item of an ImportMemories stream that was not simply
-    created.
+    created: DEDUPLICATED, ALREADY_DONE or REJECTED.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -120,17 +120,31 @@ class MemoryServiceStub:
     """Imports memories with their original times, for platform callers
     loading a teacher's history (scope `memories:import`); `memory-service
     import FILE.jsonl` streams a file through it. The first message carries
-    the options (ImportMemoriesRequest.options), every message after it up
-    to 1,000 items. Each item has an import_id, unique per user: an item
+    the options (ImportMemoriesRequest.options), every message after it 1 to
+    1,000 items. Each item has an import_id, unique per user: an item
     whose (user, import_id) was imported before, by this or an earlier
-    stream, changes nothing (ALREADY_IMPORTED), so re-running the same file
-    changes nothing. Items are checked one by one: a bad item is REJECTED
-    with its field and reason and the rest go on. Items commit in chunks as
-    they arrive; if the stream breaks, what committed stays and a re-run
-    completes the rest. Embeddings are computed afterwards by the server's
-    backfill (items may carry their own). Returns INVALID_ARGUMENT if the
-    first message has no options or a later one has options, PERMISSION_DENIED
-    without the scope.
+    stream, or earlier in this one, changes nothing (ALREADY_DONE), so
+    re-running the same file changes nothing. Items are checked one by one
+    as StoreMemory checks a memory: a bad item is REJECTED with its field
+    and reason (ItemError: the code StoreMemory would give, e.g. NOT_FOUND
+    for an unknown user or profile, FAILED_PRECONDITION with reason
+    USER_INACTIVE, PERMISSION_DENIED for a profile-limited token naming
+    another profile) and the rest go on. Each message's items commit
+    together, in one transaction of their own (two messages' may run at
+    once; for a user and profile they share, the later waits for the
+    earlier and sees it, so stream order holds); if the stream breaks (a stream error below, a cancel, UNAVAILABLE), what
+    committed stays and its counts are lost with the response: re-running
+    the stream completes the rest and reports the committed items as
+    ALREADY_DONE. Duplicates (DedupPolicy, ImportOptions) merge into an
+    existing memory or into the first item of the stream with the same
+    content; a memory absorbing items of one message changes once (version
+    +1 per message, update_time now). Embeddings are computed afterwards by
+    the server's backfill when the server runs a model (items may carry
+    their own). Returns INVALID_ARGUMENT for the stream (field `options` or
+    `items.items`) if the first message has no options, a later one has
+    options, or a message has no items or more than 1,000, or a message is
+    not a valid ImportMemoriesRequest; PERMISSION_DENIED without the scope
+    (user-scoped tokens never hold it). Audited: one audit row per stream.
     """
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]
     """Returns one memory, expired or not (until the sweep deletes it).
@@ -308,17 +322,31 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Imports memories with their original times, for platform callers
     loading a teacher's history (scope `memories:import`); `memory-service
     import FILE.jsonl` streams a file through it. The first message carries
-    the options (ImportMemoriesRequest.options), every message after it up
-    to 1,000 items. Each item has an import_id, unique per user: an item
+    the options (ImportMemoriesRequest.options), every message after it 1 to
+    1,000 items. Each item has an import_id, unique per user: an item
     whose (user, import_id) was imported before, by this or an earlier
-    stream, changes nothing (ALREADY_IMPORTED), so re-running the same file
-    changes nothing. Items are checked one by one: a bad item is REJECTED
-    with its field and reason and the rest go on. Items commit in chunks as
-    they arrive; if the stream breaks, what committed stays and a re-run
-    completes the rest. Embeddings are computed afterwards by the server's
-    backfill (items may carry their own). Returns INVALID_ARGUMENT if the
-    first message has no options or a later one has options, PERMISSION_DENIED
-    without the scope.
+    stream, or earlier in this one, changes nothing (ALREADY_DONE), so
+    re-running the same file changes nothing. Items are checked one by one
+    as StoreMemory checks a memory: a bad item is REJECTED with its field
+    and reason (ItemError: the code StoreMemory would give, e.g. NOT_FOUND
+    for an unknown user or profile, FAILED_PRECONDITION with reason
+    USER_INACTIVE, PERMISSION_DENIED for a profile-limited token naming
+    another profile) and the rest go on. Each message's items commit
+    together, in one transaction of their own (two messages' may run at
+    once; for a user and profile they share, the later waits for the
+    earlier and sees it, so stream order holds); if the stream breaks (a stream error below, a cancel, UNAVAILABLE), what
+    committed stays and its counts are lost with the response: re-running
+    the stream completes the rest and reports the committed items as
+    ALREADY_DONE. Duplicates (DedupPolicy, ImportOptions) merge into an
+    existing memory or into the first item of the stream with the same
+    content; a memory absorbing items of one message changes once (version
+    +1 per message, update_time now). Embeddings are computed afterwards by
+    the server's backfill when the server runs a model (items may carry
+    their own). Returns INVALID_ARGUMENT for the stream (field `options` or
+    `items.items`) if the first message has no options, a later one has
+    options, or a message has no items or more than 1,000, or a message is
+    not a valid ImportMemoriesRequest; PERMISSION_DENIED without the scope
+    (user-scoped tokens never hold it). Audited: one audit row per stream.
     """
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]  # type: ignore[assignment]
     """Returns one memory, expired or not (until the sweep deletes it).
@@ -511,17 +539,31 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Imports memories with their original times, for platform callers
         loading a teacher's history (scope `memories:import`); `memory-service
         import FILE.jsonl` streams a file through it. The first message carries
-        the options (ImportMemoriesRequest.options), every message after it up
-        to 1,000 items. Each item has an import_id, unique per user: an item
+        the options (ImportMemoriesRequest.options), every message after it 1 to
+        1,000 items. Each item has an import_id, unique per user: an item
         whose (user, import_id) was imported before, by this or an earlier
-        stream, changes nothing (ALREADY_IMPORTED), so re-running the same file
-        changes nothing. Items are checked one by one: a bad item is REJECTED
-        with its field and reason and the rest go on. Items commit in chunks as
-        they arrive; if the stream breaks, what committed stays and a re-run
-        completes the rest. Embeddings are computed afterwards by the server's
-        backfill (items may carry their own). Returns INVALID_ARGUMENT if the
-        first message has no options or a later one has options, PERMISSION_DENIED
-        without the scope.
+        stream, or earlier in this one, changes nothing (ALREADY_DONE), so
+        re-running the same file changes nothing. Items are checked one by one
+        as StoreMemory checks a memory: a bad item is REJECTED with its field
+        and reason (ItemError: the code StoreMemory would give, e.g. NOT_FOUND
+        for an unknown user or profile, FAILED_PRECONDITION with reason
+        USER_INACTIVE, PERMISSION_DENIED for a profile-limited token naming
+        another profile) and the rest go on. Each message's items commit
+        together, in one transaction of their own (two messages' may run at
+        once; for a user and profile they share, the later waits for the
+        earlier and sees it, so stream order holds); if the stream breaks (a stream error below, a cancel, UNAVAILABLE), what
+        committed stays and its counts are lost with the response: re-running
+        the stream completes the rest and reports the committed items as
+        ALREADY_DONE. Duplicates (DedupPolicy, ImportOptions) merge into an
+        existing memory or into the first item of the stream with the same
+        content; a memory absorbing items of one message changes once (version
+        +1 per message, update_time now). Embeddings are computed afterwards by
+        the server's backfill when the server runs a model (items may carry
+        their own). Returns INVALID_ARGUMENT for the stream (field `options` or
+        `items.items`) if the first message has no options, a later one has
+        options, or a message has no items or more than 1,000, or a message is
+        not a valid ImportMemoriesRequest; PERMISSION_DENIED without the scope
+        (user-scoped tokens never hold it). Audited: one audit row per stream.
         """
 
     @_abc_1.abstractmethod

@@ -48,19 +48,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import dataset
-import pg
-import psutil
-import report
-from dataset import SEMANTIC_DIMENSION, SEMANTIC_KINDS, SEMANTIC_MODEL
-
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # This checkout's memory_service and migrations, here and in every child
 # (PYTHONPATH below), not whichever checkout the virtualenv installed: a
 # worktree sharing another checkout's .venv would otherwise measure that one.
+# Before the bench modules, which import memory_service (dataset.py).
 sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import dataset  # noqa: E402
+import pg  # noqa: E402
+import psutil  # noqa: E402
+import report  # noqa: E402
+from dataset import SEMANTIC_DIMENSION, SEMANTIC_KINDS, SEMANTIC_MODEL  # noqa: E402
 
 GRID_KINDS = (
     "recall",

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
-from memory_service import config, import_file, startup
+from memory_service import config, import_file, listen_check, startup
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
 
@@ -141,6 +141,8 @@ async def _serve(settings: Settings) -> None:
         tls.server_credentials(settings)
     except ValueError as exc:
         raise config.InvalidSettings([str(exc)]) from exc
+    if not settings.reuse_port:  # a busy port fails now, before the database starts
+        listen_check.check_port_free(settings.host, settings.port)
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
@@ -399,7 +401,8 @@ def _add_embed_parser(commands: Any) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every subcommand, every flag with its help."""
     parser = argparse.ArgumentParser(
         prog="memory-service",
         description="Faraday Memory: the memory-recall gRPC service, and its tools.",
@@ -438,6 +441,11 @@ def main(argv: list[str] | None = None) -> None:
         )
     _add_embed_parser(commands)
     import_file.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "new-token":
         _new_token(args)

@@ -18,7 +18,7 @@ from faraday.memory.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # the public alias health.aio is untyped
 
-from memory_service import health, sweeper, tls
+from memory_service import health, listen_check, sweeper, tls
 from memory_service.auth import Authenticator
 from memory_service.config import Settings
 from memory_service.domain import ranking
@@ -209,14 +209,22 @@ async def start(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     address = f"{settings.host}:{settings.port}"
-    port = (
-        server.add_secure_port(address, credentials)
-        if credentials is not None
-        else server.add_insecure_port(address)
-    )
+    try:
+        if not settings.reuse_port:  # workers share the port on purpose
+            listen_check.check_port_free(settings.host, settings.port)
+        port = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except (OSError, RuntimeError) as exc:  # grpc says RuntimeError("Failed to bind ...")
+        await database.close()
+        if isinstance(exc, OSError):
+            raise
+        raise OSError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
         await database.close()
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        raise OSError(f"cannot listen on {address}")
     await server.start()
     for name in (*READINESS_NAMES, health.LIVENESS_HEALTH):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

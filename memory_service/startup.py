@@ -58,8 +58,8 @@ def summary_lines(settings: Settings, port: int, where: Where, recall: str) -> l
         f"  data: {data}",
         f"  auth: {auth}; cache: {cache}; metrics: {metrics}",
         f"  recall: {recall}",
-        f'  health: grpc.health.v1 (readiness: "", liveness: {LIVENESS_HEALTH});'
-        " reflection: v1, v1alpha",
+        f"  health: readiness follows PostgreSQL, liveness is {LIVENESS_HEALTH};"
+        " reflection: v1 and v1alpha",
         f"  stop: SIGTERM or Ctrl-C ({settings.grace_period_seconds:g} s for in-flight calls)",
     ]
 

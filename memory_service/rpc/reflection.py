@@ -41,7 +41,8 @@ def _add_v1_descriptor() -> None:
     proto.ClearField("options")  # v1alpha's say "deprecated" and name v1alpha's packages
     for message in proto.message_type:
         for field in message.field:
-            field.type_name = field.type_name.replace(_V1ALPHA, _V1)
+            if field.HasField("type_name"):  # assigning "" would mark a scalar as typed
+                field.type_name = field.type_name.replace(_V1ALPHA, _V1)
     for service in proto.service:
         for method in service.method:
             method.input_type = method.input_type.replace(_V1ALPHA, _V1)

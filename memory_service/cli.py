@@ -24,7 +24,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 logger = logging.getLogger("memory_service")
 
-# Exit statuses (README.md, "Exit status"): 2 a setting is wrong (as argparse
+# Exit statuses (README.md, Configuration; --help): 2 a setting is wrong (as argparse
 # uses 2 for a wrong flag); 1 the service could not start or stopped on an error.
 EXIT_BAD_CONFIGURATION = 2
 EXIT_FAILED = 1
@@ -46,7 +46,7 @@ FARADAY_LOG_LEVEL=DEBUG adds the traceback of a failure and PostgreSQL's output.
 def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> None:
     """One flag per setting (those in `only`, if given); each overrides its FARADAY_* variable.
 
-    The help is the setting's description. Values are passed on as typed, and
+    The help is the setting's description. Values are passed on as text, and
     config.load() checks them with the environment's, so a bad flag gets the
     same one-line error as a bad variable.
     """

@@ -11,11 +11,9 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import fields
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from memory_service import config, import_file
+from memory_service import config, import_file, listen_check, startup
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
 
@@ -26,45 +24,86 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 logger = logging.getLogger("memory_service")
 
+# Exit statuses (README.md, Configuration; --help): 2 a setting is wrong (as argparse
+# uses 2 for a wrong flag); 1 the service could not start or stopped on an error.
+EXIT_BAD_CONFIGURATION = 2
+EXIT_FAILED = 1
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+SETTINGS_NOTE = (
+    " Every flag below is a setting: it overrides the environment variable named in"
+    " its help, and the variable the default."
+)
+EPILOG = """\
+exit status:
+  0  stopped by SIGTERM or SIGINT, or done
+  1  could not start or failed (the database is unreachable, the port is in use,
+     the embedded PostgreSQL failed): one line on stderr says why
+  2  a setting or flag is wrong: one line on stderr per wrong setting
+FARADAY_LOG_LEVEL=DEBUG adds the traceback of a failure and PostgreSQL's output.
+"""
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> None:
-    """One flag per Settings field (those in `only`, if given); each overrides FARADAY_*."""
-    defaults = Settings()
-    for f in fields(Settings):
-        if only and f.name not in only:
+    """One flag per setting (those in `only`, if given); each overrides its FARADAY_* variable.
+
+    The help is the setting's description. Values are passed on as text, and
+    config.load() checks them with the environment's, so a bad flag gets the
+    same one-line error as a bad variable.
+    """
+    defaults = Settings.model_construct()  # no check, no environment: the documented defaults
+    for name, field in Settings.model_fields.items():
+        if only and name not in only:
             continue
-        default = getattr(defaults, f.name)
-        help_text = f"env FARADAY_{f.name.upper()}; default {default!r}"
-        kind = str(f.type)
-        if "bool" in kind:
+        default = getattr(defaults, name)
+        shown = "unset" if default is None else str(default)
+        if isinstance(default, bool):
+            shown = shown.lower()
+        # argparse formats help with %: a literal one must be doubled.
+        help_text = f"{field.description} [{config.env_name(name)}; default: {shown}]".replace(
+            "%", "%%"
+        )
+        if field.annotation is bool:
             parser.add_argument(
-                _flag(f.name),
-                dest=f.name,
+                config.flag_name(name),
+                dest=name,
                 default=None,
                 action=argparse.BooleanOptionalAction,
                 help=help_text,
             )
-            continue
-        convert: Any = str
-        if "Path" in kind:
-            convert = Path
-        elif "int" in kind:
-            convert = int
-        elif "float" in kind:
-            convert = float
-        parser.add_argument(_flag(f.name), dest=f.name, type=convert, default=None, help=help_text)
+        else:
+            parser.add_argument(
+                config.flag_name(name),
+                dest=name,
+                default=None,
+                help=help_text,
+                metavar=_metavar(name, field.annotation),
+            )
+
+
+def _metavar(name: str, annotation: Any) -> str:
+    """What a flag's value is, for --help: URL, FILE, SECONDS, N..."""
+    for suffix, metavar in (("_url", "URL"), ("_file", "FILE"), ("_dir", "DIR")):
+        if name.endswith(suffix):
+            return metavar
+    for unit in ("seconds", "days", "bytes"):
+        if name.endswith("_" + unit):
+            return unit.upper()
+    return {int: "N", float: "NUMBER"}.get(annotation, "TEXT")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, with the flags given; exits 2 naming every bad one."""
     try:
-        base = config.from_environment()
-    except ValueError as exc:
-        sys.exit(f"configuration error: {exc}")
-    return base.with_overrides(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
+        return config.load({name: getattr(args, name, None) for name in Settings.model_fields})
+    except config.InvalidSettings as exc:
+        _refuse(exc.lines)
+
+
+def _refuse(lines: list[str]) -> NoReturn:
+    """A configuration error: one line each on stderr, exit status 2, no traceback."""
+    for line in lines:
+        print(f"memory-service: {line}", file=sys.stderr)
+    sys.exit(EXIT_BAD_CONFIGURATION)
 
 
 async def _database_urls(settings: Settings) -> tuple[str, str, str, bool]:
@@ -101,38 +140,43 @@ async def _serve(settings: Settings) -> None:
         tls.check_listen_address(settings, auth_enabled=authenticator.enabled)
         tls.server_credentials(settings)
     except ValueError as exc:
-        sys.exit(f"configuration error: {exc}")
-    # Imported only now: importing alembic logs its plugins at INFO, which
-    # would bury a configuration error in noise.
+        raise config.InvalidSettings([str(exc)]) from exc
+    if not settings.reuse_port:  # a busy port fails now, before the database starts
+        listen_check.check_port_free(settings.host, settings.port)
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await _upgrade(owner_url, settings)
+    where = startup.Where(
+        data=f"embedded PostgreSQL in {settings.data_dir}" if embedded else app_url,
+        auth=authenticator.enabled,
+    )
     if settings.workers > 1:
-        await _serve_workers(settings, app_url, platform_url)
+        await _serve_workers(settings, app_url, platform_url, where)
         return
     try:
         running = await start(settings, app_url, platform_url)
     except ValueError as exc:
-        sys.exit(f"configuration error: {exc}")
+        raise config.InvalidSettings([str(exc)]) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"memory-service listening on {settings.host}:{running.port}", flush=True)
+    if not settings.reuse_port:  # a worker of --workers: the parent has said it
+        startup.print_summary(settings, running.port, where, running.memories.semantics.describe())
     await stop.wait()
     logger.info("shutting down: %.1f s grace for in-flight calls", settings.grace_period_seconds)
     await running.stop(settings.grace_period_seconds)
 
 
-async def _serve_workers(settings: Settings, app_url: str, platform_url: str) -> None:
+async def _serve_workers(
+    settings: Settings, app_url: str, platform_url: str, where: startup.Where
+) -> None:
     """Run `workers` server processes on one port (SO_REUSEPORT); the kernel spreads connections.
 
     This process keeps the embedded PostgreSQL (if any) and forwards SIGTERM/SIGINT;
     only the first worker runs the expiry sweep.
     """
-    if settings.port == 0:
-        sys.exit("configuration error: --workers needs a fixed --port")
     children = []
     for n in range(settings.workers):
         env = {
@@ -156,6 +200,7 @@ async def _serve_workers(settings: Settings, app_url: str, platform_url: str) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    startup.print_summary(settings, settings.port, where, f"{settings.workers} worker processes")
     waiting = [asyncio.create_task(child.wait()) for child in children]
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([stopped, *waiting], return_when=asyncio.FIRST_COMPLETED)
@@ -169,13 +214,11 @@ async def _serve_workers(settings: Settings, app_url: str, platform_url: str) ->
 def _as_env(settings: Settings) -> dict[str, str]:
     """The settings as FARADAY_* variables, so workers see the flags given to the parent."""
     env = {}
-    for f in fields(Settings):
-        value = getattr(settings, f.name)
-        if value is None or f.name in ("database_url", "workers", "reuse_port"):
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None or name in ("database_url", "workers", "reuse_port"):
             continue
-        env[f"FARADAY_{f.name.upper()}"] = (
-            str(value).lower() if isinstance(value, bool) else str(value)
-        )
+        env[config.env_name(name)] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
 
 
@@ -214,18 +257,19 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
 
     name = settings.embedding_model
     if name == "none":
-        sys.exit("configuration error: no embedding model configured (FARADAY_EMBEDDING_MODEL)")
+        _refuse(["FARADAY_EMBEDDING_MODEL: no embedding model configured (it is none)"])
     if name not in MODEL_NAMES:
-        sys.exit(
-            f"configuration error: FARADAY_EMBEDDING_MODEL={name!r} is not built in"
-            f" ({', '.join(MODEL_NAMES)}): its vectors come from the callers, who must"
-            " send them (with StoreMemory, or UpdateMemory of the content); the server cannot"
-            " compute them"
+        _refuse(
+            [
+                f"FARADAY_EMBEDDING_MODEL: {name!r} is not built in ({', '.join(MODEL_NAMES)}):"
+                " its vectors come from the callers, who must send them (with StoreMemory, or"
+                " UpdateMemory of the content); the server cannot compute them"
+            ]
         )
     try:
         model = await asyncio.to_thread(load_model, name)
     except ModelUnavailable as exc:
-        sys.exit(f"configuration error: {exc}")
+        _refuse([f"FARADAY_EMBEDDING_MODEL: {exc}"])
     # Imported only now, as in _serve: alembic logs at INFO on import.
     from memory_service.services import backfill
     from memory_service.storage import migrate
@@ -357,8 +401,14 @@ def _add_embed_parser(commands: Any) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="memory-service", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every subcommand, every flag with its help."""
+    parser = argparse.ArgumentParser(
+        prog="memory-service",
+        description="Faraday Memory: the memory-recall gRPC service, and its tools.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     token_parser = commands.add_parser("new-token", help="mint a service token and its hash")
     token_parser.add_argument("--name", required=True, help="who the token is for")
@@ -367,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=["memories:read", "memories:write", "lessons:read"],
         choices=[s.value for s in Scope],
+        help="what the token may do (default: memories:read memories:write lessons:read)",
     )
     token_parser.add_argument(
         "--assistant-profile-ids",
@@ -379,9 +430,22 @@ def main(argv: list[str] | None = None) -> None:
         ("migrate", "upgrade the database to the latest schema"),
         ("seed-demo", "load the documentation's example data (idempotent)"),
     ):
-        _add_setting_flags(commands.add_parser(name, help=help_text))
+        _add_setting_flags(
+            commands.add_parser(
+                name,
+                help=help_text,
+                description=help_text[0].upper() + help_text[1:] + "." + SETTINGS_NOTE,
+                epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+        )
     _add_embed_parser(commands)
     import_file.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "new-token":
         _new_token(args)
@@ -391,10 +455,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "embed" and args.drop_other_models and args.limit is not None:
         parser.error("--drop-other-models needs a full run: leave out --limit")
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    startup.configure_logging(settings.log_level)
     actions: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
         "serve": _serve,
         "migrate": _migrate,
@@ -403,11 +464,24 @@ def main(argv: list[str] | None = None) -> None:
     }
     action = actions[args.command]
     try:
+        _run(action(settings))
+    except config.InvalidSettings as exc:  # found once the files were read
+        _refuse(exc.lines)
+    except Exception as exc:
+        # A start-up failure (database unreachable, port in use, the embedded
+        # PostgreSQL failing): one line, the traceback only when debugging.
+        logger.debug("%s failed", args.command, exc_info=True)
+        print(f"memory-service: {startup.failure_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
         import uvloop
     except ImportError:  # uvloop is optional (not on Windows): 5-18% faster where present
-        asyncio.run(action(settings))
+        asyncio.run(main)
     else:
-        uvloop.run(action(settings))
+        uvloop.run(main)
 
 
 if __name__ == "__main__":

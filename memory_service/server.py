@@ -17,9 +17,8 @@ from faraday.memory.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # the public alias health.aio is untyped
-from grpc_reflection.v1alpha import reflection
 
-from memory_service import sweeper, tls
+from memory_service import health, listen_check, sweeper, tls
 from memory_service.auth import Authenticator
 from memory_service.config import Settings
 from memory_service.domain import ranking
@@ -30,6 +29,7 @@ from memory_service.rpc.admin_servicer import AdminServicer
 from memory_service.rpc.auth_interceptor import AuthInterceptor
 from memory_service.rpc.lesson_servicer import LessonServicer
 from memory_service.rpc.memory_servicer import MemoryServicer
+from memory_service.rpc.reflection import enable_reflection
 from memory_service.services import backfill
 from memory_service.services.admin import Admin
 from memory_service.services.imports import Importer
@@ -43,6 +43,7 @@ from memory_service.storage.embeddings import EmbeddingStore
 from memory_service.storage.imports import ImportStore
 from memory_service.storage.lessons import LessonStore
 from memory_service.storage.memories import MemoryStore
+from memory_service.storage.probe import DatabaseProbe
 from memory_service.storage.rate_limit import RateLimiter
 from memory_service.storage.registry import RegistryStore
 
@@ -56,6 +57,8 @@ SERVICE_NAMES = (
     lesson_service_pb2.DESCRIPTOR.services_by_name["LessonService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
+# The health names that follow PostgreSQL: overall ("") and each service's.
+READINESS_NAMES = ("", *SERVICE_NAMES)
 
 
 @dataclass
@@ -139,7 +142,7 @@ async def start(
     except Exception:
         await database.close()
         raise
-    logger.info("recall: %s", semantics.describe())
+    logger.debug("recall: %s", semantics.describe())
     memories = Memories(
         memory_store,
         MemoryPolicy(
@@ -202,25 +205,28 @@ async def start(
     )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     address = f"{settings.host}:{settings.port}"
-    port = (
-        server.add_secure_port(address, credentials)
-        if credentials is not None
-        else server.add_insecure_port(address)
-    )
+    try:
+        if not settings.reuse_port:  # workers share the port on purpose
+            listen_check.check_port_free(settings.host, settings.port)
+        port = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except (OSError, RuntimeError) as exc:  # grpc says RuntimeError("Failed to bind ...")
+        await database.close()
+        if isinstance(exc, OSError):
+            raise
+        raise OSError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
         await database.close()
-        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+        raise OSError(f"cannot listen on {address}")
     await server.start()
-    for name in ("", *SERVICE_NAMES):
+    for name in (*READINESS_NAMES, health.LIVENESS_HEALTH):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     # Not a gRPC service: a capability grpcurl users and load balancers can
     # ask about. NOT_SERVING: recall is lexical-only (no model or no pgvector).
@@ -241,6 +247,12 @@ async def start(
                 "audit rows for refused calls",
             ),
             name="audit-refusals",
+        )
+    )
+    running._tasks.append(
+        asyncio.create_task(
+            _follow_database(health_servicer, settings, platform_database_url),
+            name="health-probe",
         )
     )
     if settings.sweep_interval_seconds > 0:
@@ -264,5 +276,29 @@ async def start(
                 name="import-backfill",
             )
         )
-    logger.info("serving on %s:%d", settings.host, port)
+    logger.debug("serving on %s:%d", settings.host, port)
     return running
+
+
+async def _follow_database(
+    health_servicer: HealthServicer, settings: Settings, database_url: str
+) -> None:
+    """Readiness follows PostgreSQL (memory_service/health.py); liveness stays SERVING."""
+    # A probe may take as long as the interval, so probes never pile up.
+    probe = DatabaseProbe(database_url, settings.health_probe_interval_seconds)
+
+    async def set_serving(serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in READINESS_NAMES:  # ignored once a graceful stop has begun
+            await health_servicer.set(name, status)
+
+    try:
+        await health.follow_database(
+            probe.check, set_serving, settings.health_probe_interval_seconds
+        )
+    finally:
+        await probe.close()

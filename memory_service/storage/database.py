@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from memory_service.config import redact_url
 from memory_service.domain import audit
 from memory_service.domain.errors import Contention, DeadlineExceeded, Unavailable
 from memory_service.storage import session
@@ -135,6 +136,17 @@ class Database:
             raise
 
     async def _create_pool(self, url: str, min_size: int, max_size: int) -> asyncpg.Pool:
+        """A pool with its first connections open; Unavailable (saying why) if PostgreSQL
+        cannot be reached or refuses the login."""
+        try:
+            return await self._connect_pool(url, min_size, max_size)
+        except (Exception, TimeoutError) as exc:  # not CancelledError
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise Unavailable(
+                f"cannot connect to PostgreSQL at {redact_url(url)}: {reason}"
+            ) from exc
+
+    async def _connect_pool(self, url: str, min_size: int, max_size: int) -> asyncpg.Pool:
         s = self._settings
         return await asyncpg.create_pool(
             url,

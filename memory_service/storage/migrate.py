@@ -25,8 +25,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 
+from memory_service.config import redact_url
+from memory_service.domain.errors import Unavailable
+
 MIGRATIONS_DIR_ENV = "FARADAY_MIGRATIONS_DIR"
 """Names the Alembic script directory (the one holding env.py and versions/)."""
+
+# How long the check before a migration waits for PostgreSQL to answer.
+CONNECT_TIMEOUT_SECONDS = 10.0
 
 _DRIVERNAMES = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
 
@@ -82,10 +88,26 @@ def _run_command(run: Callable[[Config, str], None], config: Config, revision: s
 
 
 async def upgrade(database_url: str, revision: str = "head") -> None:
-    """Upgrade the database to `revision` (default: the latest)."""
+    """Upgrade the database to `revision` (default: the latest).
+
+    Raises Unavailable, saying why in one line, when the database cannot be
+    reached or refuses the login (Alembic's own error would be a page).
+    """
+    await _check_reachable(database_url)
     # env.py drives its async engine with asyncio.run(), which cannot run
     # inside this event loop; a worker thread gets a loop of its own.
     await asyncio.to_thread(_run_command, command.upgrade, alembic_config(database_url), revision)
+
+
+async def _check_reachable(database_url: str) -> None:
+    try:
+        conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_SECONDS)
+    except (Exception, TimeoutError) as exc:  # not CancelledError
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise Unavailable(
+            f"cannot connect to PostgreSQL at {redact_url(database_url)}: {reason}"
+        ) from exc
+    await conn.close()
 
 
 async def downgrade(database_url: str, revision: str = "base") -> None:

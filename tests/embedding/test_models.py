@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory_service.config import Settings, from_environment
+from memory_service.config import Settings, load
 from memory_service.embedding import (
     MODEL_NAMES,
     BatchingEmbedder,
@@ -79,15 +79,14 @@ def test_unknown_model_names_the_known_ones() -> None:
     assert set(MODEL_NAMES) == {"wordllama-l2-supercat-256", "all-minilm-l6-v2"}
 
 
-async def test_settings_choose_the_model_and_its_batching() -> None:
-    assert load_embedder(Settings()) is None
-    settings = from_environment(
-        {
-            "FARADAY_EMBEDDING_MODEL": "wordllama-l2-supercat-256",
-            "FARADAY_EMBEDDING_BATCH_SIZE": "8",
-            "FARADAY_EMBEDDING_MAX_WAIT_SECONDS": "0.001",
-        }
-    )
+async def test_settings_choose_the_model_and_its_batching(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_embedder(Settings.model_construct()) is None
+    monkeypatch.setenv("FARADAY_EMBEDDING_MODEL", "wordllama-l2-supercat-256")
+    monkeypatch.setenv("FARADAY_EMBEDDING_BATCH_SIZE", "8")
+    monkeypatch.setenv("FARADAY_EMBEDDING_MAX_WAIT_SECONDS", "0.001")
+    settings = load()
     embedder = load_embedder(settings)
     assert isinstance(embedder, BatchingEmbedder)
     assert (embedder.name, embedder.dimension) == ("wordllama-l2-supercat-256", 256)

@@ -228,7 +228,7 @@ async def test_cli_serve_refuses_an_unusable_credential_config_in_one_line(
     overrides, variable, path = _write_case(tmp_path, kind, content)
     ((setting, value),) = overrides.items()
     result = await _serve_cli(app_url, "--" + setting.replace("_", "-"), str(value))
-    line = _assert_one_line_refusal(result, "configuration error:", variable, str(path), says)
+    line = _assert_one_line_refusal(result, "memory-service:", variable, str(path), says)
     print(f"{case}: {line}")
 
 
@@ -244,7 +244,7 @@ async def test_all_interfaces_with_an_empty_tokens_file_is_refused(
         running = await start(settings, app_url)
         await running.stop(0)
     result = await _serve_cli(app_url, "--host", "0.0.0.0", "--service-tokens-file", str(path))
-    _assert_one_line_refusal(result, "configuration error:", "FARADAY_SERVICE_TOKENS_FILE")
+    _assert_one_line_refusal(result, "memory-service:", "FARADAY_SERVICE_TOKENS_FILE")
 
 
 async def test_new_token_refuses_what_the_server_would_refuse(tmp_path: Path) -> None:

@@ -58,6 +58,55 @@ def _describe_through_reflection(port: int) -> None:
         assert lesson.fields_by_name["week_of"].message_type.full_name == "google.type.Date"
 
 
+async def test_reflection_answers_under_v1_as_grpcurl_asks_first(server: RunningServer) -> None:
+    # grpc.reflection.v1 over a real channel: the same messages as v1alpha's
+    # under another package, so v1alpha's classes read and write them.
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        call = ch.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        responses = [
+            response
+            async for response in call(
+                iter(
+                    [
+                        reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(
+                            file_containing_symbol="grpc.reflection.v1.ServerReflection"
+                        ),
+                        reflection_pb2.ServerReflectionRequest(
+                            file_containing_symbol="faraday.memory.v1.MemoryService"
+                        ),
+                    ]
+                ),
+                timeout=5,
+            )
+        ]
+    listed = {s.name for s in responses[0].list_services_response.service}
+    print(f"\nreflection v1 lists: {sorted(listed)}")
+    assert listed == {
+        *SERVICE_NAMES,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for response in responses[1:]
+        for raw in response.file_descriptor_response.file_descriptor_proto
+    ]
+    by_name = {f.name: f for f in files}
+    v1 = by_name["grpc/reflection/v1/reflection.proto"]
+    assert v1.package == "grpc.reflection.v1"
+    assert v1.service[0].method[0].input_type == ".grpc.reflection.v1.ServerReflectionRequest"
+    assert "faraday/memory/v1/memory_service.proto" in by_name
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

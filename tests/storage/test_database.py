@@ -151,4 +151,7 @@ async def test_the_pools_split_pool_size_between_the_roles(pg_admin_url: str) ->
     assert pool_settings(Settings(), "", "").user_size == 5
     assert pool_settings(Settings(pool_size=2, user_pool_size=0), "", "").user_size == 1
     with pytest.raises(ValueError, match="user pool size 2"):
-        pool_settings(Settings(pool_size=2, user_pool_size=2), "", "")
+        PoolSettings(url="", platform_url="", size=2, user_size=2)
+    # The settings refuse it first, at start-up (tests/unit/test_config.py).
+    with pytest.raises(ValueError, match="must be below FARADAY_POOL_SIZE"):
+        Settings(pool_size=2, user_pool_size=2)

@@ -146,6 +146,8 @@ async def _serve_workers(settings: Settings, app_url: str, platform_url: str) ->
         }
         if n > 0:
             env["FARADAY_SWEEP_INTERVAL_SECONDS"] = "0"
+        if settings.metrics_port:  # each worker its own endpoint (docs/observability.md)
+            env["FARADAY_METRICS_PORT"] = str(settings.metrics_port + n)
         # Every setting, flags included, reaches the workers through the environment.
         children.append(
             await asyncio.create_subprocess_exec(
@@ -352,6 +354,7 @@ def _add_embed_parser(commands: Any) -> None:
             "connect_timeout_seconds",
             "statement_timeout_seconds",
             "log_level",
+            "log_format",
             "embedding_model",
         ),
     )
@@ -391,10 +394,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "embed" and args.drop_other_models and args.limit is not None:
         parser.error("--drop-other-models needs a full run: leave out --limit")
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from memory_service.telemetry import logs
+
+    try:
+        logs.configure(settings.log_level, settings.log_format)
+    except ValueError as exc:
+        sys.exit(f"configuration error: {exc}")
     actions: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
         "serve": _serve,
         "migrate": _migrate,

@@ -77,6 +77,13 @@ class Settings:
     # sets none, 0.5..1 (docs/dedup.md has the measurements behind it).
     dedup_min_similarity: float = 0.95
     log_level: str = "INFO"
+    # --- Observability (issue 11), docs/observability.md. Log lines as
+    # "text" (human-readable) or "json" (one object per line).
+    log_format: str = "text"
+    # Serve Prometheus metrics at http://metrics_host:metrics_port/metrics;
+    # unset: none (0 picks a free port). With --workers, worker n serves port + n.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # --- Trust (issue 3). Without any token source configured, auth is off
     # and the server refuses to listen beyond loopback unless allow_insecure.
     # JSON file listing service tokens (their SHA-256 hashes, scopes, profiles).

@@ -30,6 +30,7 @@ from memory_service.rpc.admin_servicer import AdminServicer
 from memory_service.rpc.auth_interceptor import AuthInterceptor
 from memory_service.rpc.lesson_servicer import LessonServicer
 from memory_service.rpc.memory_servicer import MemoryServicer
+from memory_service.rpc.observing import ObservingInterceptor
 from memory_service.services import backfill
 from memory_service.services.admin import Admin
 from memory_service.services.imports import Importer
@@ -45,6 +46,7 @@ from memory_service.storage.lessons import LessonStore
 from memory_service.storage.memories import MemoryStore
 from memory_service.storage.rate_limit import RateLimiter
 from memory_service.storage.registry import RegistryStore
+from memory_service.telemetry import metrics, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class RunningServer:
     memories: Memories
     limiter: RateLimiter
     interceptor: AuthInterceptor
+    metrics: metrics.MetricsEndpoint | None = None
+    tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float) -> None:
@@ -87,6 +91,10 @@ class RunningServer:
         await self.limiter.close()
         await self.memories.semantics.close()
         await self.database.close()
+        if self.tracing is not None:  # after the pools: their last statements are spans too
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes: a network call
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
 
 
 def pool_settings(settings: Settings, url: str, platform_url: str) -> PoolSettings:
@@ -118,6 +126,8 @@ async def start(
     # Whether the authenticator actually built lets anyone in, not whether a setting is present.
     tls.check_listen_address(settings, auth_enabled=authenticator.enabled)
     credentials = tls.server_credentials(settings)
+    # Before the pools open, so asyncpg is instrumented for all of their statements.
+    tracer = tracing.start()
     if platform_database_url is None:
         # Imported here: migrate imports alembic, which logs at INFO on import
         # and would bury cli.py's configuration errors in noise.
@@ -176,8 +186,13 @@ async def start(
         AuditLog(database),
         DenialBudget(settings.denied_calls_per_second, settings.denied_calls_burst),
     )
+    # Tracing first (the RPC's span holds everything), then the request id,
+    # metrics and access log, then auth: denied calls are observed too.
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(), interceptor]  # type: ignore[type-arg]
+    if tracer is not None:
+        interceptors.insert(0, tracer.interceptor)
     server = grpc.aio.server(
-        interceptors=[interceptor],
+        interceptors=interceptors,
         options=[
             # A second server on a busy port must fail, not share traffic,
             # unless it is one of the --workers meant to share it.
@@ -219,6 +234,15 @@ async def start(
     if port == 0:
         await database.close()
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    endpoint = None
+    if settings.metrics_port is not None:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        try:
+            endpoint = metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            await database.close()
+            raise OSError(f"cannot serve metrics on {where}: {exc}") from exc
+        logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, endpoint.port)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -233,6 +257,7 @@ async def start(
     running = RunningServer(
         server, port, database, cache, health_servicer, memories, limiter, interceptor
     )
+    running.tracing, running.metrics = tracer, endpoint
     running._tasks.append(
         asyncio.create_task(
             sweeper.run_periodically(

@@ -128,6 +128,24 @@ async def start(
     credentials = tls.server_credentials(settings)
     # Before the pools open, so asyncpg is instrumented for all of their statements.
     tracer = tracing.start()
+    try:
+        return await _start(
+            settings, database_url, platform_database_url, authenticator, credentials, tracer
+        )
+    except BaseException:
+        if tracer is not None:  # asyncpg is instrumented process-wide: undo it
+            tracer.shutdown()
+        raise
+
+
+async def _start(
+    settings: Settings,
+    database_url: str,
+    platform_database_url: str | None,
+    authenticator: Authenticator,
+    credentials: grpc.ServerCredentials | None,
+    tracer: tracing.Tracing | None,
+) -> RunningServer:
     if platform_database_url is None:
         # Imported here: migrate imports alembic, which logs at INFO on import
         # and would bury cli.py's configuration errors in noise.

@@ -14,6 +14,9 @@ import asyncio
 import io
 import json
 import logging
+import os
+import socket
+import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +26,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from faraday.memory.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -68,12 +72,8 @@ class Observed:
         assert self.server.metrics is not None
         url = f"http://127.0.0.1:{self.server.metrics.port}/metrics"
 
-        def fetch() -> str:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return str(response.read().decode())
-
         samples = {}
-        for family in text_string_to_metric_families(await asyncio.to_thread(fetch)):
+        for family in text_string_to_metric_families(await asyncio.to_thread(_fetch, url)):
             for s in family.samples:
                 samples[(s.name, frozenset(s.labels.items()))] = s.value
         return samples
@@ -133,8 +133,13 @@ def _delta(
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-async def test_metrics_move_with_real_calls(observed: Observed) -> None:
+async def test_metrics_move_with_real_calls(observed: Observed, redis_url: str) -> None:
     o = observed
+    client = aioredis.from_url(redis_url)
+    try:  # lesson ids restart with every test: no entry of another test's lesson
+        await client.flushdb()
+    finally:
+        await client.aclose()
     user = await _user(o)
     before = await o.scrape()
 
@@ -200,7 +205,7 @@ async def test_request_id_is_returned_and_a_bad_one_replaced(observed: Observed)
 
     call = o.memory.GetMemory(
         memory_service_pb2.GetMemoryRequest(id=987654),
-        metadata=(*o.auth, ("x-request-id", "has spaces\tand a tab")),
+        metadata=(*o.auth, ("x-request-id", "has spaces; and {braces}")),
     )
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await call
@@ -280,3 +285,54 @@ async def test_logs_hold_no_secret_and_no_content(
         assert any("[log-test-ok]" in line and f"{STORE} OK" in line for line in lines)
         assert any("[log-test-internal]" in line and "internal error" in line for line in lines)
         assert "RuntimeError" in text and "INVALID_ARGUMENT" in text
+
+
+def _two_free_ports() -> int:
+    """A port P such that P and P + 1 are both free (for two workers' endpoints)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+@pytest.mark.slow
+async def test_each_worker_serves_its_own_metrics_port(app_url: str) -> None:
+    from tests.rpc.test_server import _answers, _free_port, _spawn_workers, _terminate
+
+    metrics_port, port = _two_free_ports(), _free_port()
+    env = {
+        **os.environ,
+        "FARADAY_DATABASE_URL": app_url,
+        "FARADAY_LOG_LEVEL": "WARNING",
+        "FARADAY_METRICS_PORT": str(metrics_port),
+    }
+    proc = _spawn_workers(env, port)
+    try:
+        deadline = time.monotonic() + 60
+        while not await _answers(f"127.0.0.1:{port}"):
+            assert proc.poll() is None and time.monotonic() < deadline, "workers did not start"
+            await asyncio.sleep(0.2)
+        for n in range(2):
+            url = f"http://127.0.0.1:{metrics_port + n}/metrics"
+            while True:  # the second worker may still be starting
+                try:
+                    text = await asyncio.to_thread(_fetch, url)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"worker {n} serves no metrics"
+                    await asyncio.sleep(0.2)
+            assert "faraday_db_pool_connections_idle" in text
+    finally:
+        assert _terminate(proc) == 0
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())

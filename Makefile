@@ -13,7 +13,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e clients/python -e '.[dev,embeddings]'
+	$(BIN)/pip install --quiet -e clients/python -e '.[dev,embeddings,tracing]'
 	touch $(STAMP)
 
 run: $(STAMP) ## Start the service on 127.0.0.1:50051 (embedded PostgreSQL unless FARADAY_DATABASE_URL is set)

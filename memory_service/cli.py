@@ -190,6 +190,8 @@ async def _serve_workers(
         }
         if n > 0:
             env["FARADAY_SWEEP_INTERVAL_SECONDS"] = "0"
+        if settings.metrics_port:  # each worker its own endpoint (docs/observability.md)
+            env["FARADAY_METRICS_PORT"] = str(settings.metrics_port + n)
         # Every setting, flags included, reaches the workers through the environment.
         children.append(
             await asyncio.create_subprocess_exec(
@@ -396,6 +398,7 @@ def _add_embed_parser(commands: Any) -> None:
             "connect_timeout_seconds",
             "statement_timeout_seconds",
             "log_level",
+            "log_format",
             "embedding_model",
         ),
     )
@@ -455,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "embed" and args.drop_other_models and args.limit is not None:
         parser.error("--drop-other-models needs a full run: leave out --limit")
     settings = _settings(args)
-    startup.configure_logging(settings.log_level)
+    startup.configure_logging(settings.log_level, settings.log_format)
     actions: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
         "serve": _serve,
         "migrate": _migrate,

@@ -31,6 +31,7 @@ __all__ = ["InvalidSettings", "Settings", "env_name", "flag_name", "load", "reda
 
 ENV_PREFIX = "FARADAY_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 
 def env_name(field: str) -> str:
@@ -104,6 +105,12 @@ def _log_level(level: str) -> str:
     return level.upper()
 
 
+def _log_format(value: str) -> str:
+    if value.lower() not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return value.lower()
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "faraday-memory" / "pgdata"
@@ -115,6 +122,7 @@ RedisUrl = Annotated[str, AfterValidator(_redis_url)]
 ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 Directory = Annotated[Path, AfterValidator(_directory_or_absent)]
 LogLevel = Annotated[str, AfterValidator(_log_level)]
+LogFormat = Annotated[str, AfterValidator(_log_format)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]  # a duration that must pass
 SecondsOrOff = Annotated[float, Field(ge=0)]  # 0: off, or no wait
@@ -251,6 +259,19 @@ class Settings(BaseSettings):
         "INFO",
         description="Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL (DEBUG also shows"
         " PostgreSQL's and Alembic's output, and tracebacks of start-up failures).",
+    )
+    # --- Observability (issue 11), docs/observability.md.
+    log_format: LogFormat = Field(
+        "text",
+        description='Log lines as "text" (human-readable) or "json" (one object per line).',
+    )
+    metrics_port: Port | None = Field(
+        None,
+        description="Serve Prometheus metrics at http://metrics_host:metrics_port/metrics;"
+        " unset: none (0 picks a free port). With --workers, worker n serves port + n.",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the metrics endpoint listens on (loopback by default)."
     )
     # --- Trust (issue 3). Without any token source configured, auth is off
     # and the server refuses to listen beyond loopback unless allow_insecure.

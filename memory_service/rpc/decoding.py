@@ -44,6 +44,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from memory_service.rpc.errors import ERROR_DOMAIN
+from memory_service.telemetry.request_id import with_request_id
 
 REASON = "MALFORMED_REQUEST"
 
@@ -88,7 +89,7 @@ def malformed_status(marker: Undecodable) -> status_pb2.Status:
 
 async def _reject(context: Context, marker: Undecodable) -> None:
     status = rpc_status.to_status(malformed_status(marker))
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    await context.abort(status.code, status.details, with_request_id(status.trailing_metadata))
 
 
 def _wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:

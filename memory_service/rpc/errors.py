@@ -36,6 +36,7 @@ from memory_service.domain.errors import (
     Unavailable,
 )
 from memory_service.domain.validation import VIOLATIONS_MAX_COUNT
+from memory_service.telemetry.request_id import with_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ def item_error(error: DomainError) -> memory_service_pb2.ItemError:
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:
     status = rpc_status.to_status(to_status(error))
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    # Trailers given to abort replace the ones set earlier: the request id again.
+    await context.abort(status.code, status.details, with_request_id(status.trailing_metadata))
     raise AssertionError("abort returned")  # pragma: no cover
 
 

@@ -42,6 +42,7 @@ from memory_service.domain.principal import Principal
 from memory_service.services.semantics import Semantics
 from memory_service.storage import session
 from memory_service.storage.memories import MemoryStore, RequestKey, StoreItem
+from memory_service.telemetry import metrics
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ class Memories:
             # other's last_accessed bumps. The statement is atomic and was
             # rolled back whole, so running it again is safe.
             memories = await self._store.recall(query, caller.visibility, log=log)
+        metrics.recall_scored(len(memories))
         return Recalled(memories, signals)
 
     async def _with_query_embedding(self, query: RecallQuery) -> RecallQuery:

@@ -32,6 +32,7 @@ from memory_service.embedding import (
     EmbeddingError,
     load_embedder,
 )
+from memory_service.telemetry import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class Semantics:
             return None
         assert self.model is not None
         try:
-            vectors = await self.embedder.embed([text])
+            with tracing.span("embedding"):  # queueing included: what the call waited
+                vectors = await self.embedder.embed([text])
         except EmbeddingError as exc:
             logger.warning("embedding skipped: %s", exc)
             return None

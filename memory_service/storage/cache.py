@@ -37,6 +37,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from memory_service.domain.models import Lesson, LessonStatus
+from memory_service.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -108,21 +109,27 @@ class LessonCache:
 
     async def get(self, lesson_id: int) -> Lesson | None:
         if self._paused():
+            metrics.cache_lookup("skipped")
             return None
         try:
             async with asyncio.timeout(self._timeout_seconds):
                 raw: bytes | str | None = await self._redis.get(key(lesson_id))
         except _CACHE_ERRORS as exc:
             self._failed("get", exc)
+            metrics.cache_lookup("error")
             return None
         if not raw:  # missing, or a tombstone
+            metrics.cache_lookup("miss")
             return None
         try:
-            return decode(raw)
+            lesson = decode(raw)
         except (ValueError, KeyError, TypeError) as exc:
             # An entry from an incompatible release, or damaged: a miss.
             _log_failure("decode", exc)
+            metrics.cache_lookup("error")
             return None
+        metrics.cache_lookup("hit")
+        return lesson
 
     async def put(self, lesson: Lesson) -> None:
         assert lesson.id is not None
@@ -156,4 +163,5 @@ class LessonCache:
 
 
 def _log_failure(operation: str, exc: BaseException) -> None:
+    metrics.cache_error(operation.split()[0])  # "invalidate of 3 lessons": invalidate
     logger.warning("lesson cache %s failed: %s: %s", operation, type(exc).__name__, exc)

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from memory_service.domain import audit
 from memory_service.domain.errors import Contention, DeadlineExceeded, Unavailable
 from memory_service.storage import session
 from memory_service.storage.audit import write_in_transaction
+from memory_service.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,13 @@ class Database:
         except BaseException:
             await self.close()
             raise
+        metrics.watch_pools(self)
+
+    def pool_sizes(self) -> Iterator[tuple[str, int, int, int]]:
+        """(name, open, idle, maximum) of each open pool, for the metrics' gauges."""
+        for name, pool in (("user", self._user_pool), ("platform", self._platform_pool)):
+            if pool is not None:
+                yield name, pool.get_size(), pool.get_idle_size(), pool.get_max_size()
 
     async def _create_pool(self, url: str, min_size: int, max_size: int) -> asyncpg.Pool:
         """A pool with its first connections open; Unavailable (saying why) if PostgreSQL
@@ -170,6 +179,7 @@ class Database:
         )
 
     async def close(self) -> None:
+        metrics.unwatch_pools(self)
         for pool in (self._user_pool, self._platform_pool):
             if pool is not None:
                 await pool.close()
@@ -203,7 +213,14 @@ class Database:
             begin += ", set_config('plan_cache_mode', 'force_generic_plan', true)"
         attempts = 2 if self._settings.pre_ping else 1
         for attempt in range(attempts):
+            waited = metrics.enabled() and pool.get_idle_size() == 0
+            started = time.perf_counter()
             conn: asyncpg.Connection = await pool.acquire(timeout=self._settings.timeout_seconds)
+            metrics.pool_acquired(
+                "platform" if pool is self._platform_pool else "user",
+                time.perf_counter() - started,
+                waited,
+            )
             try:
                 await conn.execute(begin)
                 return conn

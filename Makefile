@@ -31,8 +31,21 @@ lint: $(STAMP) ## ruff, mypy (strict) and buf lint
 	$(BIN)/mypy memory_service clients/python/src/faraday_memory_client
 	$(BIN)/buf lint
 
-generate: $(STAMP) ## Regenerate clients/python/src/faraday/memory/v1 from protos/
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/generate.py
+# protoc comes from this grpcio-tools, in an environment of its own: its
+# protobuf 4.25 gencode is what lets the client accept protobuf 4.25 to 7.x
+# (clients/python/pyproject.toml), and it cannot share a venv with the
+# server's protobuf 7. The mypy-protobuf plugins run from $(BIN).
+GEN_VENV := .venv-generate
+GEN_STAMP := $(GEN_VENV)/.installed
+GRPCIO_TOOLS := grpcio-tools==1.62.3 googleapis-common-protos==1.63.2
+
+$(GEN_STAMP): Makefile
+	$(PYTHON) -m venv $(GEN_VENV)
+	$(GEN_VENV)/bin/pip install --quiet $(GRPCIO_TOOLS)
+	touch $(GEN_STAMP)
+
+generate: $(STAMP) $(GEN_STAMP) ## Regenerate clients/python/src/faraday/memory/v1 from protos/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(GEN_VENV)/bin/python scripts/generate.py
 
 checkgenerate: generate ## Fail if the committed generated code is stale
 	@git diff --exit-code --stat -- clients/python/src/faraday \
@@ -50,7 +63,7 @@ bench: $(STAMP) $(BENCH_STAMP) ## Run the performance benchmark (bench/README.md
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean: ## Remove the virtualenv and caches (not the embedded database)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(GEN_VENV) .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: eval
 EVAL_STAMP := $(VENV)/.eval-installed

@@ -84,6 +84,11 @@ class MemoryClient(BaseClient):
         return memory_service_pb2_grpc.MemoryServiceStub(self._channel)
 
     @cached_property
+    def _memories_once(self) -> memory_service_pb2_grpc.MemoryServiceAsyncStub:
+        """MemoryService over the channel without retries (a write sent without request id)."""
+        return memory_service_pb2_grpc.MemoryServiceStub(self._once_channel)
+
+    @cached_property
     def _lessons(self) -> lesson_service_pb2_grpc.LessonServiceAsyncStub:
         return lesson_service_pb2_grpc.LessonServiceStub(self._channel)
 
@@ -161,9 +166,8 @@ class MemoryClient(BaseClient):
             dedup_policy=dedup_policy,
             dedup_min_similarity=dedup_min_similarity,
         )
-        return await self._call(
-            self._memories.StoreMemory, request, timeout_seconds, retry=bool(request_id)
-        )
+        stub = self._memories if request_id else self._memories_once
+        return await self._call(stub.StoreMemory, request, timeout_seconds)
 
     async def batch_store_memories(
         self,
@@ -189,16 +193,14 @@ class MemoryClient(BaseClient):
                 request = copy
             keyed.append(request)
         batch = memory_service_pb2.BatchStoreMemoriesRequest(requests=keyed)
-        return await self._call(
-            self._memories.BatchStoreMemories, batch, timeout_seconds, retry=True
-        )
+        return await self._call(self._memories.BatchStoreMemories, batch, timeout_seconds)
 
     async def get_memory(
         self, id: int, *, timeout_seconds: float | None = None
     ) -> memory_pb2.Memory:
         """Return one memory, expired or not. Retried on UNAVAILABLE."""
         request = memory_service_pb2.GetMemoryRequest(id=id)
-        return await self._call(self._memories.GetMemory, request, timeout_seconds, retry=True)
+        return await self._call(self._memories.GetMemory, request, timeout_seconds)
 
     async def update_memory(
         self,
@@ -216,7 +218,7 @@ class MemoryClient(BaseClient):
         request = memory_service_pb2.UpdateMemoryRequest(
             memory=memory, update_mask=field_mask_pb2.FieldMask(paths=update_mask)
         )
-        return await self._call(self._memories.UpdateMemory, request, timeout_seconds, retry=False)
+        return await self._call(self._memories.UpdateMemory, request, timeout_seconds)
 
     async def delete_memory(
         self, id: int, etag: str = "", *, timeout_seconds: float | None = None
@@ -227,7 +229,7 @@ class MemoryClient(BaseClient):
         (or ABORTED) for a delete that succeeded.
         """
         request = memory_service_pb2.DeleteMemoryRequest(id=id, etag=etag)
-        await self._call(self._memories.DeleteMemory, request, timeout_seconds, retry=False)
+        await self._call(self._memories.DeleteMemory, request, timeout_seconds)
 
     async def list_memories(
         self,
@@ -265,7 +267,7 @@ class MemoryClient(BaseClient):
                 },
             ),
         )
-        return await self._call(self._memories.ListMemories, request, timeout_seconds, retry=True)
+        return await self._call(self._memories.ListMemories, request, timeout_seconds)
 
     async def iter_memories(
         self,
@@ -381,9 +383,7 @@ class MemoryClient(BaseClient):
                 },
             ),
         )
-        response = await self._call(
-            self._memories.RecallMemories, request, timeout_seconds, retry=False
-        )
+        response = await self._call(self._memories.RecallMemories, request, timeout_seconds)
         return list(response.memories)
 
     async def record_feedback(
@@ -418,9 +418,8 @@ class MemoryClient(BaseClient):
             request.helpful = helpful
         if rating is not None:
             request.rating = rating
-        return await self._call(
-            self._memories.RecordFeedback, request, timeout_seconds, retry=bool(request.request_id)
-        )
+        stub = self._memories if request.request_id else self._memories_once
+        return await self._call(stub.RecordFeedback, request, timeout_seconds)
 
     async def list_interactions(
         self,
@@ -447,9 +446,7 @@ class MemoryClient(BaseClient):
             page_size=page_size,
             page_token=page_token,
         )
-        return await self._call(
-            self._memories.ListInteractions, request, timeout_seconds, retry=True
-        )
+        return await self._call(self._memories.ListInteractions, request, timeout_seconds)
 
     async def list_memory_revisions(
         self,
@@ -464,9 +461,7 @@ class MemoryClient(BaseClient):
         request = memory_service_pb2.ListMemoryRevisionsRequest(
             memory_id=memory_id, page_size=page_size, page_token=page_token
         )
-        return await self._call(
-            self._memories.ListMemoryRevisions, request, timeout_seconds, retry=True
-        )
+        return await self._call(self._memories.ListMemoryRevisions, request, timeout_seconds)
 
     async def import_memories(
         self,
@@ -528,7 +523,7 @@ class MemoryClient(BaseClient):
     ) -> lesson_pb2.Lesson:
         """Return one lesson. Retried on UNAVAILABLE."""
         request = lesson_service_pb2.GetLessonRequest(id=id)
-        return await self._call(self._lessons.GetLesson, request, timeout_seconds, retry=True)
+        return await self._call(self._lessons.GetLesson, request, timeout_seconds)
 
     async def list_lessons(
         self,
@@ -562,7 +557,7 @@ class MemoryClient(BaseClient):
             page_size=page_size,
             page_token=page_token,
         )
-        return await self._call(self._lessons.ListLessons, request, timeout_seconds, retry=True)
+        return await self._call(self._lessons.ListLessons, request, timeout_seconds)
 
     async def search_lessons(
         self,
@@ -583,4 +578,4 @@ class MemoryClient(BaseClient):
             page_size=page_size,
             page_token=page_token,
         )
-        return await self._call(self._lessons.SearchLessons, request, timeout_seconds, retry=True)
+        return await self._call(self._lessons.SearchLessons, request, timeout_seconds)

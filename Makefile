@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint generate checkgenerate seed-demo clean
+.PHONY: help run test lint generate checkgenerate check-client-range seed-demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ $(GEN_STAMP): Makefile
 
 generate: $(STAMP) $(GEN_STAMP) ## Regenerate clients/python/src/faraday/memory/v1 from protos/
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(GEN_VENV)/bin/python scripts/generate.py
+
+check-client-range: $(STAMP) ## Smoke-test the client at the oldest and newest grpcio/protobuf it allows (~1 min)
+	$(BIN)/python scripts/check_client_range.py
 
 checkgenerate: generate ## Fail if the committed generated code is stale
 	@git diff --exit-code --stat -- clients/python/src/faraday \

@@ -17,7 +17,7 @@ with its own interpreter (the embedded PostgreSQL in a temporary data directory)
 
 Needs the package index, and takes about a minute (two venvs, one server
 start), so CI does not run it on every change: run it when the generator
-(Makefile GRPCIO_TOOLS) or the client's dependencies change.
+(TOOLS in the Makefile) or the client's dependencies change.
 """
 
 from __future__ import annotations

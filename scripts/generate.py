@@ -5,7 +5,7 @@ hand: this script deletes and rewrites it, so `make checkgenerate` can tell a
 stale checkout by running it and asking git whether anything changed.
 
 Run it with the interpreter of `make generate`'s own environment
-(.venv-generate): its grpcio-tools (pinned in the Makefile) bundles the protoc
+(.venv-tools): its grpcio-tools (pinned in the Makefile) bundles the protoc
 whose output the client's protobuf range in clients/python/pyproject.toml is
 tested against (scripts/check_client_range.sh). The mypy-protobuf plugins
 (protoc-gen-mypy, protoc-gen-mypy_grpc) come from PATH: they need a newer

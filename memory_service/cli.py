@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from memory_service import config, import_file
+from memory_service import config, healthcheck, import_file
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
 
@@ -382,12 +382,15 @@ def main(argv: list[str] | None = None) -> None:
         _add_setting_flags(commands.add_parser(name, help=help_text))
     _add_embed_parser(commands)
     import_file.add_parser(commands)
+    healthcheck.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "new-token":
         _new_token(args)
         return
     if args.command == "import":  # a client of a running server: no settings of its own
         sys.exit(import_file.run(args))
+    if args.command == "healthcheck":  # a probe: reads the settings it needs itself
+        sys.exit(healthcheck.run(args))
     if args.command == "embed" and args.drop_other_models and args.limit is not None:
         parser.error("--drop-other-models needs a full run: leave out --limit")
     settings = _settings(args)

@@ -54,7 +54,8 @@ class AdminClient(BaseClient):
     :class:`MemoryClient`, methods take keyword arguments, return the
     generated messages, raise ``grpc.aio.AioRpcError`` and have a deadline.
 
-    Retries, on UNAVAILABLE only and within the deadline, are limited to what
+    Retries, on UNAVAILABLE (and RESOURCE_EXHAUSTED, as :class:`MemoryClient`)
+    and within the deadline, are limited to what
     is safe to send twice. The registry upserts are idempotent (the server
     matches the record by id, else by its natural key: email or name), and
     so is :meth:`upsert_lesson` with an `id`: those are retried. Creating a

@@ -71,8 +71,10 @@ class MemoryClient(BaseClient):
     Methods return the generated protobuf messages and raise
     ``grpc.aio.AioRpcError`` on failure (see :func:`field_violations` for the
     details of INVALID_ARGUMENT). Every call has a deadline: `timeout_seconds`
-    or the configured default. Only what is safe to repeat is retried, on
-    UNAVAILABLE only and within that deadline: the reads (get, list, search),
+    or the configured default. Only what is safe to repeat is retried, by
+    gRPC's retry policy (``service_config.json``: on UNAVAILABLE, and on
+    RESOURCE_EXHAUSTED as long as the server asks; "retried on UNAVAILABLE"
+    below means both) and within that deadline: the reads (get, list, search),
     and :meth:`store_memory` and :meth:`record_feedback`, which carry a
     request id that makes the server apply a repeated request once.
     :meth:`update_memory`, :meth:`delete_memory` and :meth:`recall` (which
@@ -403,7 +405,7 @@ class MemoryClient(BaseClient):
         `request_id` is the idempotency key, as in :meth:`store_memory`
         (None: a fresh UUID4 per call): the server applies the feedback once
         per key and answers a repeat with the first interaction and the
-        memory as it is now. Retried on UNAVAILABLE only, for the same
+        memory as it is now. Retried on UNAVAILABLE, for the same
         reasons; an empty string sends no key and disables the retries.
         """
         if (helpful is None) == (rating is None):

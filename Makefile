@@ -34,6 +34,8 @@ $(STAMP): requirements/lock.txt pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r requirements/lock.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	@$(BIN)/pip check >/dev/null || ($(BIN)/pip check; \
+	  echo "requirements/lock.txt lacks what pyproject.toml asks for: run 'make lock'"; exit 1)
 	touch $(STAMP)
 
 # requirements/lock.txt: what `make test`, `make run` and CI install (extras

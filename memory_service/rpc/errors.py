@@ -41,6 +41,7 @@ from memory_service.telemetry.request_id import with_request_id
 logger = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "memory.faraday.ai"
+_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 STATUS_CODES: dict[type[DomainError], int] = {
     InvalidArgument: code_pb2.INVALID_ARGUMENT,
@@ -97,16 +98,21 @@ def to_status(error: DomainError) -> status_pb2.Status:
     details = [_pack(info)]
     if bad_request is not None:
         details.append(_pack(bad_request))
-    retry_after: float | None = None
-    if isinstance(error, RateLimited):
-        retry_after = error.retry_after_seconds
-    elif isinstance(error, Unavailable):
-        retry_after = 0.5
-    if retry_after is not None:
+    retry_after_ms = _retry_after_ms(error)
+    if retry_after_ms is not None:
         retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromMilliseconds(max(1, round(retry_after * 1000)))
+        retry.retry_delay.FromMilliseconds(retry_after_ms)
         details.append(_pack(retry))
     return status_pb2.Status(code=status_code_for(error), message=error.message, details=details)
+
+
+def _retry_after_ms(error: DomainError) -> int | None:
+    """How long a caller should wait before trying `error`'s call again, if it may."""
+    if isinstance(error, RateLimited):
+        return max(1, round(error.retry_after_seconds * 1000))
+    if isinstance(error, Unavailable):
+        return 500
+    return None
 
 
 def item_error(error: DomainError) -> memory_service_pb2.ItemError:
@@ -129,7 +135,15 @@ def item_error(error: DomainError) -> memory_service_pb2.ItemError:
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:
     status = rpc_status.to_status(to_status(error))
     # Trailers given to abort replace the ones set earlier: the request id again.
-    await context.abort(status.code, status.details, with_request_id(status.trailing_metadata))
+    trailers = with_request_id(tuple(status.trailing_metadata))
+    retry_after_ms = _retry_after_ms(error)
+    if retry_after_ms is not None:
+        # The same delay as RetryInfo, in the trailer gRPC's own retry policy
+        # reads (gRFC A6 server pushback): clients in every language that use
+        # clients/python/src/faraday_memory_client/service_config.json wait
+        # this long before their next attempt, with no code of their own.
+        trailers += ((_PUSHBACK_KEY, str(retry_after_ms)),)
+    await context.abort(status.code, status.details, trailers)
     raise AssertionError("abort returned")  # pragma: no cover
 
 

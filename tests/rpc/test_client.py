@@ -138,6 +138,8 @@ async def test_a_store_retried_after_a_lost_response_stores_once(
     request_ids = _request_ids(proxy, _STORE)
     assert len(request_ids) == 2  # the lost attempt and the client's retry
     assert request_ids[0] and request_ids[0] == request_ids[1]
+    # gRPC's retry resends the very bytes of the first attempt.
+    assert proxy.seen[_STORE][0] == proxy.seen[_STORE][1]
     listed = await memory_stub.ListMemories(memory_service_pb2.ListMemoriesRequest(user_id=user))
     assert [m.id for m in listed.memories] == [memory.id]
 
@@ -164,6 +166,54 @@ async def test_feedback_retried_after_a_lost_response_applies_once(
         )
     )
     assert [i.id for i in interactions.interactions] == [response.interaction.id]
+
+
+async def test_a_batch_retried_after_a_lost_response_replays(lossy, admin_stub) -> None:
+    user = await register_user(admin_stub)
+    method = "/faraday.memory.v1.MemoryService/BatchStoreMemories"
+    proxy, client = await lossy(method)
+    requests = [
+        memory_service_pb2.StoreMemoryRequest(
+            memory=memory_pb2.Memory(user_id=user, content=text, category="fact")
+        )
+        for text in ("Uses fraction strips", "Teaches 7B on Mondays")
+    ]
+    response = await client.batch_store_memories(requests)
+    # The lost attempt committed; the retry, with the ids the client drew
+    # once, is answered from the idempotency keys.
+    assert [r.outcome for r in response.results] == [
+        memory_service_pb2.STORE_OUTCOME_ALREADY_DONE
+    ] * 2
+    first, second = proxy.seen[method]
+    assert first == second
+    ids = [
+        r.request_id
+        for r in memory_service_pb2.BatchStoreMemoriesRequest.FromString(first).requests
+    ]
+    assert all(ids) and len(set(ids)) == 2
+
+
+async def test_one_attempt_disables_the_retries(server, admin_stub) -> None:
+    user = await register_user(admin_stub)
+    upstream = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    proxy = LossyProxy(upstream, _STORE)
+    proxy_server = grpc.aio.server()
+    proxy_server.add_generic_rpc_handlers((proxy,))
+    port = proxy_server.add_insecure_port("127.0.0.1:0")
+    await proxy_server.start()
+    try:
+        async with MemoryClient(
+            f"127.0.0.1:{port}",
+            metadata_provider=lambda: [("authorization", "Bearer test-token")],
+            max_attempts=1,
+        ) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.store_memory(user_id=user, content="x", category="fact")
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert len(proxy.seen[_STORE]) == 1
+    finally:
+        await proxy_server.stop(None)
+        await upstream.close(None)
 
 
 async def test_an_empty_request_id_is_not_retried(lossy, admin_stub, memory_stub) -> None:

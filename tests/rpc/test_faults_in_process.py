@@ -10,6 +10,7 @@ import asyncpg
 import grpc
 import pytest
 from faraday.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
+from faraday_memory_client import MemoryClient
 from google.rpc import error_details_pb2
 
 from memory_service.domain.errors import DeadlineExceeded
@@ -170,6 +171,43 @@ async def test_rate_limit_answers_resource_exhausted_with_retry_info(app_url: st
             retry = error_details_pb2.RetryInfo()
             assert any(d.Unpack(retry) for d in status_details(last).details)
             assert 0 < retry.retry_delay.ToTimedelta().total_seconds() <= 1.0
+    finally:
+        await running.stop(0.5)
+
+
+async def test_the_client_waits_out_a_rate_limit_as_the_server_asks(app_url: str) -> None:
+    """RetryInfo's delay also travels as grpc-retry-pushback-ms, which gRPC's
+    own retry policy (service_config.json) obeys: a rate-limited read is
+    retried once the bucket has a token again, not at the policy's backoff."""
+    settings = TEST_SETTINGS.with_overrides(rate_limit_per_second=2.0, rate_limit_burst=1)
+    running = await start(settings, app_url)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = memory_service_pb2_grpc.MemoryServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError):  # NOT_FOUND: spends the burst
+                await stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=1))
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=1))
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            pushback = dict(raised.value.trailing_metadata() or ())["grpc-retry-pushback-ms"]
+            retry = error_details_pb2.RetryInfo()
+            assert any(d.Unpack(retry) for d in status_details(raised.value).details)
+            assert int(pushback) == retry.retry_delay.ToMilliseconds() > 0
+        await asyncio.sleep(1.0)  # a full bucket again
+        async with MemoryClient(
+            f"127.0.0.1:{running.port}", initial_backoff_seconds=0.001, max_backoff_seconds=0.001
+        ) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as first:
+                await client.get_memory(1)
+            assert first.value.code() == grpc.StatusCode.NOT_FOUND
+            began = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as second:
+                await client.get_memory(1)  # limited, then retried after the pushback
+            waited = time.monotonic() - began
+            assert second.value.code() == grpc.StatusCode.NOT_FOUND
+            # The bucket refills a token in 0.5 s; a 1 ms backoff would have
+            # spent all 3 attempts long before that.
+            assert 0.3 < waited < 2.0
     finally:
         await running.stop(0.5)
 

@@ -42,7 +42,7 @@ from faraday_memory_client._admin import AdminClient, capability
 from faraday_memory_client._base import MetadataProvider
 from faraday_memory_client._client import MemoryClient
 from faraday_memory_client._errors import FieldViolation, field_violations
-from faraday_memory_client._retry import ClientConfig
+from faraday_memory_client._service_config import ClientConfig
 
 __all__ = [
     "AdminClient",

@@ -54,7 +54,8 @@ class AdminClient(BaseClient):
     :class:`MemoryClient`, methods take keyword arguments, return the
     generated messages, raise ``grpc.aio.AioRpcError`` and have a deadline.
 
-    Retries, on UNAVAILABLE only and within the deadline, are limited to what
+    Retries, on UNAVAILABLE (and RESOURCE_EXHAUSTED, as :class:`MemoryClient`)
+    and within the deadline, are limited to what
     is safe to send twice. The registry upserts are idempotent (the server
     matches the record by id, else by its natural key: email or name), and
     so is :meth:`upsert_lesson` with an `id`: those are retried. Creating a
@@ -68,6 +69,11 @@ class AdminClient(BaseClient):
     @cached_property
     def _admin(self) -> admin_service_pb2_grpc.AdminServiceAsyncStub:
         return admin_service_pb2_grpc.AdminServiceStub(self._channel)
+
+    @cached_property
+    def _admin_once(self) -> admin_service_pb2_grpc.AdminServiceAsyncStub:
+        """AdminService over the channel without retries (creating a lesson)."""
+        return admin_service_pb2_grpc.AdminServiceStub(self._once_channel)
 
     async def upsert_user(
         self,
@@ -105,7 +111,7 @@ class AdminClient(BaseClient):
                 custom_instructions=custom_instructions,
             )
         )
-        return await self._call(self._admin.UpsertUser, request, timeout_seconds, retry=True)
+        return await self._call(self._admin.UpsertUser, request, timeout_seconds)
 
     async def upsert_user_preferences(
         self,
@@ -132,9 +138,7 @@ class AdminClient(BaseClient):
                 timezone=timezone,
             )
         )
-        return await self._call(
-            self._admin.UpsertUserPreferences, request, timeout_seconds, retry=True
-        )
+        return await self._call(self._admin.UpsertUserPreferences, request, timeout_seconds)
 
     async def upsert_subject_category(
         self,
@@ -167,9 +171,7 @@ class AdminClient(BaseClient):
                 metadata=None if metadata is None else struct_message(metadata),
             )
         )
-        return await self._call(
-            self._admin.UpsertSubjectCategory, request, timeout_seconds, retry=True
-        )
+        return await self._call(self._admin.UpsertSubjectCategory, request, timeout_seconds)
 
     async def upsert_assistant_profile(
         self,
@@ -204,9 +206,7 @@ class AdminClient(BaseClient):
                 capabilities=capabilities,
             )
         )
-        return await self._call(
-            self._admin.UpsertAssistantProfile, request, timeout_seconds, retry=True
-        )
+        return await self._call(self._admin.UpsertAssistantProfile, request, timeout_seconds)
 
     async def upsert_lesson(
         self,
@@ -266,7 +266,10 @@ class AdminClient(BaseClient):
                 related_lesson_ids=related_lesson_ids,
             )
         )
-        return await self._call(self._admin.UpsertLesson, request, timeout_seconds, retry=id != 0)
+        # UpsertLesson is retried by the service config; a create goes over
+        # the channel that never retries.
+        stub = self._admin if id else self._admin_once
+        return await self._call(stub.UpsertLesson, request, timeout_seconds)
 
     async def delete_lesson(self, id: int, *, timeout_seconds: float | None = None) -> None:
         """Delete a lesson. Fails with NOT_FOUND if it does not exist.
@@ -276,7 +279,7 @@ class AdminClient(BaseClient):
         after your own delete means done.
         """
         request = admin_service_pb2.DeleteLessonRequest(id=id)
-        await self._call(self._admin.DeleteLesson, request, timeout_seconds, retry=False)
+        await self._call(self._admin.DeleteLesson, request, timeout_seconds)
 
     async def delete_user_data(
         self, user_id: str, *, timeout_seconds: float | None = None
@@ -292,7 +295,7 @@ class AdminClient(BaseClient):
         it yourself, NOT_FOUND after your own call means the user is gone.
         """
         request = admin_service_pb2.DeleteUserDataRequest(user_id=user_id)
-        return await self._call(self._admin.DeleteUserData, request, timeout_seconds, retry=False)
+        return await self._call(self._admin.DeleteUserData, request, timeout_seconds)
 
     def export_user_data(
         self,
@@ -319,4 +322,4 @@ class AdminClient(BaseClient):
         request = admin_service_pb2.ExportUserDataRequest(
             user_id=user_id, format=_EXPORT_FORMAT[format]
         )
-        return self._stream(self._admin.ExportUserData, request, timeout_seconds, retry=True)
+        return self._stream(self._admin.ExportUserData, request, timeout_seconds)

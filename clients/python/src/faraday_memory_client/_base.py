@@ -1,17 +1,17 @@
-"""The channel, call metadata, deadlines and retries the typed clients share."""
+"""The channels, call metadata and deadlines the typed clients share."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import aclosing
+from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import grpc
 from grpc import aio
 
-from faraday_memory_client._retry import ClientConfig, call_stream, call_unary
+from faraday_memory_client._service_config import ClientConfig
 
 Metadata = Sequence[tuple[str, str]]
 MetadataProvider = Callable[[], Metadata | Awaitable[Metadata]]
@@ -22,7 +22,13 @@ ResponseT = TypeVar("ResponseT")
 
 
 class BaseClient:
-    """One channel, and the calls over it: metadata, deadline, retries."""
+    """The channels, and the calls over them: metadata and deadline.
+
+    Retries are gRPC's own, configured per method by ``service_config.json``.
+    A few calls of a retried method must not be repeated because of what the
+    request holds (a store without request id, a lesson created without id):
+    they go over a second channel with retries off, opened on first use.
+    """
 
     def __init__(
         self,
@@ -31,24 +37,37 @@ class BaseClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata_provider: MetadataProvider | None = None,
         default_timeout_seconds: float = 5.0,
-        max_attempts: int = 3,
-        initial_backoff_seconds: float = 0.05,
-        max_backoff_seconds: float = 1.0,
+        max_attempts: int | None = None,
+        initial_backoff_seconds: float | None = None,
+        max_backoff_seconds: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """Open a channel to `target` (``host:port``): TLS with `credentials`,
-        plaintext without. `options` are grpc channel arguments."""
+        plaintext without. `options` are grpc channel arguments. The retry
+        arguments left at None keep the values of ``service_config.json``
+        (3 attempts, backoff from 0.05 s doubling up to 1 s)."""
         self.config = ClientConfig(
             default_timeout_seconds=default_timeout_seconds,
             max_attempts=max_attempts,
             initial_backoff_seconds=initial_backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
         )
-        if credentials is None:
-            self._channel = aio.insecure_channel(target, options=list(options))
-        else:
-            self._channel = aio.secure_channel(target, credentials, options=list(options))
+        self._target = target
+        self._credentials = credentials
+        self._options = list(options)
+        self._channel = self._open(retries=True)
         self._metadata_provider = metadata_provider
+
+    def _open(self, *, retries: bool) -> aio.Channel:
+        options = [*self.config.channel_options(retries=retries), *self._options]
+        if self._credentials is None:
+            return aio.insecure_channel(self._target, options=options)
+        return aio.secure_channel(self._target, self._credentials, options=options)
+
+    @cached_property
+    def _once_channel(self) -> aio.Channel:
+        """A channel that never retries, for the calls that must be sent at most once."""
+        return self._open(retries=False)
 
     async def __aenter__(self) -> Self:
         return self
@@ -62,8 +81,10 @@ class BaseClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel, cancelling calls in flight."""
+        """Close the channels, cancelling calls in flight."""
         await self._channel.close(grace=None)
+        if "_once_channel" in self.__dict__:
+            await self._once_channel.close(grace=None)
 
     async def _metadata(self) -> Metadata:
         if self._metadata_provider is None:
@@ -79,16 +100,16 @@ class BaseClient:
         method: aio.UnaryUnaryMultiCallable[RequestT, ResponseT],
         request: RequestT,
         timeout_seconds: float | None,
-        *,
-        retry: bool,
     ) -> ResponseT:
-        return await call_unary(
-            method,
-            request,
-            config=self.config,
-            timeout_seconds=self._timeout(timeout_seconds),
-            metadata=await self._metadata(),
-            retry=retry,
+        """Call `method`; its channel and the service config decide the retries.
+
+        `timeout_seconds` bounds the whole call, all attempts included.
+        DEADLINE_EXCEEDED is never retried, even for an idempotent call: the
+        deadline is the caller's budget for the whole call, and once it has
+        passed there is no time left for another attempt.
+        """
+        return await method(
+            request, timeout=self._timeout(timeout_seconds), metadata=tuple(await self._metadata())
         )
 
     async def _stream(
@@ -96,17 +117,18 @@ class BaseClient:
         method: aio.UnaryStreamMultiCallable[RequestT, ResponseT],
         request: RequestT,
         timeout_seconds: float | None,
-        *,
-        retry: bool,
     ) -> AsyncIterator[ResponseT]:
-        stream = call_stream(
-            method,
-            request,
-            config=self.config,
-            timeout_seconds=self._timeout(timeout_seconds),
-            metadata=await self._metadata(),
-            retry=retry,
+        """Call the server-streaming `method` and yield its responses.
+
+        As :meth:`_call`, with `timeout_seconds` bounding the whole stream; a
+        retried method is retried only before its first response. Leaving the
+        iteration early (``break``, an exception, ``aclose()``) cancels the call.
+        """
+        call = method(
+            request, timeout=self._timeout(timeout_seconds), metadata=tuple(await self._metadata())
         )
-        async with aclosing(stream):
-            async for response in stream:
+        try:
+            async for response in call:
                 yield response
+        finally:
+            call.cancel()  # a no-op once the call has ended

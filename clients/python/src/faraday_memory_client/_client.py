@@ -71,8 +71,10 @@ class MemoryClient(BaseClient):
     Methods return the generated protobuf messages and raise
     ``grpc.aio.AioRpcError`` on failure (see :func:`field_violations` for the
     details of INVALID_ARGUMENT). Every call has a deadline: `timeout_seconds`
-    or the configured default. Only what is safe to repeat is retried, on
-    UNAVAILABLE only and within that deadline: the reads (get, list, search),
+    or the configured default. Only what is safe to repeat is retried, by
+    gRPC's retry policy (``service_config.json``: on UNAVAILABLE, and on
+    RESOURCE_EXHAUSTED as long as the server asks; "retried on UNAVAILABLE"
+    below means both) and within that deadline: the reads (get, list, search),
     and :meth:`store_memory` and :meth:`record_feedback`, which carry a
     request id that makes the server apply a repeated request once.
     :meth:`update_memory`, :meth:`delete_memory` and :meth:`recall` (which
@@ -82,6 +84,11 @@ class MemoryClient(BaseClient):
     @cached_property
     def _memories(self) -> memory_service_pb2_grpc.MemoryServiceAsyncStub:
         return memory_service_pb2_grpc.MemoryServiceStub(self._channel)
+
+    @cached_property
+    def _memories_once(self) -> memory_service_pb2_grpc.MemoryServiceAsyncStub:
+        """MemoryService over the channel without retries (a write sent without request id)."""
+        return memory_service_pb2_grpc.MemoryServiceStub(self._once_channel)
 
     @cached_property
     def _lessons(self) -> lesson_service_pb2_grpc.LessonServiceAsyncStub:
@@ -161,9 +168,8 @@ class MemoryClient(BaseClient):
             dedup_policy=dedup_policy,
             dedup_min_similarity=dedup_min_similarity,
         )
-        return await self._call(
-            self._memories.StoreMemory, request, timeout_seconds, retry=bool(request_id)
-        )
+        stub = self._memories if request_id else self._memories_once
+        return await self._call(stub.StoreMemory, request, timeout_seconds)
 
     async def batch_store_memories(
         self,
@@ -189,16 +195,14 @@ class MemoryClient(BaseClient):
                 request = copy
             keyed.append(request)
         batch = memory_service_pb2.BatchStoreMemoriesRequest(requests=keyed)
-        return await self._call(
-            self._memories.BatchStoreMemories, batch, timeout_seconds, retry=True
-        )
+        return await self._call(self._memories.BatchStoreMemories, batch, timeout_seconds)
 
     async def get_memory(
         self, id: int, *, timeout_seconds: float | None = None
     ) -> memory_pb2.Memory:
         """Return one memory, expired or not. Retried on UNAVAILABLE."""
         request = memory_service_pb2.GetMemoryRequest(id=id)
-        return await self._call(self._memories.GetMemory, request, timeout_seconds, retry=True)
+        return await self._call(self._memories.GetMemory, request, timeout_seconds)
 
     async def update_memory(
         self,
@@ -216,7 +220,7 @@ class MemoryClient(BaseClient):
         request = memory_service_pb2.UpdateMemoryRequest(
             memory=memory, update_mask=field_mask_pb2.FieldMask(paths=update_mask)
         )
-        return await self._call(self._memories.UpdateMemory, request, timeout_seconds, retry=False)
+        return await self._call(self._memories.UpdateMemory, request, timeout_seconds)
 
     async def delete_memory(
         self, id: int, etag: str = "", *, timeout_seconds: float | None = None
@@ -227,7 +231,7 @@ class MemoryClient(BaseClient):
         (or ABORTED) for a delete that succeeded.
         """
         request = memory_service_pb2.DeleteMemoryRequest(id=id, etag=etag)
-        await self._call(self._memories.DeleteMemory, request, timeout_seconds, retry=False)
+        await self._call(self._memories.DeleteMemory, request, timeout_seconds)
 
     async def list_memories(
         self,
@@ -265,7 +269,7 @@ class MemoryClient(BaseClient):
                 },
             ),
         )
-        return await self._call(self._memories.ListMemories, request, timeout_seconds, retry=True)
+        return await self._call(self._memories.ListMemories, request, timeout_seconds)
 
     async def iter_memories(
         self,
@@ -381,9 +385,7 @@ class MemoryClient(BaseClient):
                 },
             ),
         )
-        response = await self._call(
-            self._memories.RecallMemories, request, timeout_seconds, retry=False
-        )
+        response = await self._call(self._memories.RecallMemories, request, timeout_seconds)
         return list(response.memories)
 
     async def record_feedback(
@@ -403,7 +405,7 @@ class MemoryClient(BaseClient):
         `request_id` is the idempotency key, as in :meth:`store_memory`
         (None: a fresh UUID4 per call): the server applies the feedback once
         per key and answers a repeat with the first interaction and the
-        memory as it is now. Retried on UNAVAILABLE only, for the same
+        memory as it is now. Retried on UNAVAILABLE, for the same
         reasons; an empty string sends no key and disables the retries.
         """
         if (helpful is None) == (rating is None):
@@ -418,9 +420,8 @@ class MemoryClient(BaseClient):
             request.helpful = helpful
         if rating is not None:
             request.rating = rating
-        return await self._call(
-            self._memories.RecordFeedback, request, timeout_seconds, retry=bool(request.request_id)
-        )
+        stub = self._memories if request.request_id else self._memories_once
+        return await self._call(stub.RecordFeedback, request, timeout_seconds)
 
     async def list_interactions(
         self,
@@ -447,9 +448,7 @@ class MemoryClient(BaseClient):
             page_size=page_size,
             page_token=page_token,
         )
-        return await self._call(
-            self._memories.ListInteractions, request, timeout_seconds, retry=True
-        )
+        return await self._call(self._memories.ListInteractions, request, timeout_seconds)
 
     async def list_memory_revisions(
         self,
@@ -464,9 +463,7 @@ class MemoryClient(BaseClient):
         request = memory_service_pb2.ListMemoryRevisionsRequest(
             memory_id=memory_id, page_size=page_size, page_token=page_token
         )
-        return await self._call(
-            self._memories.ListMemoryRevisions, request, timeout_seconds, retry=True
-        )
+        return await self._call(self._memories.ListMemoryRevisions, request, timeout_seconds)
 
     async def import_memories(
         self,
@@ -528,7 +525,7 @@ class MemoryClient(BaseClient):
     ) -> lesson_pb2.Lesson:
         """Return one lesson. Retried on UNAVAILABLE."""
         request = lesson_service_pb2.GetLessonRequest(id=id)
-        return await self._call(self._lessons.GetLesson, request, timeout_seconds, retry=True)
+        return await self._call(self._lessons.GetLesson, request, timeout_seconds)
 
     async def list_lessons(
         self,
@@ -562,7 +559,7 @@ class MemoryClient(BaseClient):
             page_size=page_size,
             page_token=page_token,
         )
-        return await self._call(self._lessons.ListLessons, request, timeout_seconds, retry=True)
+        return await self._call(self._lessons.ListLessons, request, timeout_seconds)
 
     async def search_lessons(
         self,
@@ -583,4 +580,4 @@ class MemoryClient(BaseClient):
             page_size=page_size,
             page_token=page_token,
         )
-        return await self._call(self._lessons.SearchLessons, request, timeout_seconds, retry=True)
+        return await self._call(self._lessons.SearchLessons, request, timeout_seconds)

@@ -1,4 +1,4 @@
-"""`memory-service serve | migrate | seed-demo | embed | new-token | import`: the command line."""
+"""`memory-service serve | migrate | seed-demo | embed | import | backup | restore | ...`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from memory_service import config, import_file
+from memory_service import backup, config, import_file
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
 
@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         _add_setting_flags(commands.add_parser(name, help=help_text))
     _add_embed_parser(commands)
     import_file.add_parser(commands)
+    backup.add_parsers(commands, _add_setting_flags)
     args = parser.parse_args(argv)
     if args.command == "new-token":
         _new_token(args)
@@ -400,6 +401,8 @@ def main(argv: list[str] | None = None) -> None:
         "migrate": _migrate,
         "seed-demo": _seed,
         "embed": functools.partial(_embed, args=args),
+        "backup": functools.partial(backup.run, args=args),
+        "restore": functools.partial(backup.run, args=args),
     }
     action = actions[args.command]
     try:

@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from memory_service import backup, config, import_file
+from memory_service import backup, config, encryption_keys, import_file
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
 
@@ -100,12 +100,15 @@ async def _serve(settings: Settings) -> None:
         authenticator = Authenticator.from_settings(settings)
         tls.check_listen_address(settings, auth_enabled=authenticator.enabled)
         tls.server_credentials(settings)
+        encryption_keys.cipher(settings)
     except ValueError as exc:
         sys.exit(f"configuration error: {exc}")
     # Imported only now: importing alembic logs its plugins at INFO, which
     # would bury a configuration error in noise.
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded:
+        settings = encryption_keys.for_embedded(settings)
     if embedded or settings.migrate_on_start:
         await _upgrade(owner_url, settings)
     if settings.workers > 1:
@@ -200,9 +203,15 @@ async def _seed(settings: Settings) -> None:
     from memory_service.seed import seed_demo
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded:
+        settings = encryption_keys.for_embedded(settings)
     if embedded or settings.migrate_on_start:
         await _upgrade(owner_url, settings)
-    counts = await seed_demo(app_url, platform_url)
+    try:
+        cipher = encryption_keys.cipher(settings)
+    except ValueError as exc:
+        sys.exit(f"configuration error: {exc}")
+    counts = await seed_demo(app_url, platform_url, cipher)
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
@@ -278,6 +287,15 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
             print(f"dropped {dropped} vectors of other models")
     finally:
         await db.close()
+
+
+async def _rotate_keys(settings: Settings) -> None:
+    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded:
+        settings = encryption_keys.for_embedded(settings)
+    if embedded or settings.migrate_on_start:
+        await _upgrade(owner_url, settings)
+    await encryption_keys.rotate(settings, app_url, platform_url)
 
 
 def _new_token(args: argparse.Namespace) -> None:
@@ -383,9 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     _add_embed_parser(commands)
     import_file.add_parser(commands)
     backup.add_parsers(commands, _add_setting_flags)
+    encryption_keys.add_parsers(commands, _add_setting_flags)
     args = parser.parse_args(argv)
     if args.command == "new-token":
         _new_token(args)
+        return
+    if args.command == "new-encryption-key":
+        encryption_keys.new_key()
         return
     if args.command == "import":  # a client of a running server: no settings of its own
         sys.exit(import_file.run(args))
@@ -403,6 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         "embed": functools.partial(_embed, args=args),
         "backup": functools.partial(backup.run, args=args),
         "restore": functools.partial(backup.run, args=args),
+        "rotate-keys": _rotate_keys,
     }
     action = actions[args.command]
     try:

@@ -121,6 +121,14 @@ class Settings:
     # Texts waiting to be embedded past which new requests are refused at once.
     embedding_max_queued_texts: int = 1024
 
+    # --- Encryption at rest (issue 11), docs/security.md: Fernet keys for
+    # users' name, school, department and custom instructions, comma-separated,
+    # the first encrypting and all decrypting (rotation); or a file of them.
+    # Neither: the embedded database keeps a generated key file beside its
+    # data directory; with a database URL those fields stay plaintext (warned).
+    encryption_keys: str | None = None
+    encryption_keys_file: Path | None = None
+
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 from faraday.memory.v1 import memory_pb2, memory_service_pb2
 from faraday_memory_client import AdminClient, MemoryClient
 
 from memory_service import backup
+from memory_service.config import Settings
 from memory_service.seed import seed_demo
 from memory_service.server import start
 from memory_service.storage import migrate, tables
@@ -27,6 +29,7 @@ from tests.rpc.conftest import TEST_SETTINGS
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 MODEL = "caller-test-3d"
+KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture
@@ -48,10 +51,12 @@ async def _has_vectors(url: str) -> bool:
         await conn.close()
 
 
-def _settings(vectors: bool):  # type: ignore[no-untyped-def]
+def _settings(vectors: bool) -> Settings:
+    # With keys: users' sensitive fields go into the dump as ciphertext.
+    settings = TEST_SETTINGS.with_overrides(encryption_keys=KEY)
     if vectors:
-        return TEST_SETTINGS.with_overrides(embedding_model=MODEL, embedding_dimension=3)
-    return TEST_SETTINGS
+        return settings.with_overrides(embedding_model=MODEL, embedding_dimension=3)
+    return settings
 
 
 async def _populate(url: str, vectors: bool) -> tuple[str, list[int]]:
@@ -73,6 +78,12 @@ async def _populate(url: str, vectors: bool) -> tuple[str, list[int]]:
                 metadata={"term": "autumn"},
                 context={"course": "algebra"},
                 request_id="backup-test-1",  # an idempotency key
+                **vector,  # type: ignore[arg-type]
+            )
+            await client.store_memory(  # keeps its vector: its content never changes
+                user_id=user.id,
+                content="Runs the algebra club on Thursdays.",
+                category="fact",
                 **vector,  # type: ignore[arg-type]
             )
             stored.content = "Prefers worked examples before any theory."
@@ -145,6 +156,7 @@ async def test_backup_and_restore_round_trip_every_table(
     before = await _contents(source)
     empty = {name for name, (rows, _) in before.items() if rows == 0}
     assert not empty, f"tables the test leaves empty: {sorted(empty)}"
+    assert recalled
 
     dump = tmp_path / "faraday.dump"
     await backup.backup(source, dump)

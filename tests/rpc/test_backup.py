@@ -7,8 +7,11 @@ default, on another server with FARADAY_TEST_DATABASE_URL (the machine's
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -196,9 +199,10 @@ async def test_backup_refuses_a_file_that_is_not_a_backup(
         await backup.restore(target, junk)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "memory_service.cli", *args],
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -221,3 +225,39 @@ async def test_cli_backup_and_restore(databases: tuple[str, str], tmp_path: Path
     assert "not empty" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert await _contents(target) == await _contents(source)
+
+
+async def test_cli_on_the_embedded_default_with_zero_configuration() -> None:
+    """seed-demo, backup, then restore into a second embedded server's fresh database."""
+    await asyncio.to_thread(_embedded_round_trip)
+
+
+def _embedded_round_trip() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARADAY_")}
+    with (
+        tempfile.TemporaryDirectory(prefix="faraday-backup-a-") as a,
+        tempfile.TemporaryDirectory(prefix="faraday-backup-b-") as b,
+    ):
+        dump = Path(a) / "embedded.dump"
+        outputs = []
+        for args in (
+            ("seed-demo", "--data-dir", f"{a}/pgdata"),
+            ("backup", "--data-dir", f"{a}/pgdata", "--output", str(dump)),
+            ("restore", str(dump), "--data-dir", f"{b}/pgdata"),
+        ):
+            done = _cli(*args, env=env)
+            assert done.returncode == 0, (args, done.stderr)
+            outputs.append(done.stdout)
+        assert "pginstall/bin/pg_dump 18" in outputs[1]  # the embedded server's own
+        assert "restored" in outputs[2]
+        # The first server made its key; the dump holds the users' ciphertext.
+        assert (Path(a) / "pgdata.encryption-keys").is_file()
+        pg_restore = backup.choose_tool("pg_restore", 18, 18)
+        users = subprocess.run(
+            [pg_restore.path, "--data-only", "--table=users", "--file=-", str(dump)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "ada.lovelace@lincoln-middle.example.org" in users
+        assert "Lincoln Middle School" not in users and "Ada Lovelace" not in users

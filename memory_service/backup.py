@@ -19,7 +19,10 @@ recreates the target database (never while anything is connected to it).
 Objects are created owned by the restoring role (--no-owner: the dump's
 owner may not exist here), and the grants to faraday_app and
 faraday_platform are restored as dumped, so those cluster-wide roles are
-created first when missing, as the migrations would.
+created first when missing, as the migrations would. The dumped database's
+own settings (ALTER DATABASE ... SET, e.g. migration 0011's
+hnsw.iterative_scan), which pg_restore applies only with --create, are
+applied to the target database afterwards.
 
 Both commands connect as the schema owner (FARADAY_MIGRATION_DATABASE_URL,
 else FARADAY_DATABASE_URL; the embedded server's superuser without one).
@@ -285,6 +288,26 @@ def _archive_info(path: Path) -> ArchiveInfo:
     return ArchiveInfo(int(server.group(1)), int(dumper.group(1)))
 
 
+_DATABASE_SETTING = re.compile(r"^ALTER DATABASE \S+ SET (.+);$", re.MULTILINE)
+
+
+def _database_settings(tool: Tool, dump: Path) -> list[str]:
+    """The dumped database's `ALTER DATABASE ... SET` settings, as `name TO value`."""
+    done = subprocess.run(
+        [tool.path, "--create", "--schema-only", "--file=-", str(dump)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BackupError(f"pg_restore cannot read {dump}: {_first_error(done.stderr)}")
+    return _DATABASE_SETTING.findall(done.stdout)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 async def _table_count(conn: Any) -> int:
     # Tables, views and sequences in public that no extension owns.
     return int(
@@ -302,7 +325,7 @@ async def _recreate(t: Target, timeout_seconds: float) -> None:
     import asyncpg
 
     conn = await _connect(t.with_database("postgres"), timeout_seconds)
-    name = '"' + t.database.replace('"', '""') + '"'
+    name = _quoted(t.database)
     try:
         try:
             await conn.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -369,8 +392,14 @@ async def restore(
     done = await asyncio.to_thread(_run, [*argv, "--dbname", t.url, str(dump)], t)
     if done.returncode != 0:
         raise BackupError(f"pg_restore failed (nothing was restored): {_first_error(done.stderr)}")
+    settings = await asyncio.to_thread(_database_settings, tool, dump)
     conn = await _connect(t, connect_timeout_seconds)
     try:
+        # Settings the migrations made on the database itself (0011's
+        # hnsw.iterative_scan): pg_restore applies them only with --create,
+        # to a database of the dumped name; here, to the target's.
+        for setting in settings:
+            await conn.execute(f"ALTER DATABASE {_quoted(t.database)} SET {setting}")
         # The planner's statistics: not in the archive (before 18), and a
         # freshly loaded table without them plans recall badly.
         await conn.execute("ANALYZE")

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -145,7 +146,12 @@ async def _protection(url: str) -> list[tuple[object, ...]]:
             "SELECT tablename, policyname, cmd, qual, with_check FROM pg_policies"
             " ORDER BY tablename, policyname"
         )
-        return [tuple(r) for r in rels] + [tuple(p) for p in policies]
+        # The database's own settings (migration 0011's hnsw.iterative_scan).
+        settings = await conn.fetchval("""
+            SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0
+              AND setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+        """)
+        return [tuple(r) for r in rels] + [tuple(p) for p in policies] + [(settings,)]
     finally:
         await conn.close()
 
@@ -261,3 +267,52 @@ def _embedded_round_trip() -> None:
         ).stdout
         assert "ada.lovelace@lincoln-middle.example.org" in users
         assert "Lincoln Middle School" not in users and "Ada Lovelace" not in users
+
+
+async def test_a_schema_owner_that_is_no_superuser_needs_bypassrls_to_back_up(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
+    """As on a managed server: the owner is subject to the forced row-level security."""
+    from sqlalchemy.engine import make_url
+
+    role = f"faraday_owner_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_admin_url)
+    if await admin.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"):
+        await admin.close()
+        pytest.skip(
+            "with pgvector, migration 0011 needs a superuser (CREATE EXTENSION vector, ALTER"
+            " DATABASE SET hnsw.iterative_scan): runs on a server without it"
+        )
+    await admin.execute(f"CREATE ROLE {role} LOGIN CREATEDB CREATEROLE")
+    names = [f"faraday_test_{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    for name in names:
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER {role}')
+    base = make_url(pg_admin_url).set(username=role)._replace(password=None)
+    source, target = (base.set(database=n).render_as_string(hide_password=False) for n in names)
+    try:
+        await migrate.upgrade(source)
+        as_superuser = make_url(pg_admin_url).set(database=names[0])
+        conn = await asyncpg.connect(as_superuser.render_as_string(hide_password=False))
+        try:
+            await conn.execute("INSERT INTO users (email) VALUES ('owner@school.example.org')")
+        finally:
+            await conn.close()
+        dump = tmp_path / "owner.dump"
+        with pytest.raises(backup.BackupError, match="BYPASSRLS"):
+            await backup.backup(source, dump)
+        assert not dump.exists()  # no partial file left behind
+        await admin.execute(f"ALTER ROLE {role} BYPASSRLS")
+        await backup.backup(source, dump)
+        await admin.execute(f"ALTER ROLE {role} NOBYPASSRLS")
+        await backup.restore(target, dump)  # restoring needs no BYPASSRLS
+        as_superuser = as_superuser.set(database=names[1])
+        assert await _contents(as_superuser.render_as_string(hide_password=False)) == (
+            await _contents(
+                make_url(pg_admin_url).set(database=names[0]).render_as_string(hide_password=False)
+            )
+        )
+    finally:
+        for name in names:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()

@@ -1,4 +1,4 @@
-"""`memory-service serve | migrate | seed-demo | embed | new-token | import`: the command line."""
+"""`memory-service serve | migrate | seed-demo | embed | import | backup | restore | ...`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
-from memory_service import config, healthcheck, import_file, listen_check, startup
+from memory_service import (
+    backup,
+    config,
+    encryption_keys,
+    healthcheck,
+    import_file,
+    listen_check,
+    startup,
+)
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
 
@@ -139,12 +147,15 @@ async def _serve(settings: Settings) -> None:
         authenticator = Authenticator.from_settings(settings)
         tls.check_listen_address(settings, auth_enabled=authenticator.enabled)
         tls.server_credentials(settings)
+        encryption_keys.cipher(settings)
     except ValueError as exc:
         raise config.InvalidSettings([str(exc)]) from exc
     if not settings.reuse_port:  # a busy port fails now, before the database starts
         listen_check.check_port_free(settings.host, settings.port)
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded:
+        settings = encryption_keys.for_embedded(settings)
     if embedded or settings.migrate_on_start:
         await _upgrade(owner_url, settings)
     where = startup.Where(
@@ -245,9 +256,15 @@ async def _seed(settings: Settings) -> None:
     from memory_service.seed import seed_demo
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded:
+        settings = encryption_keys.for_embedded(settings)
     if embedded or settings.migrate_on_start:
         await _upgrade(owner_url, settings)
-    counts = await seed_demo(app_url, platform_url)
+    try:
+        cipher = encryption_keys.cipher(settings)
+    except ValueError as exc:
+        raise config.InvalidSettings([str(exc)]) from exc
+    counts = await seed_demo(app_url, platform_url, cipher)
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
@@ -324,6 +341,15 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
             print(f"dropped {dropped} vectors of other models")
     finally:
         await db.close()
+
+
+async def _rotate_keys(settings: Settings) -> None:
+    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded:
+        settings = encryption_keys.for_embedded(settings)
+    if embedded or settings.migrate_on_start:
+        await _upgrade(owner_url, settings)
+    await encryption_keys.rotate(settings, app_url, platform_url)
 
 
 def _new_token(args: argparse.Namespace) -> None:
@@ -444,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
     _add_embed_parser(commands)
     import_file.add_parser(commands)
+    backup.add_parsers(commands, _add_setting_flags)
+    encryption_keys.add_parsers(commands, _add_setting_flags)
     healthcheck.add_parser(commands)
     return parser
 
@@ -453,6 +481,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "new-token":
         _new_token(args)
+        return
+    if args.command == "new-encryption-key":
+        encryption_keys.new_key()
         return
     if args.command == "import":  # a client of a running server: no settings of its own
         sys.exit(import_file.run(args))
@@ -467,6 +498,9 @@ def main(argv: list[str] | None = None) -> None:
         "migrate": _migrate,
         "seed-demo": _seed,
         "embed": functools.partial(_embed, args=args),
+        "backup": functools.partial(backup.run, args=args),
+        "restore": functools.partial(backup.run, args=args),
+        "rotate-keys": _rotate_keys,
     }
     action = actions[args.command]
     try:

@@ -23,7 +23,14 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import annotated_types
-from pydantic import AfterValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -344,6 +351,20 @@ class Settings(BaseSettings):
     embedding_max_queued_texts: Count = Field(
         1024,
         description="Texts waiting to be embedded past which new requests are refused at once.",
+    )
+
+    # --- Encryption at rest (issue 11), docs/security.md.
+    encryption_keys: SecretStr | None = Field(
+        None,
+        description="Fernet keys for users' name, school, department and custom instructions,"
+        " comma-separated: the first encrypts, all decrypt (rotation). Unset, with"
+        " encryption_keys_file unset too: the embedded database keeps a generated key file"
+        " beside its data directory; with a database URL those fields stay plaintext (warned).",
+    )
+    encryption_keys_file: ReadableFile | None = Field(
+        None,
+        description="File of encryption keys (comma- or line-separated), instead of"
+        " encryption_keys.",
     )
 
     @field_validator("user_pool_size")

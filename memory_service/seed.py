@@ -31,6 +31,7 @@ from memory_service.services.admin import Admin
 from memory_service.services.memories import Memories, MemoryPolicy
 from memory_service.storage import session
 from memory_service.storage.database import Database, PoolSettings
+from memory_service.storage.encryption import FieldCipher
 from memory_service.storage.lessons import LessonStore
 from memory_service.storage.memories import MemoryStore
 from memory_service.storage.registry import RegistryStore
@@ -216,7 +217,9 @@ LESSONS = [  # (user index, subject, profile, title, grade, content area, status
 ]
 
 
-async def seed_demo(database_url: str, platform_database_url: str) -> dict[str, int]:
+async def seed_demo(
+    database_url: str, platform_database_url: str, cipher: FieldCipher | None = None
+) -> dict[str, int]:
     """Seed through the service's layers; it all acts for ALL_USERS, as faraday_platform."""
     db = Database(
         PoolSettings(
@@ -230,7 +233,7 @@ async def seed_demo(database_url: str, platform_database_url: str) -> dict[str, 
     await db.open()
     try:
         lessons = LessonStore(db)
-        admin = Admin(RegistryStore(db), lessons, None)
+        admin = Admin(RegistryStore(db, cipher), lessons, None)
         memories = Memories(MemoryStore(db), MemoryPolicy())
         with session.acting_as(session.ALL_USERS):  # demo data for every demo user
             return await _seed(admin, memories)

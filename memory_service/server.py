@@ -18,7 +18,7 @@ from faraday.memory.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # the public alias health.aio is untyped
 
-from memory_service import health, listen_check, sweeper, tls
+from memory_service import encryption_keys, health, listen_check, sweeper, tls
 from memory_service.auth import Authenticator
 from memory_service.config import Settings
 from memory_service.domain import ranking
@@ -37,10 +37,12 @@ from memory_service.services.imports import Importer
 from memory_service.services.lessons import Lessons
 from memory_service.services.memories import Memories, MemoryPolicy
 from memory_service.services.semantics import semantics_from_settings
+from memory_service.storage import encryption
 from memory_service.storage.audit import AuditLog
 from memory_service.storage.cache import LessonCache
 from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.embeddings import EmbeddingStore
+from memory_service.storage.encryption import FieldCipher
 from memory_service.storage.imports import ImportStore
 from memory_service.storage.lessons import LessonStore
 from memory_service.storage.memories import MemoryStore
@@ -116,6 +118,20 @@ def pool_settings(settings: Settings, url: str, platform_url: str) -> PoolSettin
     )
 
 
+async def _prepare_encryption(database: Database, cipher: FieldCipher | None) -> None:
+    """Refuse keys that cannot read the stored rows (ValueError); seal plaintext rows."""
+    await encryption.check_keys(database, cipher)
+    if cipher is None:
+        logger.warning(
+            "encryption at rest is off: users' names, schools, departments and custom"
+            " instructions are stored in plaintext (set FARADAY_ENCRYPTION_KEYS; docs/security.md)"
+        )
+        return
+    sealed = await encryption.seal_plaintext_users(database, cipher)
+    if sealed:
+        logger.info("encrypted the sensitive fields of %d users stored in plaintext", sealed)
+
+
 async def start(
     settings: Settings, database_url: str, platform_database_url: str | None = None
 ) -> RunningServer:
@@ -155,8 +171,14 @@ async def _start(
         from memory_service.storage.migrate import platform_role_url
 
         platform_database_url = platform_role_url(database_url)
+    cipher = encryption_keys.cipher(settings)  # ValueError: a configuration error
     database = Database(pool_settings(settings, database_url, platform_database_url))
     await database.open()
+    try:
+        await _prepare_encryption(database, cipher)
+    except BaseException:
+        await database.close()
+        raise
     cache = (
         LessonCache(settings.redis_url, settings.cache_ttl_seconds, settings.redis_timeout_seconds)
         if settings.redis_url
@@ -189,7 +211,7 @@ async def _start(
     )
     lesson_store = LessonStore(database)
     lessons = Lessons(lesson_store, cache)
-    admin = Admin(RegistryStore(database), lesson_store, cache)
+    admin = Admin(RegistryStore(database, cipher), lesson_store, cache)
     default_weights = replace(
         ranking.DEFAULT_WEIGHTS, half_life=timedelta(days=settings.recall_half_life_days)
     )

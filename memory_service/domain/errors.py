@@ -78,6 +78,22 @@ class UserInactive(FailedPrecondition):
         self.user_id = user_id
 
 
+class Undecryptable(FailedPrecondition):
+    """Stored ciphertext that none of the server's keys decrypts (or the server has none).
+
+    An operator's mistake, not the caller's: the message says what to fix
+    without naming the data.
+    """
+
+    reason = "UNDECRYPTABLE_DATA"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "stored user data cannot be decrypted with the server's encryption keys;"
+            " an operator must configure the key it was encrypted with"
+        )
+
+
 class Unavailable(DomainError):
     """A dependency (the database) cannot be reached; retrying later may work."""
 

@@ -34,7 +34,7 @@ class Admin:
         self._registry = registry
         self._lessons = lessons
         self._cache = cache
-        self._user_data = user_data or UserDataStore(registry.database)
+        self._user_data = user_data or UserDataStore(registry.database, registry.cipher)
 
     async def upsert_user(self, user: User) -> User:
         return await self._registry.upsert_user(user)

@@ -19,19 +19,25 @@ from memory_service.domain.models import (
     UserPreferences,
 )
 from memory_service.storage.database import Database
+from memory_service.storage.encryption import (
+    SEALED_USER_FIELDS,
+    FieldCipher,
+    opened_fields,
+    sealed_fields,
+)
 from memory_service.storage.named_sql import NamedSQL
 
 MAX_SUBJECT_LEVEL = 5
 
-# Replaced whole by an upsert; is_active is not among them (below).
+# Replaced whole by an upsert; is_active is not among them (below). The
+# sealed fields are written either encrypted (into encrypted_sensitive_data,
+# themselves NULL) or, without keys, in plaintext (storage/encryption.py).
 _USER_FIELDS = (
     "email",
-    "name",
-    "school",
-    "department",
+    *SEALED_USER_FIELDS,
+    "encrypted_sensitive_data",
     "subjects",
     "grade_levels",
-    "custom_instructions",
 )
 USER_COLUMNS = ", ".join(("id", "is_active", *_USER_FIELDS, "created_at", "updated_at"))
 
@@ -205,19 +211,17 @@ def preferences_from_row(row: asyncpg.Record) -> UserPreferences:
     )
 
 
-def user_from_row(row: asyncpg.Record) -> User:
+def user_from_row(row: asyncpg.Record, cipher: FieldCipher | None) -> User:
+    """A users row (USER_COLUMNS) as a User; Undecryptable if its keys are not configured."""
     return User(
         id=row["id"],
         email=row["email"],
-        name=row["name"],
         is_active=row["is_active"],
-        school=row["school"],
-        department=row["department"],
         subjects=list(row["subjects"]),
         grade_levels=list(row["grade_levels"]),
-        custom_instructions=row["custom_instructions"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        **opened_fields(cipher, row),
     )
 
 
@@ -250,8 +254,14 @@ def _rejected(field: str, exc: asyncpg.CheckViolationError) -> InvalidArgument:
 
 
 class RegistryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cipher: FieldCipher | None = None) -> None:
+        """`cipher`: the keys users' sensitive fields are encrypted with; None: plaintext."""
         self._db = db
+        self._cipher = cipher
+
+    @property
+    def cipher(self) -> FieldCipher | None:
+        return self._cipher
 
     @property
     def database(self) -> Database:
@@ -260,7 +270,8 @@ class RegistryStore:
 
     async def upsert_user(self, user: User) -> User:
         """Create or replace a user, matched by id if it has one, else by email."""
-        params = {c: getattr(user, c) for c in _USER_FIELDS}
+        params = {c: getattr(user, c) for c in _USER_FIELDS if c != "encrypted_sensitive_data"}
+        params = sealed_fields(self._cipher, params)
         params["id"] = user.id
         params["is_active"] = user.is_active
         statement = _UPSERT_USER_BY_EMAIL if user.id is None else _UPSERT_USER_BY_ID
@@ -273,7 +284,7 @@ class RegistryStore:
         except asyncpg.CheckViolationError as exc:
             raise _rejected("user", exc) from exc
         assert row is not None
-        return user_from_row(row)
+        return user_from_row(row, self._cipher)
 
     async def upsert_preferences(self, prefs: UserPreferences) -> UserPreferences:
         audit.note(user_id=prefs.user_id)

@@ -83,6 +83,15 @@ users = Table(
     Column("last_login", DateTime(timezone=True)),
     _created_at(),
     _updated_at(),
+    # name, school, department and custom_instructions, encrypted by the
+    # service (storage/encryption.py); those columns are then NULL. Rows from
+    # before encryption keep them in plaintext until sealed (migration 0016).
+    Column("encrypted_sensitive_data", LargeBinary),
+    CheckConstraint(
+        "encrypted_sensitive_data IS NULL"
+        " OR num_nonnulls(name, school, department, custom_instructions) = 0",
+        name="sealed_fields_not_in_plaintext",
+    ),
     CheckConstraint(
         r"email ~* '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'", name="email_format"
     ),

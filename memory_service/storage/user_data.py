@@ -21,6 +21,7 @@ from memory_service.domain.models import (
     UserPreferences,
 )
 from memory_service.storage.database import Database
+from memory_service.storage.encryption import FieldCipher
 from memory_service.storage.lessons import LESSON_COLUMNS, LESSON_NAMES_JOIN, lesson_from_row
 from memory_service.storage.memories import (
     INTERACTION_COLUMNS,
@@ -124,8 +125,9 @@ class ErasedUserData:
 
 
 class UserDataStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cipher: FieldCipher | None = None) -> None:
         self._db = db
+        self._cipher = cipher
 
     async def erase_user(self, user_id: uuid.UUID) -> ErasedUserData:
         """Delete the user and everything of theirs in one transaction (NotFound if no user).
@@ -177,7 +179,7 @@ class UserDataStore:
             user_row = await conn.fetchrow(_EXPORT_USER, user_id)
             if user_row is None:
                 raise NotFound("user", user_id)
-            yield user_from_row(user_row)
+            yield user_from_row(user_row, self._cipher)
             prefs_row = await conn.fetchrow(_EXPORT_PREFERENCES, user_id)
             if prefs_row is not None:
                 yield preferences_from_row(prefs_row)

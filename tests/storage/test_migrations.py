@@ -420,3 +420,28 @@ async def test_0007_repairs_out_of_range_times_then_refuses_them(scratch_databas
             )
     finally:
         await conn.close()
+
+
+async def test_0016_downgrade_refuses_while_users_are_encrypted(db: str) -> None:
+    """Dropping encrypted_sensitive_data would lose the fields only the service can decrypt."""
+    conn = await asyncpg.connect(db)
+    try:
+        user = await _insert_user(conn)
+        await conn.execute(
+            "UPDATE users SET encrypted_sensitive_data = '\\x00'::bytea WHERE id = $1", user
+        )
+        # A sealed row holds no plaintext copy of the sealed fields.
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE users SET name = 'Ada' WHERE id = $1", user)
+    finally:
+        await conn.close()
+    with pytest.raises(Exception, match="decrypt them before downgrading"):
+        await migrate.downgrade(db, "0015")
+    conn = await asyncpg.connect(db)
+    try:
+        await conn.execute("UPDATE users SET encrypted_sensitive_data = NULL")
+    finally:
+        await conn.close()
+    await migrate.downgrade(db, "0015")
+    await migrate.upgrade(db)
+    assert await _schema_diff(db) == []

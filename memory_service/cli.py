@@ -159,7 +159,12 @@ async def _serve(settings: Settings) -> None:
     if embedded or settings.migrate_on_start:
         await _upgrade(owner_url, settings)
     where = startup.Where(
-        data=f"embedded PostgreSQL in {settings.data_dir}" if embedded else app_url,
+        data=(
+            f"embedded PostgreSQL in {settings.data_dir}"
+            f" (encryption keys: {settings.encryption_keys_file or 'configured'})"
+            if embedded
+            else app_url
+        ),
         auth=authenticator.enabled,
     )
     if settings.workers > 1:

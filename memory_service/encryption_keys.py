@@ -48,7 +48,8 @@ def for_embedded(settings: Settings) -> Settings:
             os.close(fd)
             try:
                 os.link(partial, path)
-                logger.info("generated the embedded database's encryption key: %s", path)
+                # The start-up summary names the file on every start.
+                logger.debug("generated the embedded database's encryption key: %s", path)
             except FileExistsError:
                 pass
         finally:

@@ -13,6 +13,7 @@ reflection are counted but not logged (load balancers poll them).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -65,7 +66,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _stream(handler.unary_stream, method, log),  # type: ignore[arg-type]
+                _stream(handler.unary_stream, method, log),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -77,7 +78,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
             )
         if handler.stream_stream is not None:  # Health has none; reflection's is one
             return grpc.stream_stream_rpc_method_handler(
-                _stream(handler.stream_stream, method, log),  # type: ignore[arg-type]
+                _stream(handler.stream_stream, method, log),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -114,8 +115,13 @@ def _unary(
 
 
 def _stream(
-    behavior: Callable[[Any, Any], AsyncIterator[Any]], method: str, log: bool
-) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    behavior: Callable[[Any, Any], Any], method: str, log: bool
+) -> Callable[[Any, Any], Any]:
+    if not inspect.isasyncgenfunction(behavior):
+        # A streaming handler that writes with context.write() and returns,
+        # as grpc's own health Watch does: observed like a unary one.
+        return _unary(behavior, method, log)
+
     async def observed(request: Any, context: Any) -> AsyncIterator[Any]:
         peer, started = _begin(context, log)
         error: BaseException | None = None

@@ -48,8 +48,6 @@ from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.tables import APP_ROLE, PLATFORM_ROLE
 from tests.faults.conftest import Urls, free_port, query
 
-pytestmark = pytest.mark.slow
-
 # Server connections PgBouncer opens per (database, role): fewer than the
 # service's pools hold, so service connections take turns on them.
 SERVER_CONNECTIONS = 2

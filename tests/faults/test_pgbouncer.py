@@ -45,6 +45,7 @@ from memory_service.config import Settings
 from memory_service.server import start
 from memory_service.storage import session
 from memory_service.storage.database import Database, PoolSettings
+from memory_service.storage.probe import DatabaseProbe
 from memory_service.storage.tables import APP_ROLE, PLATFORM_ROLE
 from tests.faults.conftest import Urls, free_port, query
 
@@ -417,6 +418,12 @@ async def test_behind_pgbouncer_each_transaction_sets_what_a_direct_login_would(
                     }
     finally:
         await database.close()
+    # The health probe's connection, too, takes turns on the server connections.
+    probe = DatabaseProbe(bouncer.url(owner, PLATFORM_ROLE), 5.0, transaction_pooled=True)
+    try:
+        assert [await probe.check() for _ in range(5)] == [None] * 5
+    finally:
+        await probe.close()
     # Outside the transactions nothing stayed: not the setting, not a statement.
     conn = await asyncpg.connect(bouncer.url(owner, PLATFORM_ROLE), statement_cache_size=0)
     try:

@@ -269,7 +269,7 @@ async def _seed(settings: Settings) -> None:
         cipher = encryption_keys.cipher(settings)
     except ValueError as exc:
         raise config.InvalidSettings([str(exc)]) from exc
-    counts = await seed_demo(app_url, platform_url, cipher)
+    counts = await seed_demo(app_url, platform_url, cipher, settings.database_pooler)
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
@@ -315,6 +315,7 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
             max_overflow=0,
             connect_timeout_seconds=settings.connect_timeout_seconds,
             statement_timeout_seconds=settings.statement_timeout_seconds,
+            pooler=settings.database_pooler,
         )
     )
     await db.open()

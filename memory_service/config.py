@@ -39,6 +39,9 @@ __all__ = ["InvalidSettings", "Settings", "env_name", "flag_name", "load", "reda
 ENV_PREFIX = "FARADAY_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
+# What the pools connect to (docs/pooling.md): PostgreSQL itself, or PgBouncer in
+# transaction mode.
+DATABASE_POOLERS = ("none", "pgbouncer")
 
 
 def env_name(field: str) -> str:
@@ -118,6 +121,12 @@ def _log_format(value: str) -> str:
     return value.lower()
 
 
+def _database_pooler(value: str) -> str:
+    if value.lower() not in DATABASE_POOLERS:
+        raise ValueError(f"must be one of {', '.join(DATABASE_POOLERS)}, got {value!r}")
+    return value.lower()
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "faraday-memory" / "pgdata"
@@ -130,6 +139,7 @@ ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 Directory = Annotated[Path, AfterValidator(_directory_or_absent)]
 LogLevel = Annotated[str, AfterValidator(_log_level)]
 LogFormat = Annotated[str, AfterValidator(_log_format)]
+DatabasePooler = Annotated[str, AfterValidator(_database_pooler)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]  # a duration that must pass
 SecondsOrOff = Annotated[float, Field(ge=0)]  # 0: off, or no wait
@@ -226,6 +236,12 @@ class Settings(BaseSettings):
     )
     statement_timeout_seconds: Seconds = Field(
         30.0, description="Longest a single SQL statement may run."
+    )
+    database_pooler: DatabasePooler = Field(
+        "none",
+        description="What database_url and platform_database_url point at: none (PostgreSQL"
+        " itself) or pgbouncer (a PgBouncer in transaction mode: no prepared statement cache,"
+        " no startup settings; docs/pooling.md).",
     )
     health_probe_interval_seconds: Seconds = Field(
         2.0,

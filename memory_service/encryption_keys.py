@@ -132,6 +132,7 @@ async def rotate(settings: Settings, app_url: str, platform_url: str) -> None:
             user_size=1,
             max_overflow=0,
             connect_timeout_seconds=settings.connect_timeout_seconds,
+            pooler=settings.database_pooler,
         )
     )
     await db.open()

@@ -218,7 +218,10 @@ LESSONS = [  # (user index, subject, profile, title, grade, content area, status
 
 
 async def seed_demo(
-    database_url: str, platform_database_url: str, cipher: FieldCipher | None = None
+    database_url: str,
+    platform_database_url: str,
+    cipher: FieldCipher | None = None,
+    pooler: str = "none",
 ) -> dict[str, int]:
     """Seed through the service's layers; it all acts for ALL_USERS, as faraday_platform."""
     db = Database(
@@ -228,6 +231,7 @@ async def seed_demo(
             size=2,
             user_size=1,
             max_overflow=1,
+            pooler=pooler,
         )
     )
     await db.open()

@@ -115,6 +115,7 @@ def pool_settings(settings: Settings, url: str, platform_url: str) -> PoolSettin
         pre_ping=settings.pool_pre_ping,
         connect_timeout_seconds=settings.connect_timeout_seconds,
         statement_timeout_seconds=settings.statement_timeout_seconds,
+        pooler=settings.database_pooler,
     )
 
 
@@ -350,7 +351,11 @@ async def _follow_database(
 ) -> None:
     """Readiness follows PostgreSQL (memory_service/health.py); liveness stays SERVING."""
     # A probe may take as long as the interval, so probes never pile up.
-    probe = DatabaseProbe(database_url, settings.health_probe_interval_seconds)
+    probe = DatabaseProbe(
+        database_url,
+        settings.health_probe_interval_seconds,
+        transaction_pooled=settings.database_pooler == "pgbouncer",
+    )
 
     async def set_serving(serving: bool) -> None:
         status = (

@@ -56,6 +56,13 @@ class PoolSettings:
     pre_ping: bool = True
     connect_timeout_seconds: float = 10.0
     statement_timeout_seconds: float = 30.0
+    # "pgbouncer": the URLs point at a PgBouncer in transaction mode
+    # (docs/pooling.md); "none": at PostgreSQL itself.
+    pooler: str = "none"
+
+    @property
+    def transaction_pooled(self) -> bool:
+        return self.pooler == "pgbouncer"
 
     def __post_init__(self) -> None:
         if not 0 < self.user_size < self.size:
@@ -103,6 +110,48 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 # The longest statement each connection keeps prepared (asyncpg's default: 15 KB).
 MAX_CACHED_STATEMENT_BYTES = 64 * 1024
+APPLICATION_NAME = "faraday-memory"
+# Server settings every transaction runs with. Direct connections send them at
+# login; behind PgBouncer each transaction's BEGIN sets them (transaction_settings).
+# No JIT: every statement here is short, and a generic plan's inflated cost
+# estimates had PostgreSQL 15 compile 527 functions (540 ms) for a recall
+# that runs in 3 ms.
+_SERVER_SETTINGS = {"jit": "off"}
+
+
+def connect_options(
+    transaction_pooled: bool, application_name: str = APPLICATION_NAME
+) -> dict[str, Any]:
+    """asyncpg.connect / create_pool arguments for PostgreSQL itself or PgBouncer.
+
+    Directly: named prepared statements cached per connection, and the
+    settings sent at login. Behind PgBouncer in transaction mode
+    (docs/pooling.md) a client's next transaction may run on another server
+    connection, where its named statements do not exist, and PgBouncer
+    refuses unknown login parameters (jit): so no statement cache (asyncpg
+    then uses the unnamed statement and parses it again with each Bind,
+    which is safe across server connections) and only application_name,
+    which PgBouncer passes on, at login.
+    """
+    if transaction_pooled:
+        return {
+            "statement_cache_size": 0,
+            "server_settings": {"application_name": application_name},
+        }
+    return {
+        # asyncpg prepares anew, every call, a statement longer than its
+        # default 15 KB; query recall's is about 18 KB, and preparing it
+        # (parse and plan) cost more than running it.
+        "max_cacheable_statement_size": MAX_CACHED_STATEMENT_BYTES,
+        "server_settings": {"application_name": application_name, **_SERVER_SETTINGS},
+    }
+
+
+def transaction_settings() -> str:
+    """set_config calls for _SERVER_SETTINGS, transaction-local, for a pooled BEGIN batch."""
+    return "".join(
+        f", set_config('{name}', '{value}', true)" for name, value in _SERVER_SETTINGS.items()
+    )
 
 
 class Database:
@@ -168,14 +217,7 @@ class Database:
             command_timeout=s.statement_timeout_seconds,
             init=_init_connection,
             reset=_nothing_to_reset,
-            # asyncpg prepares anew, every call, a statement longer than its
-            # default 15 KB; query recall's is about 18 KB, and preparing it
-            # (parse and plan) cost more than running it.
-            max_cacheable_statement_size=MAX_CACHED_STATEMENT_BYTES,
-            # No JIT: every statement here is short, and a generic plan's
-            # inflated cost estimates had PostgreSQL 15 compile 527
-            # functions (540 ms) for a recall that runs in 3 ms.
-            server_settings={"application_name": "faraday-memory", "jit": "off"},
+            **connect_options(s.transaction_pooled),
         )
 
     async def close(self) -> None:
@@ -211,6 +253,9 @@ class Database:
         )
         if generic_plan:
             begin += ", set_config('plan_cache_mode', 'force_generic_plan', true)"
+        if self._settings.transaction_pooled:
+            # No login settings behind PgBouncer: they come with each transaction.
+            begin += transaction_settings()
         attempts = 2 if self._settings.pre_ping else 1
         for attempt in range(attempts):
             waited = metrics.enabled() and pool.get_idle_size() == 0

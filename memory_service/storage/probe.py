@@ -21,9 +21,14 @@ __all__ = ["DatabaseProbe"]
 class DatabaseProbe:
     """`check()` says None when PostgreSQL answered within the timeout, else why not."""
 
-    def __init__(self, url: str, timeout_seconds: float) -> None:
+    def __init__(
+        self, url: str, timeout_seconds: float, *, transaction_pooled: bool = False
+    ) -> None:
         self._url = url
         self._timeout = timeout_seconds
+        # Behind PgBouncer each probe may reach another server connection,
+        # where a cached named statement does not exist (docs/pooling.md).
+        self._statement_cache_size = 0 if transaction_pooled else 100  # 100: asyncpg's default
         self._conn: asyncpg.Connection | None = None
 
     async def check(self) -> str | None:
@@ -33,6 +38,7 @@ class DatabaseProbe:
                     self._url,
                     timeout=self._timeout,
                     server_settings={"application_name": "faraday-memory-probe"},
+                    statement_cache_size=self._statement_cache_size,
                 )
             await self._conn.fetchval("SELECT 1", timeout=self._timeout)
             return None

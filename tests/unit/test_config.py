@@ -96,6 +96,11 @@ BAD_VALUES = [
     ("FARADAY_TLS_CERT_FILE", "/no/such/cert.pem", "FARADAY_TLS_CERT_FILE: no such file:"),
     ("FARADAY_SERVICE_TOKENS_FILE", "/", "FARADAY_SERVICE_TOKENS_FILE: not a file: /"),
     ("FARADAY_POOL_SIZE", "1", "FARADAY_POOL_SIZE: must be at least 2, got 1"),
+    (
+        "FARADAY_DATABASE_POOLER",
+        "pgpool",
+        "FARADAY_DATABASE_POOLER: must be one of none, pgbouncer, got 'pgpool'",
+    ),
     ("FARADAY_POOL_TIMEOUT_SECONDS", "0", "FARADAY_POOL_TIMEOUT_SECONDS: must be above 0, got 0"),
     (
         "FARADAY_FEEDBACK_LEARNING_RATE",

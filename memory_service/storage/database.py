@@ -155,6 +155,10 @@ class Database:
         while `monitor` says it is fresh enough; this Database closes it."""
         self._replica, self._monitor = replica, monitor
 
+    def replica_fresh(self) -> bool:
+        """Whether a read that accepts the replica would go there now."""
+        return self._monitor is not None and self._monitor.fresh_for(self._last_write)
+
     def pool_sizes(self) -> Iterator[tuple[str, int, int, int]]:
         """(name, open, idle, maximum) of each open pool, for the metrics' gauges."""
         for name, pool in zip(

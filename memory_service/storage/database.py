@@ -284,8 +284,9 @@ class Database:
             return None
         try:
             return await replica._pool_and_begin(acting_user, read_only_snapshot, generic_plan)
-        except Unavailable as exc:
-            # Nothing has run yet: the primary can answer this read instead.
+        except Exception as exc:  # not CancelledError
+            # Nothing has run yet: the primary can answer this read instead,
+            # whatever stopped the replica (down, or a login it refuses).
             monitor.mark_behind(f"cannot begin a read on the replica ({exc.__cause__ or exc})")
             return None
 

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -106,9 +107,16 @@ async def test_a_read_goes_to_a_fresh_replica_and_never_to_a_stale_one(routed: R
     assert not await routed.went_to_replica()
 
 
-async def test_a_replica_that_cannot_begin_sends_the_read_to_the_primary(routed: Routed) -> None:
-    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    r = await _routed(routed.owner_url, dead)  # opens: a replica's pools connect lazily
+@pytest.mark.parametrize("broken", ["down", "no such database"])
+async def test_a_replica_that_cannot_begin_sends_the_read_to_the_primary(
+    routed: Routed, broken: str
+) -> None:
+    if broken == "down":
+        url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    else:  # a login the replica refuses, not an outage
+        parts = urlsplit(routed.owner_url)
+        url = urlunsplit(parts._replace(path="/faraday_no_such_database"))
+    r = await _routed(routed.owner_url, url)  # opens: a replica's pools connect lazily
     try:
         r.monitor.caught_up_to = time.monotonic()
         assert not await r.went_to_replica()  # answered, by the primary

@@ -178,6 +178,21 @@ class Settings(BaseSettings):
         description="URL of the schema owner, for `migrate` and migrate_on_start; unset:"
         " database_url.",
     )
+    replica_database_url: PostgresUrl | None = Field(
+        None,
+        description="URL of a streaming replica (hot standby) as faraday_app; reads that may be"
+        " stale by replica_max_lag_seconds go there (docs/scaling.md); unset: no replica.",
+    )
+    replica_platform_database_url: PostgresUrl | None = Field(
+        None,
+        description="URL of the replica as faraday_platform; unset: replica_database_url as user"
+        " faraday_platform, no password.",
+    )
+    replica_max_lag_seconds: Seconds = Field(
+        5.0,
+        description="Most a replica read may lag the primary; a replica further behind, or"
+        " unreachable, is skipped and the primary answers.",
+    )
     data_dir: Directory = Field(
         default_factory=_default_data_dir,
         description="Data directory of the embedded PostgreSQL (only used without database_url).",

@@ -20,7 +20,7 @@ from grpc_health.v1._async import HealthServicer  # the public alias health.aio 
 
 from memory_service import encryption_keys, health, listen_check, sweeper, tls
 from memory_service.auth import Authenticator
-from memory_service.config import Settings
+from memory_service.config import Settings, redact_url
 from memory_service.domain import ranking
 from memory_service.domain.denial_budget import DenialBudget
 from memory_service.domain.errors import Unavailable
@@ -49,6 +49,7 @@ from memory_service.storage.memories import MemoryStore
 from memory_service.storage.probe import DatabaseProbe
 from memory_service.storage.rate_limit import RateLimiter
 from memory_service.storage.registry import RegistryStore
+from memory_service.storage.replica import ReplicaMonitor
 from memory_service.telemetry import metrics, tracing
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ async def _start(
     database = Database(pool_settings(settings, database_url, platform_database_url))
     await database.open()
     try:
+        monitor = await _attach_replica(database, settings, platform_database_url)
         await _prepare_encryption(database, cipher)
     except BaseException:
         await database.close()
@@ -321,6 +323,8 @@ async def _start(
             name="health-probe",
         )
     )
+    if monitor is not None:
+        running._tasks.append(asyncio.create_task(monitor.run(), name="replica-monitor"))
     if settings.sweep_interval_seconds > 0:
         running._tasks.append(
             asyncio.create_task(
@@ -344,6 +348,28 @@ async def _start(
         )
     logger.debug("serving on %s:%d", settings.host, port)
     return running
+
+
+async def _attach_replica(
+    database: Database, settings: Settings, platform_database_url: str
+) -> ReplicaMonitor | None:
+    """Open the read replica's pools (connecting when first used) and its lag monitor."""
+    if settings.replica_database_url is None:
+        return None
+    from memory_service.storage.migrate import platform_role_url
+
+    url = settings.replica_database_url
+    platform_url = settings.replica_platform_database_url or platform_role_url(url)
+    replica = Database(pool_settings(settings, url, platform_url), replica=True)
+    await replica.open()
+    monitor = ReplicaMonitor(platform_database_url, platform_url, settings.replica_max_lag_seconds)
+    database.attach_replica(replica, monitor)
+    logger.info(
+        "read replica %s: reads that accept one go there while it lags by at most %gs",
+        redact_url(url),
+        settings.replica_max_lag_seconds,
+    )
+    return monitor
 
 
 async def _follow_database(

@@ -33,7 +33,10 @@ class Lessons:
         # A miss, or someone else's cached draft: that one is answered after
         # the same database read as a lesson that does not exist (row-level
         # security hides it too), so timing cannot tell it is cached.
-        lesson = await self._store.get(lesson_id)
+        # With a cache, from the primary only: the cache is shared by every
+        # process, and a replica's older copy put there after an update's
+        # invalidation would outlive the replica's lag by the cache's TTL.
+        lesson = await self._store.get(lesson_id, replica_ok=self._cache is None)
         if not _visible(caller, lesson):
             raise NotFound("lesson", lesson_id)
         if self._cache is not None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from memory_service.domain import audit
 from memory_service.domain.errors import Contention, DeadlineExceeded, Unavailable
 from memory_service.storage import session
 from memory_service.storage.audit import write_in_transaction
+from memory_service.storage.replica import ReplicaMonitor
 from memory_service.telemetry import metrics
 
 logger = logging.getLogger(__name__)
@@ -169,27 +171,48 @@ class Database:
     running query on it, and the pool's reset rolls the transaction back.
     """
 
-    def __init__(self, settings: PoolSettings) -> None:
+    def __init__(self, settings: PoolSettings, *, replica: bool = False) -> None:
+        """`replica`: the pools of a read replica (storage/replica.py), which open their
+        connections when first needed, so a replica that is down never stops start-up."""
         self._settings = settings
         self._user_pool: asyncpg.Pool | None = None
         self._platform_pool: asyncpg.Pool | None = None
+        self._is_replica = replica
+        self._pool_names = ("replica_user", "replica_platform") if replica else ("user", "platform")
+        # Where reads that accept a replica may go (attach_replica), and when
+        # this process last committed a transaction that may have written.
+        self._replica: Database | None = None
+        self._monitor: ReplicaMonitor | None = None
+        self._last_write = -math.inf
 
     async def open(self) -> None:
         s = self._settings
         platform_size = s.size - s.user_size
-        self._user_pool = await self._create_pool(s.url, s.user_size, s.user_size)
+        user_min, platform_min = (0, 0) if self._is_replica else (s.user_size, platform_size)
+        self._user_pool = await self._create_pool(s.url, user_min, s.user_size)
         try:
             self._platform_pool = await self._create_pool(
-                s.platform_url, platform_size, platform_size + s.max_overflow
+                s.platform_url, platform_min, platform_size + s.max_overflow
             )
         except BaseException:
             await self.close()
             raise
         metrics.watch_pools(self)
 
+    def attach_replica(self, replica: Database, monitor: ReplicaMonitor) -> None:
+        """Send the reads that accept a replica (connection(replica_ok=True)) to `replica`
+        while `monitor` says it is fresh enough; this Database closes it."""
+        self._replica, self._monitor = replica, monitor
+
+    def replica_fresh(self) -> bool:
+        """Whether a read that accepts the replica would go there now."""
+        return self._monitor is not None and self._monitor.fresh_for(self._last_write)
+
     def pool_sizes(self) -> Iterator[tuple[str, int, int, int]]:
         """(name, open, idle, maximum) of each open pool, for the metrics' gauges."""
-        for name, pool in (("user", self._user_pool), ("platform", self._platform_pool)):
+        for name, pool in zip(
+            self._pool_names, (self._user_pool, self._platform_pool), strict=True
+        ):
             if pool is not None:
                 yield name, pool.get_size(), pool.get_idle_size(), pool.get_max_size()
 
@@ -226,6 +249,9 @@ class Database:
             if pool is not None:
                 await pool.close()
         self._user_pool = self._platform_pool = None
+        replica, self._replica = self._replica, None
+        if replica is not None:
+            await replica.close()
 
     async def _begin(
         self, pool: asyncpg.Pool, acting_user: str, read_only_snapshot: bool, generic_plan: bool
@@ -237,7 +263,10 @@ class Database:
         once on a new one: nothing has run yet, so this is always safe. The
         BEGIN itself is the ping, so it costs no extra round trip.
         """
-        mode = " ISOLATION LEVEL REPEATABLE READ READ ONLY" if read_only_snapshot else ""
+        if read_only_snapshot:
+            mode = " ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        else:
+            mode = " READ ONLY" if self._is_replica else ""
         # The values are generated here (a canonical UUID or '*', ints, hex
         # digits), never caller text, so splicing them in is safe; it lets
         # BEGIN and the settings travel in one simple-protocol round trip.
@@ -262,7 +291,7 @@ class Database:
             started = time.perf_counter()
             conn: asyncpg.Connection = await pool.acquire(timeout=self._settings.timeout_seconds)
             metrics.pool_acquired(
-                "platform" if pool is self._platform_pool else "user",
+                self._pool_names[1] if pool is self._platform_pool else self._pool_names[0],
                 time.perf_counter() - started,
                 waited,
             )
@@ -279,9 +308,41 @@ class Database:
                 logger.info("pre-ping: dropping a dead pooled connection (%s)", exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _pool_and_begin(
+        self, acting_user: str, read_only_snapshot: bool, generic_plan: bool
+    ) -> tuple[asyncpg.Pool, asyncpg.Connection]:
+        pool = self._platform_pool if acting_user == session.ALL_USERS else self._user_pool
+        if pool is None:
+            raise Unavailable("database pool is not open")
+        try:
+            return pool, await self._begin(pool, acting_user, read_only_snapshot, generic_plan)
+        except Exception as exc:  # CancelledError is a BaseException: not caught
+            _raise_if_unavailable(exc)
+            raise
+
+    async def _replica_begin(
+        self, acting_user: str, read_only_snapshot: bool, generic_plan: bool
+    ) -> tuple[asyncpg.Pool, asyncpg.Connection] | None:
+        """A transaction on the replica if it is fresh enough (storage/replica.py), else None."""
+        replica, monitor = self._replica, self._monitor
+        if replica is None or monitor is None or not monitor.fresh_for(self._last_write):
+            return None
+        try:
+            return await replica._pool_and_begin(acting_user, read_only_snapshot, generic_plan)
+        except Exception as exc:  # not CancelledError
+            # Nothing has run yet: the primary can answer this read instead,
+            # whatever stopped the replica (down, or a login it refuses).
+            monitor.mark_behind(f"cannot begin a read on the replica ({exc.__cause__ or exc})")
+            return None
+
     @asynccontextmanager
     async def connection(
-        self, *, read_only_snapshot: bool = False, audited: bool = True, generic_plan: bool = False
+        self,
+        *,
+        read_only_snapshot: bool = False,
+        audited: bool = True,
+        generic_plan: bool = False,
+        replica_ok: bool = False,
     ) -> AsyncIterator[asyncpg.Connection]:
         """One transaction; in an audited call, a change commits with its audit row.
 
@@ -290,18 +351,26 @@ class Database:
         the first execution on (plan_cache_mode = force_generic_plan), for a
         statement whose planning costs more than running it and whose plan
         does not depend on its parameters (recall: storage/memories.py).
+        `replica_ok`: a read only transaction that may run on the read replica
+        while it is fresh enough (storage/replica.py, docs/scaling.md); it
+        runs on the primary when there is none, or it lags, or is down.
         """
         # Read once: the pool and the setting spliced into BEGIN must agree.
         acting_user = session.setting_value()
-        pool = self._platform_pool if acting_user == session.ALL_USERS else self._user_pool
-        if pool is None:
-            raise Unavailable("database pool is not open")
-        try:
-            conn = await self._begin(pool, acting_user, read_only_snapshot, generic_plan)
-        except Exception as exc:  # CancelledError is a BaseException: not caught
-            _raise_if_unavailable(exc)
-            raise
-        event = audit.current.get() if audited and not read_only_snapshot else None
+        begun = (
+            await self._replica_begin(acting_user, read_only_snapshot, generic_plan)
+            if replica_ok
+            else None
+        )
+        on_replica = begun is not None
+        if begun is None:
+            begun = await self._pool_and_begin(acting_user, read_only_snapshot, generic_plan)
+        pool, conn = begun
+        # A replica cannot write, not even an audit row (AuditLog.record writes
+        # a read's row on the primary).
+        event = (
+            audit.current.get() if audited and not read_only_snapshot and not on_replica else None
+        )
         if event is not None and event.written:
             event = None  # an earlier transaction of this call carried the row
         try:
@@ -322,14 +391,22 @@ class Database:
             raise
         finally:
             await _release(pool, conn)
+            if not (replica_ok or read_only_snapshot):
+                # It may have written (a failed COMMIT may have committed too):
+                # replica reads wait until the replica has replayed it.
+                self._last_write = time.monotonic()
 
-    async def fetch(self, sql: str, *args: Any, generic_plan: bool = False) -> list[asyncpg.Record]:
-        async with self.connection(generic_plan=generic_plan) as conn:
+    async def fetch(
+        self, sql: str, *args: Any, generic_plan: bool = False, replica_ok: bool = False
+    ) -> list[asyncpg.Record]:
+        async with self.connection(generic_plan=generic_plan, replica_ok=replica_ok) as conn:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             return rows
 
-    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        async with self.connection() as conn:
+    async def fetchrow(
+        self, sql: str, *args: Any, replica_ok: bool = False
+    ) -> asyncpg.Record | None:
+        async with self.connection(replica_ok=replica_ok) as conn:
             row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
             return row
 

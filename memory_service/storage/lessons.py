@@ -186,8 +186,9 @@ class LessonStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def get(self, lesson_id: int) -> Lesson:
-        row = await self._db.fetchrow(_GET, lesson_id)
+    async def get(self, lesson_id: int, *, replica_ok: bool = False) -> Lesson:
+        """`replica_ok`: may read the replica (storage/replica.py); not to fill a cache."""
+        row = await self._db.fetchrow(_GET, lesson_id, replica_ok=replica_ok)
         if row is None:
             raise NotFound("lesson", lesson_id)
         return lesson_from_row(row)
@@ -214,7 +215,7 @@ class LessonStore:
             "limit": limit + 1,
         }
         statement = _list_sql(_conditions(params))
-        rows = await self._db.fetch(statement.sql, *statement.args(params))
+        rows = await self._db.fetch(statement.sql, *statement.args(params), replica_ok=True)
         items = [lesson_from_row(r) for r in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         return Page(items, [last.id] if last else None)
@@ -238,7 +239,7 @@ class LessonStore:
             "limit": limit,
         }
         statement = _search_sql(_conditions(params))
-        rows = await self._db.fetch(statement.sql, *statement.args(params))
+        rows = await self._db.fetch(statement.sql, *statement.args(params), replica_ok=True)
         return [LessonMatch(lesson=lesson_from_row(r), rank=r["rank"]) for r in rows]
 
     async def upsert(self, lesson: Lesson) -> Lesson:

@@ -1149,7 +1149,7 @@ class MemoryStore:
         return row
 
     async def get(self, memory_id: int, visibility: Visibility) -> Memory:
-        async with self._db.connection() as conn:
+        async with self._db.connection(replica_ok=True) as conn:
             return memory_from_row(await self._fetch_visible(conn, memory_id, visibility))
 
     async def update(
@@ -1256,7 +1256,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             "after_id": after[1] if after else None,
             "limit": limit + 1,
         }
-        rows = await self._db.fetch(_LIST.sql, *_LIST.args(params))
+        rows = await self._db.fetch(_LIST.sql, *_LIST.args(params), replica_ok=True)
         items = [memory_from_row(r) for r in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         return Page(items, [last.created_at, last.id] if last else None)
@@ -1400,7 +1400,9 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             "after_id": after[1] if after else None,
             "limit": limit + 1,
         }
-        rows = await self._db.fetch(_LIST_INTERACTIONS.sql, *_LIST_INTERACTIONS.args(params))
+        rows = await self._db.fetch(
+            _LIST_INTERACTIONS.sql, *_LIST_INTERACTIONS.args(params), replica_ok=True
+        )
         items = [interaction_from_row(r) for r in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         return Page(items, [last.created_at, last.id] if last else None)
@@ -1410,7 +1412,9 @@ SELECT {MEMORY_COLUMNS} FROM m""")
     ) -> Page[MemoryRevision]:
         """A page of a visible memory's revisions, newest first (NotFound if not visible)."""
         params = {"id": memory_id, "before_id": before, "limit": limit + 1, **_visible(visibility)}
-        rows = await self._db.fetch(_LIST_REVISIONS.sql, *_LIST_REVISIONS.args(params))
+        rows = await self._db.fetch(
+            _LIST_REVISIONS.sql, *_LIST_REVISIONS.args(params), replica_ok=True
+        )
         if not rows:
             raise NotFound("memory", memory_id)
         items = [revision_from_row(r) for r in rows[:limit] if r["id"] is not None]

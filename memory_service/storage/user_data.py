@@ -175,7 +175,7 @@ class UserDataStore:
         when the generator is garbage collected.
         """
         audit.note(user_id=user_id)
-        async with self._db.connection(read_only_snapshot=True) as conn:
+        async with self._db.connection(read_only_snapshot=True, replica_ok=True) as conn:
             user_row = await conn.fetchrow(_EXPORT_USER, user_id)
             if user_row is None:
                 raise NotFound("user", user_id)

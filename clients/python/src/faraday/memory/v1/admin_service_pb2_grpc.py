@@ -156,6 +156,9 @@ class AdminServiceServicer(object):
         memory id, each memory's oldest first), interactions and lessons.
         Each response message holds one record, as protobuf or as one JSON
         Lines line. Returns NOT_FOUND if the user does not exist.
+        May be answered by a read replica (docs/scaling.md): the snapshot can
+        miss changes committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago,
+        except those made through the server process answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

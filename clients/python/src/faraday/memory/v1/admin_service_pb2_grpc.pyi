@@ -91,6 +91,9 @@ class AdminServiceStub:
     memory id, each memory's oldest first), interactions and lessons.
     Each response message holds one record, as protobuf or as one JSON
     Lines line. Returns NOT_FOUND if the user does not exist.
+    May be answered by a read replica (docs/scaling.md): the snapshot can
+    miss changes committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago,
+    except those made through the server process answering.
     """
 
 @_typing.type_check_only
@@ -153,6 +156,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     memory id, each memory's oldest first), interactions and lessons.
     Each response message holds one record, as protobuf or as one JSON
     Lines line. Returns NOT_FOUND if the user does not exist.
+    May be answered by a read replica (docs/scaling.md): the snapshot can
+    miss changes committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago,
+    except those made through the server process answering.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -260,6 +266,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         memory id, each memory's oldest first), interactions and lessons.
         Each response message holds one record, as protobuf or as one JSON
         Lines line. Returns NOT_FOUND if the user does not exist.
+        May be answered by a read replica (docs/scaling.md): the snapshot can
+        miss changes committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago,
+        except those made through the server process answering.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -52,6 +52,9 @@ class LessonServiceServicer(object):
         Redis when the server has a cache configured (invalidated whenever the
         lesson, its subject or its assistant changes).
         Returns NOT_FOUND if it does not exist.
+        Without a cache it may be answered by a read replica (docs/scaling.md):
+        it can miss changes committed less than FARADAY_REPLICA_MAX_LAG_SECONDS
+        ago, except those made through the server process answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +63,9 @@ class LessonServiceServicer(object):
     def ListLessons(self, request, context):
         """Lists lessons, filtered, newest (highest id) first. Returns
         INVALID_ARGUMENT for a bad filter or page token.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,6 +75,9 @@ class LessonServiceServicer(object):
         """Full-text search over title (weighted highest), content area and the
         lesson text (lesson_data.text), English stemming, best match first.
         Returns INVALID_ARGUMENT for an empty or too long query.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

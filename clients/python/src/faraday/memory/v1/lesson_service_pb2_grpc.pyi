@@ -45,15 +45,24 @@ class LessonServiceStub:
     Redis when the server has a cache configured (invalidated whenever the
     lesson, its subject or its assistant changes).
     Returns NOT_FOUND if it does not exist.
+    Without a cache it may be answered by a read replica (docs/scaling.md):
+    it can miss changes committed less than FARADAY_REPLICA_MAX_LAG_SECONDS
+    ago, except those made through the server process answering.
     """
     ListLessons: _grpc.UnaryUnaryMultiCallable[_lesson_service_pb2.ListLessonsRequest, _lesson_service_pb2.ListLessonsResponse]
     """Lists lessons, filtered, newest (highest id) first. Returns
     INVALID_ARGUMENT for a bad filter or page token.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
     SearchLessons: _grpc.UnaryUnaryMultiCallable[_lesson_service_pb2.SearchLessonsRequest, _lesson_service_pb2.SearchLessonsResponse]
     """Full-text search over title (weighted highest), content area and the
     lesson text (lesson_data.text), English stemming, best match first.
     Returns INVALID_ARGUMENT for an empty or too long query.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
 
 @_typing.type_check_only
@@ -72,15 +81,24 @@ class LessonServiceAsyncStub(LessonServiceStub):
     Redis when the server has a cache configured (invalidated whenever the
     lesson, its subject or its assistant changes).
     Returns NOT_FOUND if it does not exist.
+    Without a cache it may be answered by a read replica (docs/scaling.md):
+    it can miss changes committed less than FARADAY_REPLICA_MAX_LAG_SECONDS
+    ago, except those made through the server process answering.
     """
     ListLessons: _aio.UnaryUnaryMultiCallable[_lesson_service_pb2.ListLessonsRequest, _lesson_service_pb2.ListLessonsResponse]  # type: ignore[assignment]
     """Lists lessons, filtered, newest (highest id) first. Returns
     INVALID_ARGUMENT for a bad filter or page token.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
     SearchLessons: _aio.UnaryUnaryMultiCallable[_lesson_service_pb2.SearchLessonsRequest, _lesson_service_pb2.SearchLessonsResponse]  # type: ignore[assignment]
     """Full-text search over title (weighted highest), content area and the
     lesson text (lesson_data.text), English stemming, best match first.
     Returns INVALID_ARGUMENT for an empty or too long query.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
 
 class LessonServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -102,6 +120,9 @@ class LessonServiceServicer(metaclass=_abc_1.ABCMeta):
         Redis when the server has a cache configured (invalidated whenever the
         lesson, its subject or its assistant changes).
         Returns NOT_FOUND if it does not exist.
+        Without a cache it may be answered by a read replica (docs/scaling.md):
+        it can miss changes committed less than FARADAY_REPLICA_MAX_LAG_SECONDS
+        ago, except those made through the server process answering.
         """
 
     @_abc_1.abstractmethod
@@ -112,6 +133,9 @@ class LessonServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lesson_service_pb2.ListLessonsResponse, _abc.Awaitable[_lesson_service_pb2.ListLessonsResponse]]:
         """Lists lessons, filtered, newest (highest id) first. Returns
         INVALID_ARGUMENT for a bad filter or page token.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
 
     @_abc_1.abstractmethod
@@ -123,6 +147,9 @@ class LessonServiceServicer(metaclass=_abc_1.ABCMeta):
         """Full-text search over title (weighted highest), content area and the
         lesson text (lesson_data.text), English stemming, best match first.
         Returns INVALID_ARGUMENT for an empty or too long query.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
 
 def add_LessonServiceServicer_to_server(servicer: LessonServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

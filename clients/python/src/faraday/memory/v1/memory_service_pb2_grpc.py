@@ -250,6 +250,9 @@ class MemoryServiceServicer(object):
     def GetMemory(self, request, context):
         """Returns one memory, expired or not (until the sweep deletes it).
         Returns NOT_FOUND if it does not exist.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,6 +287,9 @@ class MemoryServiceServicer(object):
         """Lists a user's memories, newest first, filtered. Expired memories are
         left out. Returns INVALID_ARGUMENT for a bad filter, a negative
         page_size or a page_token that does not belong to this request.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -317,6 +323,7 @@ class MemoryServiceServicer(object):
         query_embedding, or a semantic weight above 0 set by the caller) and the
         server cannot rank by them.
         Returns INVALID_ARGUMENT for a bad filter or weight.
+        Always answered by the primary database: it writes access times.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -344,6 +351,9 @@ class MemoryServiceServicer(object):
         """Lists logged interactions, newest first. At least one of `user_id` and
         `memory_id` is required. Returns INVALID_ARGUMENT for a bad filter or
         page token.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -359,6 +369,9 @@ class MemoryServiceServicer(object):
         INVALID_ARGUMENT (naming the field) for a memory_id that is not positive,
         a negative page_size or a page_token that does not belong to this
         request.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

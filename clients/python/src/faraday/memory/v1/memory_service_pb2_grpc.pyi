@@ -149,6 +149,9 @@ class MemoryServiceStub:
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]
     """Returns one memory, expired or not (until the sweep deletes it).
     Returns NOT_FOUND if it does not exist.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
     UpdateMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.UpdateMemoryRequest, _memory_pb2.Memory]
     """Changes the fields named in `update_mask` and logs an `update`
@@ -171,6 +174,9 @@ class MemoryServiceStub:
     """Lists a user's memories, newest first, filtered. Expired memories are
     left out. Returns INVALID_ARGUMENT for a bad filter, a negative
     page_size or a page_token that does not belong to this request.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
     RecallMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.RecallMemoriesRequest, _memory_service_pb2.RecallMemoriesResponse]
     """Returns a user's best memories for the conversation at hand, best first,
@@ -200,6 +206,7 @@ class MemoryServiceStub:
     query_embedding, or a semantic weight above 0 set by the caller) and the
     server cannot rank by them.
     Returns INVALID_ARGUMENT for a bad filter or weight.
+    Always answered by the primary database: it writes access times.
     """
     RecordFeedback: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.RecordFeedbackRequest, _memory_service_pb2.RecordFeedbackResponse]
     """Records feedback on a memory, logs a `feedback` interaction and moves
@@ -219,6 +226,9 @@ class MemoryServiceStub:
     """Lists logged interactions, newest first. At least one of `user_id` and
     `memory_id` is required. Returns INVALID_ARGUMENT for a bad filter or
     page token.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
     ListMemoryRevisions: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoryRevisionsRequest, _memory_service_pb2.ListMemoryRevisionsResponse]
     """Lists a memory's earlier values (see MemoryRevision), newest first: one
@@ -230,6 +240,9 @@ class MemoryServiceStub:
     INVALID_ARGUMENT (naming the field) for a memory_id that is not positive,
     a negative page_size or a page_token that does not belong to this
     request.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
 
 @_typing.type_check_only
@@ -351,6 +364,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_pb2.Memory]  # type: ignore[assignment]
     """Returns one memory, expired or not (until the sweep deletes it).
     Returns NOT_FOUND if it does not exist.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
     UpdateMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.UpdateMemoryRequest, _memory_pb2.Memory]  # type: ignore[assignment]
     """Changes the fields named in `update_mask` and logs an `update`
@@ -373,6 +389,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Lists a user's memories, newest first, filtered. Expired memories are
     left out. Returns INVALID_ARGUMENT for a bad filter, a negative
     page_size or a page_token that does not belong to this request.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
     RecallMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.RecallMemoriesRequest, _memory_service_pb2.RecallMemoriesResponse]  # type: ignore[assignment]
     """Returns a user's best memories for the conversation at hand, best first,
@@ -402,6 +421,7 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     query_embedding, or a semantic weight above 0 set by the caller) and the
     server cannot rank by them.
     Returns INVALID_ARGUMENT for a bad filter or weight.
+    Always answered by the primary database: it writes access times.
     """
     RecordFeedback: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.RecordFeedbackRequest, _memory_service_pb2.RecordFeedbackResponse]  # type: ignore[assignment]
     """Records feedback on a memory, logs a `feedback` interaction and moves
@@ -421,6 +441,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Lists logged interactions, newest first. At least one of `user_id` and
     `memory_id` is required. Returns INVALID_ARGUMENT for a bad filter or
     page token.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
     ListMemoryRevisions: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.ListMemoryRevisionsRequest, _memory_service_pb2.ListMemoryRevisionsResponse]  # type: ignore[assignment]
     """Lists a memory's earlier values (see MemoryRevision), newest first: one
@@ -432,6 +455,9 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     INVALID_ARGUMENT (naming the field) for a memory_id that is not positive,
     a negative page_size or a page_token that does not belong to this
     request.
+    May be answered by a read replica (docs/scaling.md): it can miss changes
+    committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+    made through the server process answering.
     """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -574,6 +600,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_memory_pb2.Memory, _abc.Awaitable[_memory_pb2.Memory]]:
         """Returns one memory, expired or not (until the sweep deletes it).
         Returns NOT_FOUND if it does not exist.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
 
     @_abc_1.abstractmethod
@@ -614,6 +643,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists a user's memories, newest first, filtered. Expired memories are
         left out. Returns INVALID_ARGUMENT for a bad filter, a negative
         page_size or a page_token that does not belong to this request.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
 
     @_abc_1.abstractmethod
@@ -649,6 +681,7 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         query_embedding, or a semantic weight above 0 set by the caller) and the
         server cannot rank by them.
         Returns INVALID_ARGUMENT for a bad filter or weight.
+        Always answered by the primary database: it writes access times.
         """
 
     @_abc_1.abstractmethod
@@ -680,6 +713,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists logged interactions, newest first. At least one of `user_id` and
         `memory_id` is required. Returns INVALID_ARGUMENT for a bad filter or
         page token.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
 
     @_abc_1.abstractmethod
@@ -697,6 +733,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT (naming the field) for a memory_id that is not positive,
         a negative page_size or a page_token that does not belong to this
         request.
+        May be answered by a read replica (docs/scaling.md): it can miss changes
+        committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
+        made through the server process answering.
         """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

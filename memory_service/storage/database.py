@@ -186,7 +186,12 @@ class Database:
         self._user_pool = self._platform_pool = None
 
     async def _begin(
-        self, pool: asyncpg.Pool, acting_user: str, read_only_snapshot: bool, generic_plan: bool
+        self,
+        pool: asyncpg.Pool,
+        acting_user: str,
+        read_only_snapshot: bool,
+        generic_plan: bool,
+        async_commit: bool,
     ) -> asyncpg.Connection:
         """A connection of `pool` inside a fresh transaction carrying the session state.
 
@@ -211,6 +216,8 @@ class Database:
         )
         if generic_plan:
             begin += ", set_config('plan_cache_mode', 'force_generic_plan', true)"
+        if async_commit:
+            begin += ", set_config('synchronous_commit', 'off', true)"
         attempts = 2 if self._settings.pre_ping else 1
         for attempt in range(attempts):
             waited = metrics.enabled() and pool.get_idle_size() == 0
@@ -236,7 +243,12 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, *, read_only_snapshot: bool = False, audited: bool = True, generic_plan: bool = False
+        self,
+        *,
+        read_only_snapshot: bool = False,
+        audited: bool = True,
+        generic_plan: bool = False,
+        async_commit: bool = False,
     ) -> AsyncIterator[asyncpg.Connection]:
         """One transaction; in an audited call, a change commits with its audit row.
 
@@ -245,20 +257,29 @@ class Database:
         the first execution on (plan_cache_mode = force_generic_plan), for a
         statement whose planning costs more than running it and whose plan
         does not depend on its parameters (recall: storage/memories.py).
+        `async_commit`: COMMIT returns once the commit record is in
+        PostgreSQL's WAL buffers, before it is flushed to disk
+        (synchronous_commit = off, this transaction only), for bookkeeping a
+        crash of PostgreSQL itself may lose (recall's interaction rows and
+        last-access bumps: docs/schema.md). Ignored when the transaction
+        carries an audit row: the audit log is always durable.
         """
         # Read once: the pool and the setting spliced into BEGIN must agree.
         acting_user = session.setting_value()
         pool = self._platform_pool if acting_user == session.ALL_USERS else self._user_pool
         if pool is None:
             raise Unavailable("database pool is not open")
-        try:
-            conn = await self._begin(pool, acting_user, read_only_snapshot, generic_plan)
-        except Exception as exc:  # CancelledError is a BaseException: not caught
-            _raise_if_unavailable(exc)
-            raise
         event = audit.current.get() if audited and not read_only_snapshot else None
         if event is not None and event.written:
             event = None  # an earlier transaction of this call carried the row
+        async_commit = async_commit and event is None
+        try:
+            conn = await self._begin(
+                pool, acting_user, read_only_snapshot, generic_plan, async_commit
+            )
+        except Exception as exc:  # CancelledError is a BaseException: not caught
+            _raise_if_unavailable(exc)
+            raise
         try:
             yield conn
             if event is not None:
@@ -278,8 +299,10 @@ class Database:
         finally:
             await _release(pool, conn)
 
-    async def fetch(self, sql: str, *args: Any, generic_plan: bool = False) -> list[asyncpg.Record]:
-        async with self.connection(generic_plan=generic_plan) as conn:
+    async def fetch(
+        self, sql: str, *args: Any, generic_plan: bool = False, async_commit: bool = False
+    ) -> list[asyncpg.Record]:
+        async with self.connection(generic_plan=generic_plan, async_commit=async_commit) as conn:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             return rows
 

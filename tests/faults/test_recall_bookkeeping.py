@@ -273,12 +273,13 @@ async def test_a_postgres_crash_loses_recall_bookkeeping_within_the_window_only(
     outcome = await check(pg.owner_url, work)
     since = crash_started - window - MARGIN_SECONDS
     in_window = [r for r in outcome.recalls_acknowledged if r.ended >= since]
-    oldest = max((crash_started - r.ended for r in outcome.recalls_missing), default=0.0)
+    earliest = min((r.ended - crash_started for r in outcome.recalls_missing), default=None)
     print(
         f"\n[recall pg crash] wal_writer_delay={setting['wal_writer_delay']}ms:"
         f" window {window:.2f}s + margin {MARGIN_SECONDS:.1f}s; stop took"
         f" {crashed - crash_started:.2f}s; recalls acknowledged in the window={len(in_window)};"
-        f" earliest missing one acknowledged at {-oldest:+.3f}s from the stop\n"
+        f" earliest missing one acknowledged at"
+        f" {'-' if earliest is None else f'{earliest:+.3f}s'} from the stop\n"
         + summary("pg crash", outcome)
     )
     assert outcome.recalls_acknowledged and outcome.stores_acknowledged

@@ -254,7 +254,12 @@ class Database:
             await replica.close()
 
     async def _begin(
-        self, pool: asyncpg.Pool, acting_user: str, read_only_snapshot: bool, generic_plan: bool
+        self,
+        pool: asyncpg.Pool,
+        acting_user: str,
+        read_only_snapshot: bool,
+        generic_plan: bool,
+        async_commit: bool = False,
     ) -> asyncpg.Connection:
         """A connection of `pool` inside a fresh transaction carrying the session state.
 
@@ -282,6 +287,8 @@ class Database:
         )
         if generic_plan:
             begin += ", set_config('plan_cache_mode', 'force_generic_plan', true)"
+        if async_commit:
+            begin += ", set_config('synchronous_commit', 'off', true)"
         if self._settings.transaction_pooled:
             # No login settings behind PgBouncer: they come with each transaction.
             begin += transaction_settings()
@@ -309,13 +316,19 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _pool_and_begin(
-        self, acting_user: str, read_only_snapshot: bool, generic_plan: bool
+        self,
+        acting_user: str,
+        read_only_snapshot: bool,
+        generic_plan: bool,
+        async_commit: bool = False,
     ) -> tuple[asyncpg.Pool, asyncpg.Connection]:
         pool = self._platform_pool if acting_user == session.ALL_USERS else self._user_pool
         if pool is None:
             raise Unavailable("database pool is not open")
         try:
-            return pool, await self._begin(pool, acting_user, read_only_snapshot, generic_plan)
+            return pool, await self._begin(
+                pool, acting_user, read_only_snapshot, generic_plan, async_commit
+            )
         except Exception as exc:  # CancelledError is a BaseException: not caught
             _raise_if_unavailable(exc)
             raise
@@ -343,6 +356,7 @@ class Database:
         audited: bool = True,
         generic_plan: bool = False,
         replica_ok: bool = False,
+        async_commit: bool = False,
     ) -> AsyncIterator[asyncpg.Connection]:
         """One transaction; in an audited call, a change commits with its audit row.
 
@@ -354,6 +368,12 @@ class Database:
         `replica_ok`: a read only transaction that may run on the read replica
         while it is fresh enough (storage/replica.py, docs/scaling.md); it
         runs on the primary when there is none, or it lags, or is down.
+        `async_commit`: COMMIT returns once the commit record is in
+        PostgreSQL's WAL buffers, before it is flushed to disk
+        (synchronous_commit = off, this transaction only), for bookkeeping a
+        crash of PostgreSQL itself may lose (recall's interaction rows and
+        last-access bumps: docs/schema.md). Ignored when the transaction
+        carries an audit row: the audit log is always durable.
         """
         # Read once: the pool and the setting spliced into BEGIN must agree.
         acting_user = session.setting_value()
@@ -364,7 +384,11 @@ class Database:
         )
         on_replica = begun is not None
         if begun is None:
-            begun = await self._pool_and_begin(acting_user, read_only_snapshot, generic_plan)
+            pending = audit.current.get() if audited and not read_only_snapshot else None
+            async_commit = async_commit and (pending is None or pending.written)
+            begun = await self._pool_and_begin(
+                acting_user, read_only_snapshot, generic_plan, async_commit
+            )
         pool, conn = begun
         # A replica cannot write, not even an audit row (AuditLog.record writes
         # a read's row on the primary).
@@ -397,9 +421,16 @@ class Database:
                 self._last_write = time.monotonic()
 
     async def fetch(
-        self, sql: str, *args: Any, generic_plan: bool = False, replica_ok: bool = False
+        self,
+        sql: str,
+        *args: Any,
+        generic_plan: bool = False,
+        replica_ok: bool = False,
+        async_commit: bool = False,
     ) -> list[asyncpg.Record]:
-        async with self.connection(generic_plan=generic_plan, replica_ok=replica_ok) as conn:
+        async with self.connection(
+            generic_plan=generic_plan, replica_ok=replica_ok, async_commit=async_commit
+        ) as conn:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             return rows
 

@@ -1299,7 +1299,13 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         # Planning this statement took longer than running it for most users
         # (8 ms against 3); its plan does not depend on the values (every
         # row-by-row step is forced: LATERAL, OFFSET 0, one-time filters).
-        rows = await self._db.fetch(statement.sql, *statement.args(params), generic_plan=True)
+        # A logged recall's writes (interaction rows, last-access bumps) are
+        # bookkeeping: it does not wait for them to reach the disk. A crash
+        # of PostgreSQL itself may lose the last few hundred milliseconds of
+        # them; a crash of this service loses none (docs/schema.md).
+        rows = await self._db.fetch(
+            statement.sql, *statement.args(params), generic_plan=True, async_commit=log
+        )
         return [
             ScoredMemory(
                 memory=memory_from_row(r),

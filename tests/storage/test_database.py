@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from memory_service.config import Settings
+from memory_service.domain import audit
+from memory_service.domain.models import Feedback, NewMemory, RecallQuery, Weights
+from memory_service.domain.principal import EVERYTHING
 from memory_service.server import pool_settings
 from memory_service.storage import migrate, session
 from memory_service.storage.database import Database, PoolSettings
+from memory_service.storage.memories import MemoryStore
 from tests.conftest import create_scratch_database, drop_scratch_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -119,6 +126,86 @@ async def test_a_failed_block_rolls_back_and_the_connection_stays_usable(
     with session.acting_as(session.ALL_USERS):
         async with db.connection() as conn:
             assert await conn.fetchval("SELECT count(*) FROM user_memories") == 2
+
+
+async def test_async_commit_holds_for_its_own_transaction_only(
+    one_connection_pool: Database,
+) -> None:
+    db = one_connection_pool
+    async with db.connection(async_commit=True) as conn:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # same connection
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    # A transaction that carries an audit row stays durable whatever it asks.
+    token = audit.current.set(audit.AuditEvent("service", "t", "/x.Y/Z", None))
+    try:
+        async with db.connection(async_commit=True) as conn:
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        audit.current.reset(token)
+
+
+class _SeesSynchronousCommit(Database):
+    """A Database that notes synchronous_commit in every transaction it opens."""
+
+    seen: list[str]
+
+    @asynccontextmanager
+    async def connection(self, **kwargs: Any) -> AsyncIterator[asyncpg.Connection]:
+        async with super().connection(**kwargs) as conn:
+            self.seen.append(await conn.fetchval("SHOW synchronous_commit"))
+            yield conn
+
+
+async def test_only_a_logged_recall_commits_asynchronously(pg_admin_url: str) -> None:
+    """Recall's bookkeeping skips the WAL flush; stores and feedback wait for it."""
+    owner_url = await create_scratch_database(pg_admin_url)
+    await migrate.upgrade(owner_url)
+    db = _SeesSynchronousCommit(
+        PoolSettings(
+            url=migrate.app_role_url(owner_url),
+            platform_url=migrate.platform_role_url(owner_url),
+            size=2,
+            user_size=1,
+        )
+    )
+    db.seen = []
+    await db.open()
+    try:
+        with session.acting_as(session.ALL_USERS):
+            async with db.connection() as conn:
+                user = await conn.fetchval(
+                    "INSERT INTO users (email) VALUES ('a@x.example') RETURNING id"
+                )
+            store = MemoryStore(db)
+            new = NewMemory(user, None, "tea with milk", {}, 0.5, "fact", [], None, None, None, {})
+            db.seen.clear()
+            stored = await store.store(new)
+            assert db.seen == ["on"]
+            db.seen.clear()
+            feedback = Feedback(stored.memory.id, True, None, "", {})
+            await store.record_feedback(feedback, 0.9, 0.1, EVERYTHING)
+            assert db.seen and set(db.seen) == {"on"}
+            weights = Weights(1.0, 1.0, 1.0, timedelta(days=30))
+            query = RecallQuery(user, weights, query="tea")
+            db.seen.clear()
+            assert [m.memory.id for m in await store.recall(query, EVERYTHING, log=True)] == [
+                stored.memory.id
+            ]
+            assert db.seen == ["off"]
+            db.seen.clear()
+            await store.recall(query, EVERYTHING, log=False)
+            assert db.seen == ["on"]  # writes nothing: no commit to wait for either way
+            async with db.connection() as conn:
+                logged = await conn.fetchval(
+                    "SELECT count(*) FROM memory_interactions WHERE interaction_type = 'recall'"
+                )
+            assert logged == 1  # the logged recall only
+    finally:
+        await db.close()
+        await drop_scratch_database(pg_admin_url, owner_url)
 
 
 async def test_the_pools_split_pool_size_between_the_roles(pg_admin_url: str) -> None:

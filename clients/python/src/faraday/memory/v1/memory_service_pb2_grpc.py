@@ -299,7 +299,11 @@ class MemoryServiceServicer(object):
         """Returns a user's best memories for the conversation at hand, best first,
         each with its score and the parts of that score, bumps their
         `last_access_time` and logs one `recall` interaction per returned memory
-        (neither with `skip_access_tracking`).
+        (neither with `skip_access_tracking`). That bookkeeping commits without
+        waiting for the disk: a crash of the service loses none of it, a crash of
+        PostgreSQL itself may lose the last 3 x wal_writer_delay (600 ms by
+        default) of it, never a store, update, feedback or erasure
+        (docs/schema.md).
 
         score = importance_weight * importance
         + recency_weight * 0.5 ^ (age / recency_half_life)

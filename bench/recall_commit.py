@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from vocabulary import FILLER_WORDS
 
 from memory_service.domain.errors import Contention
 from memory_service.domain.models import RecallQuery, Weights
@@ -43,30 +44,6 @@ from memory_service.storage import migrate, session
 from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.memories import MemoryStore
 
-WORDS = [
-    "student",
-    "lesson",
-    "quiz",
-    "parents",
-    "fractions",
-    "reading",
-    "essay",
-    "lab",
-    "group",
-    "plan",
-    "week",
-    "notes",
-    "room",
-    "homework",
-    "rubric",
-    "seating",
-    "behaviour",
-    "attendance",
-    "project",
-    "feedback",
-    "calm",
-    "visual",
-]
 CONCURRENCY = (1, 16)
 
 
@@ -98,7 +75,7 @@ async def load(owner_url: str, users: int, each: int) -> list[uuid.UUID]:
                 rows.append(
                     (
                         user,
-                        " ".join(rng.choices(WORDS, k=rng.randint(8, 40))),
+                        " ".join(rng.choices(FILLER_WORDS, k=rng.randint(8, 40))),
                         round(rng.random(), 3),
                         "fact",
                         updated,
@@ -136,7 +113,9 @@ async def run(
         rng = random.Random(seed)
         with session.acting_as(session.ALL_USERS):
             while time.perf_counter() < ends:
-                q = RecallQuery(rng.choice(users), weights, query=" ".join(rng.sample(WORDS, 2)))
+                q = RecallQuery(
+                    rng.choice(users), weights, query=" ".join(rng.sample(FILLER_WORDS, 2))
+                )
                 started = time.perf_counter()
                 try:
                     await store.recall(q, EVERYTHING, log=True)

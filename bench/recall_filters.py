@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import grpc
 from faraday.memory.v1 import memory_service_pb2, memory_service_pb2_grpc
+from vocabulary import FILLER_WORDS
 
 from memory_service.config import Settings
 from memory_service.domain import ranking
@@ -48,30 +49,6 @@ from memory_service.storage import memories as memory_sql
 from memory_service.storage import migrate, session
 from memory_service.storage.database import Database, PoolSettings
 
-WORDS = [
-    "student",
-    "lesson",
-    "quiz",
-    "parents",
-    "fractions",
-    "reading",
-    "essay",
-    "lab",
-    "group",
-    "plan",
-    "week",
-    "notes",
-    "room",
-    "homework",
-    "rubric",
-    "seating",
-    "behaviour",
-    "attendance",
-    "project",
-    "feedback",
-    "calm",
-    "visual",
-]
 HEAVY, MEASURED, BACKGROUND_USERS, BACKGROUND_EACH = 60_000, 5_000, 50, 1_000
 GIN = "ix_exp_user_memories_metadata"
 
@@ -79,7 +56,7 @@ GIN = "ix_exp_user_memories_metadata"
 def _rows(user: uuid.UUID, count: int, rng: random.Random, now: datetime) -> list[tuple[Any, ...]]:
     rows = []
     for n in range(count):
-        words = " ".join(rng.choices(WORDS, k=rng.randint(8, 40)))
+        words = " ".join(rng.choices(FILLER_WORDS, k=rng.randint(8, 40)))
         updated = now - timedelta(days=rng.random() * 180)
         metadata = {"source": rng.choice(["chat", "import", "plan"]), "unit": {"id": n % 100}}
         metadata["lesson"] = n

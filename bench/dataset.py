@@ -565,6 +565,12 @@ async def _secondary_indexes(conn: asyncpg.Connection) -> list[tuple[str, str, s
     return [(r["tablename"], r["indexname"], r["indexdef"]) for r in rows]
 
 
+async def _loaded_indexes(
+    conn: asyncpg.Connection, skipped: set[str]
+) -> list[tuple[str, str, str]]:
+    return [i for i in await _secondary_indexes(conn) if i[0] not in skipped]
+
+
 async def _bulk_keys(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
     """(table, constraint, definition) of the BULK_KEYS this database has."""
     rows = await conn.fetch(
@@ -674,10 +680,12 @@ async def load_memories(
     embedded = 0
     async with conn.transaction():
         await _bulk_session(conn)
-        indexes = await _secondary_indexes(conn) if rebuild else []
+        # memory_embeddings' indexes stay when this stage loads no vectors.
+        skipped = set() if vectors else {"memory_embeddings"}
+        indexes = await _loaded_indexes(conn, skipped) if rebuild else []
         for _, name, _ in indexes:
             await conn.execute(f'DROP INDEX "{name}"')
-        keys = await _bulk_keys(conn) if rebuild else []
+        keys = [k for k in await _bulk_keys(conn) if k[0] not in skipped] if rebuild else []
         for table, name, _ in keys:
             await conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         if has_terms and terms == "trigger":  # replica mode skips it otherwise
@@ -720,13 +728,13 @@ async def load_memories(
         t2 = time.perf_counter()
         for _, _, definition in indexes:
             await conn.execute(definition)
-        if indexes and await _secondary_indexes(conn) != indexes:
+        if indexes and await _loaded_indexes(conn, skipped) != indexes:
             raise RuntimeError("rebuilt indexes differ from the schema's")
         timings["rebuild_indexes_s"] = time.perf_counter() - t2
         t3 = time.perf_counter()
         for table, name, definition in keys:
             await conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-        if keys and await _bulk_keys(conn) != keys:
+        if keys and [k for k in await _bulk_keys(conn) if k[0] not in skipped] != keys:
             raise RuntimeError("re-added primary keys differ from the schema's")
         timings["rebuild_keys_s"] = time.perf_counter() - t3
         await _sync_identity(conn, "user_memories")

@@ -36,7 +36,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import floor_sql
@@ -74,6 +73,7 @@ METHODS = {
     "recall_one_user": ("memory", "RecallMemories"),
     "probe_recall": ("memory", "RecallMemories"),
     "probe_recall_query": ("memory", "RecallMemories"),
+    "probe_recall_vector": ("memory", "RecallMemories"),
     "store": ("memory", "StoreMemory"),
     "store_embed": ("memory", "StoreMemory"),
     "feedback": ("memory", "RecordFeedback"),
@@ -126,13 +126,19 @@ def build_requests(kind: str, w: dict[str, Any]) -> list[Any]:
         return [memory_service_pb2.RecallMemoriesRequest(user_id=probes[0], limit=10)]
     if kind == "probe_recall":  # worker k of 16 always asks for probe user k
         return [memory_service_pb2.RecallMemoriesRequest(user_id=u, limit=10) for u in probes]
-    if kind == "probe_recall_query":
-        return [
+    if kind in ("probe_recall_query", "probe_recall_vector"):
+        requests = [
             memory_service_pb2.RecallMemoriesRequest(
                 user_id=probes[i % len(probes)], query=w["queries"][i // len(probes)], limit=10
             )
             for i in range(len(probes) * 64)
         ]
+        if kind == "probe_recall_vector":  # hybrid: with the caller's vector of the query
+            vectors = query_vectors(w)
+            for i, request in enumerate(requests):
+                request.query_embedding.extend(vectors[i // len(probes)])
+                request.embedding_model = SEMANTIC_MODEL
+        return requests
     if kind in ("store", "store_embed"):
         requests = []
         for i, user in enumerate(w["store_users"][:n]):
@@ -271,11 +277,11 @@ class Targets:
     async def sql_call(self, url: str, kind: str) -> Callable[[Any], Awaitable[Any]]:
         db = self.databases.get(url)
         if db is None:
-            db = Database(pool_settings(config.from_environment(), url, platform_role_url(url)))
+            db = Database(pool_settings(config.load(), url, platform_role_url(url)))
             await db.open()
             self.databases[url] = db
         if kind in SEMANTIC_KINDS and self.semantics is None:  # loaded as the service loads it
-            settings = replace(config.from_environment(), embedding_model=SEMANTIC_MODEL)
+            settings = config.load().with_overrides(embedding_model=SEMANTIC_MODEL)
             self.semantics = await asyncio.to_thread(semantics_from_settings, settings, True)
         return _sql_call(kind, db, self.semantics)
 
@@ -284,7 +290,7 @@ class Targets:
 
         client = self.redis.get(url)
         if client is None:
-            client = redis_client(url, config.from_environment().redis_timeout_seconds)
+            client = redis_client(url, config.load().redis_timeout_seconds)
             self.redis[url] = client
 
         async def call(request: Any) -> Any:

@@ -79,7 +79,7 @@ GRID_KINDS = (
 # Not in the default grid (--only): recall with logging off, and every caller
 # recalling for the same user at once.
 EXTRA_KINDS = ("recall_nolog", "recall_query_nolog", "recall_one_user")
-GROWTH_KINDS = ("probe_recall", "probe_recall_query")
+GROWTH_KINDS = ("probe_recall", "probe_recall_query", "probe_recall_vector")
 GROWTH_CONCURRENCY = (1, 16)
 
 
@@ -432,14 +432,26 @@ class Bench:
 
     async def load_to(self, plan: dataset.Plan, start: int, size: int) -> None:
         log(f"loading memories {start:,} .. {size:,}")
-        if self.model is None and self.args.embeddings:
+        # Past the grid's size, vectors only with --vectors-beyond-grid: the
+        # HNSW rebuild over 10M of them would take hours on two cores, and the
+        # probe users' hybrid recall (their vectors are loaded at the first
+        # stage) reads their own rows, not the index (bench/README.md).
+        vectors = self.args.embeddings and (
+            size <= self.args.memories or self.args.vectors_beyond_grid
+        )
+        if self.model is None and vectors:
             from memory_service.embedding import load_model
 
             self.model = load_model(SEMANTIC_MODEL)
         conn = await asyncpg.connect(self.owner_url)
         try:
             stats = await dataset.load_memories(
-                conn, plan, start, size, model=self.model, terms=self.args.terms
+                conn,
+                plan,
+                start,
+                size,
+                model=self.model if vectors else None,
+                terms=self.args.terms,
             )
         finally:
             await conn.close()
@@ -457,8 +469,13 @@ class Bench:
     def growth_stage(self, plan: dataset.Plan, size: int) -> None:
         workload = self.write_workload(plan, size)
         log(f"growth: probe user's recall at {size:,} memories")
-        targets = [("service", "service", self._grpc("service"))]
         for kind in GROWTH_KINDS:
+            if kind == "probe_recall_vector":  # hybrid: the service with the model
+                if not self.args.embeddings:
+                    continue
+                targets = [("service", "service (model)", self._grpc("service semantic"))]
+            else:
+                targets = [("service", "service", self._grpc("service"))]
             for level in GROWTH_CONCURRENCY:
                 # Two thirds of a grid cell: 12 cells, and their answer is a trend.
                 duration = self.args.duration * 2 / 3
@@ -667,6 +684,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     within, beyond = stages(args.memories, args.max_size)
     if args.skip_growth:
         within, beyond = [args.memories], []
+    elif args.reuse_database:  # --growth-only: the loaded size, then on to --max-size
+        within = [args.memories]
     tmp = Path(tempfile.mkdtemp(prefix="faraday-bench-"))
     embedded: pg.Embedded | None = None
     redis: Server | None = None
@@ -721,11 +740,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bench.growth_stage(plan, size)
             if size != args.memories:
                 bench.stop_server("service")
-        log(f"grid at {args.memories:,} memories")
-        bench.grid(plan, args.memories)
-        if args.import_memories and (not args.only or "import" in args.only):
-            await bench.import_cell()
-        bench.explain_heaviest(plan, args.memories)
+                bench.stop_server("service semantic")
+        if not args.growth_only:
+            log(f"grid at {args.memories:,} memories")
+            bench.grid(plan, args.memories)
+            if args.import_memories and (not args.only or "import" in args.only):
+                await bench.import_cell()
+            bench.explain_heaviest(plan, args.memories)
         for size in beyond:
             bench.stop_all()
             if not enough_disk(tmp, size):
@@ -854,11 +875,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="recall users drawn with weight memory_count ** this (0 uniform, 1 proportional)",
     )
     load.add_argument("--skip-growth", action="store_true", help="load once, no growth curve")
+    load.add_argument(
+        "--growth-only",
+        action="store_true",
+        help="no grid: the growth stage at --memories (with --reuse-database: the loaded"
+        " database's point of the growth curve), then the stages up to --max-size",
+    )
     size.add_argument(
         "--terms",
         choices=dataset.TERMS_MODES,
         default="bulk",
         help="how the memories' term index is filled (bench/dataset.py)",
+    )
+    size.add_argument(
+        "--vectors-beyond-grid",
+        action="store_true",
+        help="past --memories (growth to --max-size), load vectors too (hours at 10M)",
     )
     size.add_argument(
         "--no-embeddings",
@@ -891,8 +923,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="smoke run: 20k memories, 500 users, 1,000 lessons, 0.5 s cells",
     )
     args = parser.parse_args(argv)
-    if args.reuse_database and not (args.database_url and args.skip_growth):
-        parser.error("--reuse-database needs --database-url and --skip-growth")
+    if args.reuse_database and not (args.database_url and (args.skip_growth or args.growth_only)):
+        parser.error("--reuse-database needs --database-url and --skip-growth or --growth-only")
     if args.quick:
         defaults = {"memories": 1_000_000, "users": 10_000, "lessons": 20_000, "duration": 3.0}
         quick = {"memories": 20_000, "users": 500, "lessons": 1_000, "duration": 0.5}

@@ -218,6 +218,17 @@ class Settings(BaseSettings):
         le=2**31 - 1,
         description="Largest request message accepted, in bytes; gRPC rejects larger ones.",
     )
+    max_connection_age_seconds: SecondsOrOff = Field(
+        0.0,
+        description="Close each client connection gracefully (GOAWAY) after about this long, so"
+        " clients reconnect and spread over the replicas a load balancer added since; 0: never"
+        " (docs/scaling.md).",
+    )
+    max_connection_age_grace_seconds: SecondsOrOff = Field(
+        600.0,
+        description="After max_connection_age_seconds, how long calls still running on the"
+        " connection get to finish before it is closed (covers a long ImportMemories stream).",
+    )
     grace_period_seconds: SecondsOrOff = Field(
         10.0, description="Seconds in-flight calls get to finish after SIGTERM or SIGINT."
     )

@@ -120,6 +120,17 @@ def pool_settings(settings: Settings, url: str, platform_url: str) -> PoolSettin
     )
 
 
+def _connection_age_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC's connection-age limit (core adds +-10% jitter, so clients do not reconnect at once)."""
+    if not settings.max_connection_age_seconds:
+        return []
+    age, grace = settings.max_connection_age_seconds, settings.max_connection_age_grace_seconds
+    return [
+        ("grpc.max_connection_age_ms", round(age * 1000)),
+        ("grpc.max_connection_age_grace_ms", round(grace * 1000)),
+    ]
+
+
 async def _prepare_encryption(database: Database, cipher: FieldCipher | None) -> None:
     """Refuse keys that cannot read the stored rows (ValueError); seal plaintext rows."""
     await encryption.check_keys(database, cipher)
@@ -245,6 +256,7 @@ async def _start(
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            *_connection_age_options(settings),
         ],
     )
     # Undecodable request bytes get INVALID_ARGUMENT, not grpc's UNKNOWN.

@@ -276,3 +276,26 @@ async def _answers(target: str) -> bool:
         except grpc.aio.AioRpcError:
             return False
     return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_connections_are_recycled_after_max_connection_age(app_url, caplog) -> None:
+    """FARADAY_MAX_CONNECTION_AGE_SECONDS: the client reconnects, and no call fails."""
+    settings = TEST_SETTINGS.with_overrides(
+        max_connection_age_seconds=0.3, max_connection_age_grace_seconds=5.0
+    )
+    running = await start(settings, app_url)
+    caplog.set_level("INFO", logger="memory_service.access")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 2.0
+            while loop.time() < end:
+                with pytest.raises(grpc.aio.AioRpcError) as missing:
+                    await stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=2**62))
+                assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+                await asyncio.sleep(0.05)
+    finally:
+        await running.stop(1.0)
+    peers = {r.peer for r in caplog.records if r.name == "memory_service.access"}
+    assert len(peers) >= 3  # a new connection (client port) every ~0.3 s

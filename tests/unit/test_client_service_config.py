@@ -72,8 +72,16 @@ def test_overrides_change_the_policy_and_one_attempt_removes_it() -> None:
         {"max_attempts": 6},
         {"initial_backoff_seconds": 2.0},
         {"default_timeout_seconds": 0},
+        {"load_balancing": "least_request"},
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         ClientConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_round_robin_goes_into_the_service_config() -> None:
+    config = ClientConfig(load_balancing="round_robin").service_config()
+    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+    assert config["methodConfig"] == _shipped()["methodConfig"]
+    assert "loadBalancingConfig" not in ClientConfig().service_config()

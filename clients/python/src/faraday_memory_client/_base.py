@@ -40,17 +40,22 @@ class BaseClient:
         max_attempts: int | None = None,
         initial_backoff_seconds: float | None = None,
         max_backoff_seconds: float | None = None,
+        load_balancing: str | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        """Open a channel to `target` (``host:port``): TLS with `credentials`,
-        plaintext without. `options` are grpc channel arguments. The retry
-        arguments left at None keep the values of ``service_config.json``
-        (3 attempts, backoff from 0.05 s doubling up to 1 s)."""
+        """Open a channel to `target` (``host:port``, or a gRPC name such as
+        ``dns:///memory.internal:50051`` that resolves to several replicas):
+        TLS with `credentials`, plaintext without. `options` are grpc channel
+        arguments. The retry arguments left at None keep the values of
+        ``service_config.json`` (3 attempts, backoff from 0.05 s doubling up
+        to 1 s). `load_balancing="round_robin"` spreads calls over every
+        address the target resolves to (gRPC's default uses one)."""
         self.config = ClientConfig(
             default_timeout_seconds=default_timeout_seconds,
             max_attempts=max_attempts,
             initial_backoff_seconds=initial_backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
+            load_balancing=load_balancing,
         )
         self._target = target
         self._credentials = credentials

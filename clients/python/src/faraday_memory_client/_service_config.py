@@ -27,6 +27,7 @@ _MAX_ATTEMPTS_CAP = 5
 # default (FARADAY_MAX_MESSAGE_BYTES), a BatchStoreMemories of 100 memories
 # can approach that, and grpc's default buffer is only 256 KiB.
 _RETRY_BUFFER_BYTES = 4 * 1024 * 1024
+_LB_POLICIES = ("round_robin", "pick_first")
 
 
 @cache
@@ -55,10 +56,16 @@ class ClientConfig:
     """Upper bound of the first backoff; doubles after every attempt."""
     max_backoff_seconds: float | None = None
     """Cap of the backoff upper bound."""
+    load_balancing: str | None = None
+    """gRPC's load-balancing policy over the addresses `target` resolves to:
+    ``"round_robin"`` spreads calls over all of them (service replicas,
+    docs/scaling.md), ``"pick_first"`` (gRPC's default) uses one at a time."""
 
     def __post_init__(self) -> None:
         if self.default_timeout_seconds <= 0:
             raise ValueError("default_timeout_seconds must be positive")
+        if self.load_balancing not in (None, *_LB_POLICIES):
+            raise ValueError(f"load_balancing must be one of {', '.join(_LB_POLICIES)}")
         if self.max_attempts is not None and not 1 <= self.max_attempts <= _MAX_ATTEMPTS_CAP:
             raise ValueError(f"max_attempts must be 1..{_MAX_ATTEMPTS_CAP}")
         policy = self.service_config()["methodConfig"][0].get("retryPolicy")
@@ -71,6 +78,8 @@ class ClientConfig:
     def service_config(self) -> dict[str, Any]:
         """The shipped service config with this object's overrides applied."""
         config = copy.deepcopy(_shipped_service_config())
+        if self.load_balancing is not None:
+            config["loadBalancingConfig"] = [{self.load_balancing: {}}]
         for method_config in config["methodConfig"]:
             policy = method_config.get("retryPolicy")
             if policy is None:

@@ -26,7 +26,13 @@ straight from that dict. So it reads exactly what the service cached and
 does the same decoding work, minus the service's domain object and layers;
 the benchmark warms the cache through the service first.
 
-Both run on uvloop, as the service does. `--workers N` starts N processes on
+`--mode canned` is the ceiling of an RPC on this machine: RecallMemories
+answers its first call as `--mode sql` does, then returns that same message
+to every call, with no SQL at all. What it reaches is what gRPC, protobuf and
+the load generator alone allow here; no service doing any database work per
+call can go faster.
+
+All run on uvloop, as the service does. `--workers N` starts N processes on
 one port (SO_REUSEPORT), like `memory-service serve --workers N`.
 """
 
@@ -103,6 +109,19 @@ class MemoryFloor(memory_service_pb2_grpc.MemoryServiceServicer):
         return floor_sql.feedback_response(row)
 
 
+class CannedMemoryFloor(MemoryFloor):
+    """RecallMemories answered once from SQL, then from that answer alone (--mode canned)."""
+
+    _canned: memory_service_pb2.RecallMemoriesResponse | None = None
+
+    async def RecallMemories(
+        self, request: memory_service_pb2.RecallMemoriesRequest, context: Context
+    ) -> memory_service_pb2.RecallMemoriesResponse:
+        if self._canned is None:
+            self._canned = await super().RecallMemories(request, context)
+        return self._canned
+
+
 class LessonFloor(lesson_service_pb2_grpc.LessonServiceServicer):
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -164,7 +183,7 @@ async def serve(args: argparse.Namespace) -> None:
     reuse = 1 if args.workers > 1 or args.reuse_port else 0
     server = grpc.aio.server(options=[("grpc.so_reuseport", reuse)])
     closers = []
-    if args.mode == "sql":
+    if args.mode in ("sql", "canned"):
         db = Database(
             pool_settings(settings, args.database_url, platform_role_url(args.database_url))
         )
@@ -175,7 +194,10 @@ async def serve(args: argparse.Namespace) -> None:
             semantics = await asyncio.to_thread(semantics_from_settings, settings, True)
             closers.append(semantics.close)
         memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
-            MemoryFloor(db, not args.no_log_recalls, semantics), server
+            (CannedMemoryFloor if args.mode == "canned" else MemoryFloor)(
+                db, not args.no_log_recalls, semantics
+            ),
+            server,
         )
         lesson_service_pb2_grpc.add_LessonServiceServicer_to_server(LessonFloor(db), server)
     else:
@@ -199,7 +221,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=("sql", "redis"), default="sql")
+    parser.add_argument("--mode", choices=("sql", "redis", "canned"), default="sql")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", help="the service role's URL (--mode sql)")
     parser.add_argument("--redis-url", help="--mode redis")
@@ -207,8 +229,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.mode == "sql" and not args.database_url:
-        parser.error("--mode sql needs --database-url")
+    if args.mode in ("sql", "canned") and not args.database_url:
+        parser.error(f"--mode {args.mode} needs --database-url")
     if args.mode == "redis" and not args.redis_url:
         parser.error("--mode redis needs --redis-url")
     children = []

@@ -283,6 +283,9 @@ class Bench:
         elif name == "floor semantic":
             command = [*floor, "--database-url", self.app_url]
             label = f"grpc floor with {SEMANTIC_MODEL}"
+        elif name == "ceiling":
+            command = [*floor, "--mode", "canned", "--database-url", self.app_url]
+            label = "grpc.aio, canned answer"
         elif name == "floor nolog":
             command = [*floor, "--database-url", self.app_url, "--no-log-recalls"]
             label = "grpc floor, recall logging off"
@@ -359,11 +362,14 @@ class Bench:
                 ("grpc floor", "grpc.aio + model", self._grpc("floor semantic")),
                 ("direct floor", "asyncpg + model", direct),
             ]
-        return [
+        targets = [
             ("service", "service", self._grpc("service nolog" if nolog else "service")),
             ("grpc floor", "grpc.aio + asyncpg", self._grpc("floor nolog" if nolog else "floor")),
             ("direct floor", "asyncpg", direct),
         ]
+        if kind == "recall":  # what gRPC and the load generator alone reach here
+            targets.append(("grpc ceiling", "grpc.aio, canned answer", self._grpc("ceiling")))
+        return targets
 
     def _grpc(self, name: str) -> dict[str, Any]:
         server = self.server(name)

@@ -535,6 +535,33 @@ RLS_TABLES = {
     "memory_import_ids": "user_id",
 }
 
+# How the schema shards by user (Citus: docs/scaling.md, "Distributing by
+# user with Citus"). Distributed by user_id, all co-located: every primary,
+# unique and foreign key among them holds user_id
+# (tests/storage/test_colocation.py).
+DISTRIBUTED_TABLES = (
+    "user_memories",
+    "user_preferences",
+    "memory_interactions",
+    "memory_revisions",
+    "memory_import_ids",
+    "memory_terms",
+    "memory_user_stats",
+    "memory_embeddings",
+    "idempotency_keys",
+)
+# Copied to every node, in this order (each refers only to those before it):
+# few rows or rarely written, and read by id or across users.
+REFERENCE_TABLES = (
+    "users",
+    "subject_categories",
+    "assistant_profiles",
+    "assistant_capabilities",
+    "lessons",
+)
+# Kept on the coordinator alone.
+LOCAL_TABLES = ("audit_log",)
+
 # Tables whose updated_at a BEFORE UPDATE trigger maintains. On user_memories
 # the trigger fires only when `version` changes, so recall's last_accessed
 # bump leaves updated_at (and so recency) alone.

@@ -300,10 +300,10 @@ _FEEDBACK_ONCE = _feedback_sql(once=True)
 
 _LIST_INTERACTIONS = NamedSQL.compile(f"""
 SELECT {INTERACTION_COLUMNS} FROM memory_interactions i
-WHERE (:user_id::uuid IS NULL OR user_id = :user_id)
+WHERE user_id = :user_id
   AND (:owner::uuid IS NULL OR user_id = :owner)
   AND (:profiles::int[] IS NULL OR EXISTS (
-      SELECT 1 FROM user_memories m WHERE m.user_id = i.user_id AND m.id = i.memory_id
+      SELECT 1 FROM user_memories m WHERE m.user_id = :user_id AND m.id = i.memory_id
       AND (m.assistant_profile_id IS NULL OR m.assistant_profile_id = ANY(:profiles::int[]))))
   AND (:memory_id::bigint IS NULL OR memory_id = :memory_id)
   AND (:type::text IS NULL OR interaction_type = :type)
@@ -1436,11 +1436,12 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         visibility: Visibility,
     ) -> Page[Interaction]:
         async with self._db.connection(replica_ok=True) as conn:
-            user_id = f.user_id
+            # One user's, always: the filter's, the memory's, or the caller's own.
+            user_id = f.user_id or visibility.user_id
             if user_id is None and f.memory_id is not None:  # by memory alone
                 user_id = await _owner(conn, f.memory_id, visibility)
-                if user_id is None:  # no such memory, so none of its interactions
-                    return Page([], None)
+            if user_id is None:  # no such memory, so none of its interactions
+                return Page([], None)
             params = {
                 **_visible(visibility),
                 "user_id": user_id,

@@ -166,7 +166,8 @@ WHERE user_id = :user_id AND caller = :caller AND request_id = :request_id
 # memory, for a caller that may see every user's memories): the one
 # statement here that finds a memory without its user. Every statement after
 # it names the memory by (user_id, id), so with the tables sharded by user
-# (docs/scaling.md) only this index-only probe goes to every shard.
+# (docs/scaling.md) only this probe of the unique (id, user_id) index goes to
+# every shard.
 OWNER_OF_MEMORY = "SELECT user_id FROM user_memories WHERE id = $1"
 
 _GET = NamedSQL.compile(f"""

@@ -32,7 +32,7 @@ _MISSING = """(expires_at IS NULL OR expires_at > now())
 
 _COUNT_MISSING = NamedSQL.compile(f"SELECT count(*) FROM user_memories m WHERE {_MISSING}")
 
-# Keyset on the primary key: each batch is a range scan of its index, and no
+# Keyset on id (the unique (id, user_id) index): each batch is a range scan, and no
 # cursor or transaction is held between batches.
 _READ_MISSING = NamedSQL.compile(f"""
 SELECT id, user_id, content, version FROM user_memories m

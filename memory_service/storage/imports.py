@@ -189,12 +189,16 @@ FROM import_staging WHERE outcome = 'create' ORDER BY memory_id;
 # The items merged into each memory, in stream order (DedupPolicy's rule is
 # applied in that order, as for stores one after the other).
 _MERGED_ITEMS = """
-SELECT ord, memory_id FROM import_staging WHERE outcome = 'merge' ORDER BY memory_id, ord
+SELECT ord, user_id, memory_id FROM import_staging WHERE outcome = 'merge'
+ORDER BY memory_id, ord
 """
 # The memories absorbing them, locked: their new values are computed here.
+# Named by (user_id, id), as every key of user_memories (migration 0017).
 _MERGE_TARGETS = """
-SELECT id, tags, importance, expires_at, metadata, confidence FROM user_memories
-WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+SELECT m.id, m.tags, m.importance, m.expires_at, m.metadata, m.confidence
+FROM unnest($1::uuid[], $2::bigint[]) AS t (user_id, id)
+JOIN user_memories m ON m.user_id = t.user_id AND m.id = t.id
+ORDER BY m.id FOR UPDATE OF m
 """
 # One change per memory however many items it absorbs: version + 1, the
 # updated_at trigger sets now, migration 0013's trigger keeps a revision.
@@ -202,7 +206,7 @@ _MERGE = """
 UPDATE user_memories
 SET tags = $2, importance = $3, expires_at = $4, metadata = $5, confidence = $6,
     version = version + 1
-WHERE id = $1
+WHERE user_id = $7 AND id = $1
 """
 
 _RECORD = """
@@ -397,6 +401,7 @@ class ImportStore:
         merged_items = await conn.fetch(_MERGED_ITEMS)
         if not merged_items:
             return
+        owners = {r["memory_id"]: r["user_id"] for r in merged_items}
         targets = {
             row["id"]: dedup_rule.Existing(
                 tags=list(row["tags"]),
@@ -405,9 +410,7 @@ class ImportStore:
                 metadata=row["metadata"],
                 confidence=row["confidence"],
             )
-            for row in await conn.fetch(
-                _MERGE_TARGETS, sorted({r["memory_id"] for r in merged_items})
-            )
+            for row in await conn.fetch(_MERGE_TARGETS, list(owners.values()), list(owners))
         }
         for row in merged_items:  # by memory, then in stream order
             memory_id = row["memory_id"]
@@ -417,7 +420,15 @@ class ImportStore:
         await conn.executemany(
             _MERGE,
             [
-                (memory_id, v.tags, v.importance, v.expires_at, v.metadata, v.confidence)
+                (
+                    memory_id,
+                    v.tags,
+                    v.importance,
+                    v.expires_at,
+                    v.metadata,
+                    v.confidence,
+                    owners[memory_id],
+                )
                 for memory_id, v in sorted(targets.items())
             ],
         )

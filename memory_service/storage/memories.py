@@ -158,13 +158,24 @@ _EXACT = exact_sql(MEMORY_COLUMNS)
 
 _KEY = NamedSQL.compile("""
 SELECT method, request_hash, memory_id, interaction_id FROM idempotency_keys
-WHERE caller = :caller AND request_id = :request_id
+WHERE user_id = :user_id AND caller = :caller AND request_id = :request_id
 """)
 
-_GET = NamedSQL.compile(f"SELECT {MEMORY_COLUMNS} FROM user_memories WHERE id = :id AND {_VISIBLE}")
+# The owner of a memory named by its id alone (GetMemory, UpdateMemory,
+# DeleteMemory, RecordFeedback, ListMemoryRevisions, ListInteractions by
+# memory, for a caller that may see every user's memories): the one
+# statement here that finds a memory without its user. Every statement after
+# it names the memory by (user_id, id), so with the tables sharded by user
+# (docs/scaling.md) only this probe of the unique (id, user_id) index goes to
+# every shard.
+OWNER_OF_MEMORY = "SELECT user_id FROM user_memories WHERE id = $1"
+
+_GET = NamedSQL.compile(f"""
+SELECT {MEMORY_COLUMNS} FROM user_memories WHERE user_id = :user_id AND id = :id AND {_VISIBLE}
+""")
 _VERSION = NamedSQL.compile(f"""
 SELECT version, assistant_profile_id, user_id, {_OWNER_ACTIVE} AS owner_active
-FROM user_memories WHERE id = :id AND {_VISIBLE}
+FROM user_memories WHERE user_id = :user_id AND id = :id AND {_VISIBLE}
 """)
 
 # Why a store wrote nothing: NULL if the user does not exist (or is not the
@@ -173,11 +184,14 @@ _USER_IS_ACTIVE = "SELECT is_active FROM users WHERE id = $1"
 
 _DELETE = NamedSQL.compile(f"""
 DELETE FROM user_memories
-WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_WRITABLE}
+WHERE user_id = :user_id AND id = :id AND (:version::int IS NULL OR version = :version)
+  AND {_WRITABLE}
 RETURNING user_id
 """)
 
-_GET_INTERACTION = f"SELECT {INTERACTION_COLUMNS} FROM memory_interactions WHERE id = $1"
+_GET_INTERACTION = (
+    f"SELECT {INTERACTION_COLUMNS} FROM memory_interactions WHERE user_id = $1 AND id = $2"
+)
 
 # The filters ListMemories and RecallMemories share beyond their own:
 # metadata containment, update time and last-access time, each [from,
@@ -212,7 +226,8 @@ LIMIT :limit
 # service's SQL never does.
 _LIST_REVISIONS = NamedSQL.compile(f"""
 SELECT {", ".join("r." + c.strip() for c in REVISION_COLUMNS.split(","))}
-FROM (SELECT id, user_id FROM user_memories WHERE id = :id AND {_VISIBLE}) m
+FROM (SELECT id, user_id FROM user_memories
+      WHERE user_id = :user_id AND id = :id AND {_VISIBLE}) m
 LEFT JOIN LATERAL (
     SELECT {REVISION_COLUMNS} FROM memory_revisions r
     WHERE r.user_id = m.user_id AND r.memory_id = m.id
@@ -225,7 +240,7 @@ LEFT JOIN LATERAL (
 _FEEDBACK_TEMPLATE = """
 WITH {key}old AS (
     SELECT id, importance FROM user_memories
-    WHERE id = :id AND {writable} AND {owner_active} {key_exists}
+    WHERE user_id = :user_id AND id = :id AND {writable} AND {owner_active} {key_exists}
     FOR UPDATE
 ), m AS (
     UPDATE user_memories u
@@ -233,7 +248,7 @@ WITH {key}old AS (
             SELECT least(1.0, greatest(0.0, u.importance
                    + :learning_rate::float8 * (:target::float8 - u.importance))) AS moved) s),
         version = u.version + 1
-    FROM old WHERE u.id = old.id
+    FROM old WHERE u.user_id = :user_id AND u.id = old.id
     RETURNING u.*, old.importance AS importance_before
 ), logged AS (
     INSERT INTO memory_interactions ({interaction_id}memory_id, user_id, interaction_type,
@@ -257,7 +272,7 @@ _FEEDBACK_KEY = """key AS (
                                   memory_id, interaction_id)
     SELECT :caller, :request_id, 'RecordFeedback', :request_hash, user_id, id,
            nextval(pg_get_serial_sequence('memory_interactions', 'id'))
-    FROM user_memories WHERE id = :id AND {writable} AND {owner_active}
+    FROM user_memories WHERE user_id = :user_id AND id = :id AND {writable} AND {owner_active}
     ON CONFLICT DO NOTHING
     RETURNING interaction_id
 ), """
@@ -286,10 +301,10 @@ _FEEDBACK_ONCE = _feedback_sql(once=True)
 
 _LIST_INTERACTIONS = NamedSQL.compile(f"""
 SELECT {INTERACTION_COLUMNS} FROM memory_interactions i
-WHERE (:user_id::uuid IS NULL OR user_id = :user_id)
+WHERE user_id = :user_id
   AND (:owner::uuid IS NULL OR user_id = :owner)
   AND (:profiles::int[] IS NULL OR EXISTS (
-      SELECT 1 FROM user_memories m WHERE m.id = i.memory_id
+      SELECT 1 FROM user_memories m WHERE m.user_id = :user_id AND m.id = i.memory_id
       AND (m.assistant_profile_id IS NULL OR m.assistant_profile_id = ANY(:profiles::int[]))))
   AND (:memory_id::bigint IS NULL OR memory_id = :memory_id)
   AND (:type::text IS NULL OR interaction_type = :type)
@@ -796,11 +811,12 @@ WITH {candidates}, top AS (
         # a scan of the whole table, locking as it went (a second a recall
         # with 64 at once on PostgreSQL 15).
         sql += f""", free AS MATERIALIZED (
-    SELECT id FROM user_memories WHERE id = ANY ((SELECT array_agg(id) FROM top)::bigint[])
+    SELECT id FROM user_memories
+    WHERE user_id = :user_id AND id = ANY ((SELECT array_agg(id) FROM top)::bigint[])
     ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
 ), bumped AS (
     UPDATE user_memories SET last_accessed = now()
-    WHERE id = ANY ((SELECT array_agg(id) FROM free)::bigint[])
+    WHERE user_id = :user_id AND id = ANY ((SELECT array_agg(id) FROM free)::bigint[])
 ), logged AS (
     INSERT INTO memory_interactions (memory_id, user_id, interaction_type, context)
     SELECT id, user_id, 'recall',
@@ -902,6 +918,23 @@ def _shared_filter_params(f: MemoryFilter | RecallQuery) -> dict[str, Any]:
 
 def _visible(v: Visibility) -> dict[str, Any]:
     return {"owner": v.user_id, "profiles": v.profile_list}
+
+
+async def _owner(conn: asyncpg.Connection, memory_id: int, visibility: Visibility) -> Any:
+    """The user whose memory `memory_id` is, as far as the caller may know: a
+    user-scoped caller sees only its own user's memories, so that user, with no
+    round trip; otherwise OWNER_OF_MEMORY (None if there is no such memory,
+    which the statements given it then find nothing for)."""
+    if visibility.user_id is not None:
+        return visibility.user_id
+    return await conn.fetchval(OWNER_OF_MEMORY, memory_id)
+
+
+async def _request_key(
+    conn: asyncpg.Connection, user_id: object, key: RequestKey
+) -> asyncpg.Record | None:
+    params = {"user_id": user_id, "caller": key.caller, "request_id": key.request_id}
+    return await conn.fetchrow(_KEY.sql, *_KEY.args(params))
 
 
 def _require_writable(row: asyncpg.Record, memory_id: int, visibility: Visibility) -> None:
@@ -1050,11 +1083,11 @@ class MemoryStore:
     async def _replay_or_raise(
         self, conn: asyncpg.Connection, memory: NewMemory, key: RequestKey | None
     ) -> Stored:
-        if key is None or not await self._key_taken(conn, key):
+        if key is None or not await self._key_taken(conn, memory.user_id, key):
             await self._raise_why_not_stored(conn, memory.user_id)
         assert key is not None
-        first = await self._replayed(conn, key, "StoreMemory")
-        row = await self._fetch_visible(conn, first["memory_id"], EVERYTHING)
+        first = await self._replayed(conn, memory.user_id, key, "StoreMemory")
+        row = await self._fetch_visible(conn, memory.user_id, first["memory_id"], EVERYTHING)
         return Stored(memory_from_row(row), StoreOutcome.REPLAYED)
 
     async def _duplicate(
@@ -1112,9 +1145,8 @@ class MemoryStore:
         return await self._replay_or_raise(conn, memory, key)
 
     @staticmethod
-    async def _key_taken(conn: asyncpg.Connection, key: RequestKey) -> bool:
-        params = {"caller": key.caller, "request_id": key.request_id}
-        return await conn.fetchrow(_KEY.sql, *_KEY.args(params)) is not None
+    async def _key_taken(conn: asyncpg.Connection, user_id: object, key: RequestKey) -> bool:
+        return await _request_key(conn, user_id, key) is not None
 
     @staticmethod
     async def _raise_why_not_stored(conn: asyncpg.Connection, user_id: object) -> NoReturn:
@@ -1127,10 +1159,10 @@ class MemoryStore:
         raise UserInactive(user_id)
 
     @staticmethod
-    async def _replayed(conn: asyncpg.Connection, key: RequestKey, method: str) -> asyncpg.Record:
-        first = await conn.fetchrow(
-            _KEY.sql, *_KEY.args({"caller": key.caller, "request_id": key.request_id})
-        )
+    async def _replayed(
+        conn: asyncpg.Connection, user_id: object, key: RequestKey, method: str
+    ) -> asyncpg.Record:
+        first = await _request_key(conn, user_id, key)
         if first is None:
             raise AssertionError("request key vanished inside its transaction")
         if first["method"] != method or first["request_hash"] != key.request_hash:
@@ -1141,16 +1173,18 @@ class MemoryStore:
 
     @staticmethod
     async def _fetch_visible(
-        conn: asyncpg.Connection, memory_id: int, visibility: Visibility
+        conn: asyncpg.Connection, owner: object, memory_id: int, visibility: Visibility
     ) -> asyncpg.Record:
-        row = await conn.fetchrow(_GET.sql, *_GET.args({"id": memory_id} | _visible(visibility)))
+        params = {"user_id": owner, "id": memory_id} | _visible(visibility)
+        row = await conn.fetchrow(_GET.sql, *_GET.args(params))
         if row is None:
             raise NotFound("memory", memory_id)
         return row
 
     async def get(self, memory_id: int, visibility: Visibility) -> Memory:
         async with self._db.connection(replica_ok=True) as conn:
-            return memory_from_row(await self._fetch_visible(conn, memory_id, visibility))
+            owner = await _owner(conn, memory_id, visibility)
+            return memory_from_row(await self._fetch_visible(conn, owner, memory_id, visibility))
 
     async def update(
         self, patch: MemoryPatch, changed_paths: list[str], visibility: Visibility
@@ -1163,7 +1197,7 @@ class MemoryStore:
             keep = "AND e.model <> :model" if patch.embedding is not None else ""
             embeddings = f""", stale AS (
     DELETE FROM memory_embeddings e USING m
-    WHERE e.user_id = m.user_id AND e.memory_id = m.id {keep}
+    WHERE e.user_id = :user_id AND e.memory_id = m.id {keep}
 )"""
             if patch.embedding is not None:
                 embeddings += """, embedded AS (
@@ -1175,7 +1209,8 @@ class MemoryStore:
         statement = NamedSQL.compile(f"""
 WITH m AS (
     UPDATE user_memories SET {assignments}, version = version + 1
-    WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_WRITABLE}
+    WHERE user_id = :user_id AND id = :id AND (:version::int IS NULL OR version = :version)
+      AND {_WRITABLE}
       AND {_OWNER_ACTIVE}
     RETURNING {MEMORY_COLUMNS}
 ), logged AS (
@@ -1193,10 +1228,11 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         }
         try:
             async with self._db.connection() as conn:
+                params["user_id"] = owner = await _owner(conn, patch.memory_id, visibility)
                 row = await conn.fetchrow(statement.sql, *statement.args(params))
                 if row is None:
                     await self._raise_why_unchanged(
-                        conn, patch.memory_id, visibility, etag=True, active_owner=True
+                        conn, owner, patch.memory_id, visibility, etag=True, active_owner=True
                     )
                 audit.note(user_id=row["user_id"])
         except asyncpg.ForeignKeyViolationError as exc:
@@ -1207,16 +1243,22 @@ SELECT {MEMORY_COLUMNS} FROM m""")
     async def delete(
         self, memory_id: int, expected_version: int | None, visibility: Visibility
     ) -> None:
-        params = {"id": memory_id, "version": expected_version, **_visible(visibility)}
         async with self._db.connection() as conn:
-            owner = await conn.fetchval(_DELETE.sql, *_DELETE.args(params))
-            if owner is None:
-                await self._raise_why_unchanged(conn, memory_id, visibility, etag=True)
+            owner = await _owner(conn, memory_id, visibility)
+            params = {
+                "user_id": owner,
+                "id": memory_id,
+                "version": expected_version,
+                **_visible(visibility),
+            }
+            if await conn.fetchval(_DELETE.sql, *_DELETE.args(params)) is None:
+                await self._raise_why_unchanged(conn, owner, memory_id, visibility, etag=True)
             audit.note(user_id=owner)
 
     @staticmethod
     async def _raise_why_unchanged(
         conn: asyncpg.Connection,
+        owner: object,
         memory_id: int,
         visibility: Visibility,
         *,
@@ -1225,7 +1267,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
     ) -> NoReturn:
         """Why a write matched no row: missing, shared (read-only here), its user
         inactive (for writes that require an active one), or a stale etag."""
-        params = {"id": memory_id, **_visible(visibility)}
+        params = {"user_id": owner, "id": memory_id, **_visible(visibility)}
         row = await conn.fetchrow(_VERSION.sql, *_VERSION.args(params))
         if row is None:
             raise NotFound("memory", memory_id)
@@ -1355,6 +1397,7 @@ SELECT {MEMORY_COLUMNS} FROM m""")
                 "request_hash": key.request_hash,
             }
         async with self._db.connection() as conn:
+            params["user_id"] = owner = await _owner(conn, feedback.memory_id, visibility)
             row = await conn.fetchrow(statement.sql, *statement.args(params))
             if row is not None:
                 memory = memory_from_row(row)
@@ -1370,20 +1413,18 @@ SELECT {MEMORY_COLUMNS} FROM m""")
                 return memory, interaction
             if key is None:
                 await self._raise_why_unchanged(
-                    conn, feedback.memory_id, visibility, etag=False, active_owner=True
+                    conn, owner, feedback.memory_id, visibility, etag=False, active_owner=True
                 )
-            first = await conn.fetchrow(
-                _KEY.sql, *_KEY.args({"caller": key.caller, "request_id": key.request_id})
-            )
+            first = await _request_key(conn, owner, key)
             if first is None:  # no key and no update: not there, shared, or user inactive
                 await self._raise_why_unchanged(
-                    conn, feedback.memory_id, visibility, etag=False, active_owner=True
+                    conn, owner, feedback.memory_id, visibility, etag=False, active_owner=True
                 )
-            await self._replayed(conn, key, "RecordFeedback")
+            await self._replayed(conn, owner, key, "RecordFeedback")
             memory = memory_from_row(
-                await self._fetch_visible(conn, first["memory_id"], visibility)
+                await self._fetch_visible(conn, owner, first["memory_id"], visibility)
             )
-            logged = await conn.fetchrow(_GET_INTERACTION, first["interaction_id"])
+            logged = await conn.fetchrow(_GET_INTERACTION, owner, first["interaction_id"])
             if logged is None:  # the memory was deleted since, with its interactions
                 raise NotFound("memory", feedback.memory_id)
             return memory, interaction_from_row(logged)
@@ -1395,20 +1436,25 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         limit: int,
         visibility: Visibility,
     ) -> Page[Interaction]:
-        params = {
-            **_visible(visibility),
-            "user_id": f.user_id,
-            "memory_id": f.memory_id,
-            "type": f.type.value if f.type else None,
-            "start_time": f.start,
-            "end_time": f.end,
-            "after_time": after[0] if after else None,
-            "after_id": after[1] if after else None,
-            "limit": limit + 1,
-        }
-        rows = await self._db.fetch(
-            _LIST_INTERACTIONS.sql, *_LIST_INTERACTIONS.args(params), replica_ok=True
-        )
+        async with self._db.connection(replica_ok=True) as conn:
+            # One user's, always: the filter's, the memory's, or the caller's own.
+            user_id = f.user_id or visibility.user_id
+            if user_id is None and f.memory_id is not None:  # by memory alone
+                user_id = await _owner(conn, f.memory_id, visibility)
+            if user_id is None:  # no such memory, so none of its interactions
+                return Page([], None)
+            params = {
+                **_visible(visibility),
+                "user_id": user_id,
+                "memory_id": f.memory_id,
+                "type": f.type.value if f.type else None,
+                "start_time": f.start,
+                "end_time": f.end,
+                "after_time": after[0] if after else None,
+                "after_id": after[1] if after else None,
+                "limit": limit + 1,
+            }
+            rows = await conn.fetch(_LIST_INTERACTIONS.sql, *_LIST_INTERACTIONS.args(params))
         items = [interaction_from_row(r) for r in rows[:limit]]
         last = items[-1] if len(rows) > limit else None
         return Page(items, [last.created_at, last.id] if last else None)
@@ -1417,10 +1463,15 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         self, memory_id: int, before: int | None, limit: int, visibility: Visibility
     ) -> Page[MemoryRevision]:
         """A page of a visible memory's revisions, newest first (NotFound if not visible)."""
-        params = {"id": memory_id, "before_id": before, "limit": limit + 1, **_visible(visibility)}
-        rows = await self._db.fetch(
-            _LIST_REVISIONS.sql, *_LIST_REVISIONS.args(params), replica_ok=True
-        )
+        async with self._db.connection(replica_ok=True) as conn:
+            params = {
+                "user_id": await _owner(conn, memory_id, visibility),
+                "id": memory_id,
+                "before_id": before,
+                "limit": limit + 1,
+                **_visible(visibility),
+            }
+            rows = await conn.fetch(_LIST_REVISIONS.sql, *_LIST_REVISIONS.args(params))
         if not rows:
             raise NotFound("memory", memory_id)
         items = [revision_from_row(r) for r in rows[:limit] if r["id"] is not None]

@@ -271,7 +271,7 @@ RETURN sha256(convert_to(
 user_memories = Table(
     "user_memories",
     metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("id", BigInteger, Identity(), nullable=False),
     Column(
         "user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
@@ -325,7 +325,11 @@ user_memories = Table(
     ),
     _json_object("context"),
     _json_object("metadata"),
-    # What memory_interactions' composite foreign key references.
+    # Keyed by user, as every per-user table (migration 0017): ids are still
+    # unique on their own, from the identity sequence.
+    PrimaryKeyConstraint("user_id", "id"),
+    # What the composite foreign keys of memory_interactions, memory_revisions,
+    # memory_import_ids and memory_embeddings reference.
     UniqueConstraint("id", "user_id", name="uq_user_memories_id_user_id"),
     # Every hot query is scoped by user; these lead with user_id.
     Index(
@@ -425,7 +429,7 @@ REVISED_MEMORY_COLUMNS = ("content", "importance", "category", "tags", "metadata
 memory_revisions = Table(
     "memory_revisions",
     metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("id", BigInteger, Identity(), nullable=False),
     Column("memory_id", BigInteger, nullable=False),
     Column("user_id", UUID(as_uuid=True), nullable=False),
     Column("version", Integer, nullable=False),
@@ -439,6 +443,7 @@ memory_revisions = Table(
     # run outside the service.
     Column("changed_by", Text, nullable=False),
     Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("user_id", "id"),
     ForeignKeyConstraint(
         ["memory_id", "user_id"],
         ["user_memories.id", "user_memories.user_id"],
@@ -488,21 +493,21 @@ audit_log = Table(
 )
 
 # Client request ids of idempotent writes (StoreMemory, RecordFeedback),
-# keyed by caller so one caller's key can never collide with, or reveal,
-# another's.
+# keyed by user and caller: one caller's key can never collide with, or
+# reveal, another's, and a key lives with its user's rows (migration 0017).
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
-    Column("caller", String(300), primary_key=True),
-    Column("request_id", String(128), primary_key=True),
+    Column("caller", String(300), nullable=False),
+    Column("request_id", String(128), nullable=False),
     Column("method", String(100), nullable=False),
     Column("request_hash", String(64), nullable=False),
     Column("user_id", UUID(as_uuid=True), nullable=False),
     Column("memory_id", BigInteger, nullable=False),
     Column("interaction_id", BigInteger),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("user_id", "caller", "request_id"),
     Index("ix_idempotency_keys_created_at", "created_at"),
-    Index("ix_idempotency_keys_user_id", "user_id"),
 )
 
 # The role the service connects as: it owns nothing, so FORCE ROW LEVEL
@@ -529,6 +534,33 @@ RLS_TABLES = {
     "memory_revisions": "user_id",
     "memory_import_ids": "user_id",
 }
+
+# How the schema shards by user (Citus: docs/scaling.md, "Distributing by
+# user with Citus"). Distributed by user_id, all co-located: every primary,
+# unique and foreign key among them holds user_id
+# (tests/storage/test_colocation.py).
+DISTRIBUTED_TABLES = (
+    "user_memories",
+    "user_preferences",
+    "memory_interactions",
+    "memory_revisions",
+    "memory_import_ids",
+    "memory_terms",
+    "memory_user_stats",
+    "memory_embeddings",
+    "idempotency_keys",
+)
+# Copied to every node, in this order (each refers only to those before it):
+# few rows or rarely written, and read by id or across users.
+REFERENCE_TABLES = (
+    "users",
+    "subject_categories",
+    "assistant_profiles",
+    "assistant_capabilities",
+    "lessons",
+)
+# Kept on the coordinator alone.
+LOCAL_TABLES = ("audit_log",)
 
 # Tables whose updated_at a BEFORE UPDATE trigger maintains. On user_memories
 # the trigger fires only when `version` changes, so recall's last_accessed

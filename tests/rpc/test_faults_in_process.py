@@ -81,6 +81,18 @@ async def test_reusing_a_request_id_for_another_request_is_invalid(memory_stub, 
     assert field_violations(info.value) == ["request_id"]
 
 
+async def test_a_request_id_is_the_callers_per_user(memory_stub, admin_stub) -> None:
+    """Keys live with their user's rows (migration 0017): another user's request
+    with the same id is another key, not a reuse."""
+    first, second = await register_user(admin_stub), await register_user(admin_stub)
+    mine = await memory_stub.StoreMemory(_store(first, "same words", "shared-id"))
+    theirs = await memory_stub.StoreMemory(_store(second, "same words", "shared-id"))
+    assert theirs.id != mine.id and theirs.user_id == second
+    assert (await memory_stub.StoreMemory(_store(second, "same words", "shared-id"))).id == (
+        theirs.id
+    )
+
+
 async def test_feedback_with_a_request_id_applies_once(memory_stub, admin_stub) -> None:
     user = await register_user(admin_stub)
     memory = await memory_stub.StoreMemory(_store(user, "rated", ""))

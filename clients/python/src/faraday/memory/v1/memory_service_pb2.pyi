@@ -194,8 +194,10 @@ class StoreMemoryRequest(_message.Message):
     """Idempotency key chosen by the client, 1..128 printable ASCII characters
     (a UUID is a good choice). A retry with the same request_id from the
     same caller, even one racing the first, stores nothing new and returns
-    the memory the first call stored (as it is now). Reusing a request_id
-    for a different request is INVALID_ARGUMENT. Keys are kept for 7 days.
+    the memory the first call stored (as it is now). Keys are the caller's
+    per user: reusing a request_id for a different request of the same user
+    is INVALID_ARGUMENT, while in a request for another user it is another
+    key. Keys are kept for 7 days.
     Empty: no idempotency (a retry stores a second memory unless the dedup
     policy merges it).
     """

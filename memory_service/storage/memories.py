@@ -157,7 +157,7 @@ SELECT {MEMORY_COLUMNS} FROM m
 _EXACT = exact_sql(MEMORY_COLUMNS)
 
 _KEY = NamedSQL.compile("""
-SELECT method, request_hash, memory_id, interaction_id FROM idempotency_keys
+SELECT method, request_hash, user_id, memory_id, interaction_id, created_at FROM idempotency_keys
 WHERE caller = :caller AND request_id = :request_id
 """)
 
@@ -177,7 +177,14 @@ WHERE id = :id AND (:version::int IS NULL OR version = :version) AND {_WRITABLE}
 RETURNING user_id
 """)
 
-_GET_INTERACTION = f"SELECT {INTERACTION_COLUMNS} FROM memory_interactions WHERE id = $1"
+# The interaction a request key claimed, by the table's whole key: the key's
+# user, and its creation time, which is the interaction's (both default to
+# now(), the start of the transaction that wrote them), so that only the one
+# partition of that time is probed (migration 0017).
+_GET_INTERACTION = f"""
+SELECT {INTERACTION_COLUMNS} FROM memory_interactions
+WHERE user_id = $1 AND "timestamp" = $2 AND id = $3
+"""
 
 # The filters ListMemories and RecallMemories share beyond their own:
 # metadata containment, update time and last-access time, each [from,
@@ -1383,7 +1390,9 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             memory = memory_from_row(
                 await self._fetch_visible(conn, first["memory_id"], visibility)
             )
-            logged = await conn.fetchrow(_GET_INTERACTION, first["interaction_id"])
+            logged = await conn.fetchrow(
+                _GET_INTERACTION, first["user_id"], first["created_at"], first["interaction_id"]
+            )
             if logged is None:  # the memory was deleted since, with its interactions
                 raise NotFound("memory", feedback.memory_id)
             return memory, interaction_from_row(logged)

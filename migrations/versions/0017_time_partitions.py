@@ -205,10 +205,12 @@ END $$
 
 # The partition of the period starting at period_start (NULL if a partition
 # already covers part of it), with the rows the DEFAULT partition caught for
-# that period moved in. CREATE + ATTACH rather than CREATE ... PARTITION OF:
-# ATTACH takes SHARE UPDATE EXCLUSIVE on the parent, which inserts and reads
-# do not wait for; the DEFAULT partition is locked ACCESS EXCLUSIVE while
-# PostgreSQL checks it holds no row of the new range.
+# that period moved in. CREATE + ATTACH rather than CREATE ... PARTITION OF,
+# which locks the parent ACCESS EXCLUSIVE: here reads of the parent go on,
+# writes wait for the few milliseconds of the creation (see below why they
+# must), and the DEFAULT partition is locked ACCESS EXCLUSIVE while rows move
+# and PostgreSQL checks it holds no row of the new range. Each lock is
+# waited for at most the caller's lock_timeout.
 _CREATE = f"""
 CREATE FUNCTION faraday_create_partition(parent text, period_start timestamptz)
 RETURNS text
@@ -234,6 +236,13 @@ BEGIN
                  AND b.upper_bound > period_start) THEN
         RETURN NULL;
     END IF;
+    -- Writes wait (readers do not): an insert that routed its row with the
+    -- partition map from before the ATTACH would put it in the DEFAULT
+    -- partition after, and fail its partition check. Then the lock ATTACH
+    -- takes on the DEFAULT partition, first, so that no row reaches it
+    -- between the move below and the ATTACH's check of it.
+    EXECUTE format('LOCK TABLE public.%I IN SHARE ROW EXCLUSIVE MODE', parent);
+    EXECUTE format('LOCK TABLE public.%I IN ACCESS EXCLUSIVE MODE', parent || '_default');
     EXECUTE format('CREATE TABLE public.%I'
                    ' (LIKE public.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name, parent);
     EXECUTE format('WITH moved AS (DELETE FROM public.%I WHERE %I >= $1 AND %I < $2 RETURNING *)'
@@ -330,6 +339,7 @@ _FUNCTIONS = {
 }
 # What faraday_platform may call; the other functions are internal.
 _JOB_FUNCTIONS = (
+    "faraday_partition_bounds",
     "faraday_add_partition",
     "faraday_adopt_default_rows",
     "faraday_drop_expired_partition",

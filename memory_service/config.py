@@ -281,7 +281,7 @@ class Settings(BaseSettings):
     partition_interval_seconds: SecondsOrOff = Field(
         3600.0,
         description="Seconds between runs of the partition job (create partitions a week ahead,"
-        " drop those past retention); 0: none (run `memory-service partitions --maintain`).",
+        " drop those past retention); 0: none (run it by hand: docs/operations.md).",
     )
     interaction_retention_days: int = Field(
         90,

@@ -10,10 +10,16 @@ names a server where the owner may create databases), migrated to head:
    before 0017 (primary key id, (user_id, timestamp DESC), (memory_id,
    timestamp DESC), both foreign keys): the floor. Both tables hold
    --prefill rows first; rounds alternate; rows/s and p50/p99 per statement.
-2. Retention. One past month of --month-rows rows (each size given) in both:
+2. Reading across partitions. --prefill rows spread over the last 90 days
+   (90 day partitions), then ListInteractions' first page of a user (51 rows
+   newest first) from each table: p50/p99 of the statement.
+3. Retention. One past month of --month-rows rows (each size given) in both:
    dropping that month's 30-odd day partitions through the job's function
    (faraday_drop_expired_partition) against DELETE of the same rows from
    `flat` (which leaves them for VACUUM besides).
+4. Migration. A database at 0016 with --migration-rows interaction rows
+   (and a tenth as many audit rows): how long `upgrade` to 0017 takes, which
+   attaches the old tables as history partitions instead of copying them.
 
     .venv/bin/python bench/partitions.py [--database-url URL] [--month-rows 100000 2000000]
 
@@ -137,6 +143,66 @@ async def month_drop(conn: asyncpg.Connection, rows: int) -> tuple[float, float,
     return by_partitions, by_delete, dropped
 
 
+# ListInteractions' first page of one user (storage/memories.py's statement
+# without its optional filters).
+_PAGE = """
+SELECT id, memory_id, user_id, interaction_type, "timestamp", context, feedback FROM {table}
+WHERE user_id = $1 ORDER BY "timestamp" DESC, id DESC LIMIT 51
+"""
+
+
+async def first_pages(
+    conn: asyncpg.Connection, prefill: int, queries: int
+) -> dict[str, list[float]]:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    for days in range(1, 91):
+        await conn.execute(
+            "SELECT faraday_create_partition('memory_interactions', $1)",
+            today - timedelta(days=days),
+        )
+    for table in ("memory_interactions", "flat"):
+        await fill(conn, table, prefill, today - timedelta(days=90), timedelta(days=90))
+    await conn.execute("VACUUM ANALYZE memory_interactions, flat")
+    users = [r["id"] for r in await conn.fetch("SELECT id FROM users")]
+    latencies: dict[str, list[float]] = {"memory_interactions": [], "flat": []}
+    for i in range(queries * 2):
+        table = ("memory_interactions", "flat")[i % 2]
+        began = time.perf_counter()
+        await conn.fetch(_PAGE.format(table=table), users[i // 2 % len(users)])
+        latencies[table].append(time.perf_counter() - began)
+    return latencies
+
+
+async def migration(admin_url: str | None, rows: int) -> tuple[float, int]:
+    """Seconds `upgrade` from 0016 to 0017 takes over `rows` interaction rows, and partitions."""
+    async with pg.scratch_database(admin_url, "bench-partitions-migration") as url:
+        await migrate.upgrade(url, "0016")
+        conn = await asyncpg.connect(url, server_settings={"synchronous_commit": "off"})
+        try:
+            await load(conn)
+            now = datetime.now(UTC)
+            await fill(
+                conn, "memory_interactions", rows, now - timedelta(days=60), timedelta(days=60)
+            )
+            await conn.execute(
+                "INSERT INTO audit_log (occurred_at, actor_kind, actor, method, outcome)"
+                " SELECT $2::timestamptz + g * interval '1 second', 'user', 'u' || g % 100, 'Get',"
+                " 'OK' FROM generate_series(1, $1) g",
+                rows // 10,
+                now - timedelta(days=60),
+            )
+            await conn.execute("VACUUM ANALYZE memory_interactions, audit_log")
+            began = time.perf_counter()
+            await migrate.upgrade(url, "0017")
+            seconds = time.perf_counter() - began
+            partitions = await conn.fetchval(
+                "SELECT count(*) FROM faraday_partition_bounds('memory_interactions')"
+            )
+            return seconds, partitions
+        finally:
+            await conn.close()
+
+
 def _ms(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if len(values) > 1 else 0.0
 
@@ -175,6 +241,13 @@ async def main(args: argparse.Namespace) -> None:
                 print(f"{table:<22}{rate:>10,.0f}{_ms(values, 50):>9.2f}{_ms(values, 99):>9.2f}")
             await conn.execute("TRUNCATE memory_interactions, flat")
 
+            pages = await first_pages(conn, args.prefill, args.queries)
+            print(f"\nListInteractions' first page, {args.prefill:,} rows over 90 day partitions:")
+            print(f"{'table':<22}{'p50 ms':>9}{'p99 ms':>9}")
+            for table, values in pages.items():
+                print(f"{table:<22}{_ms(values, 50):>9.3f}{_ms(values, 99):>9.3f}")
+            await conn.execute("TRUNCATE memory_interactions, flat")
+
             print("\nRemoving one month (January 2025) of rows:")
             print(f"{'rows':>10}{'partitions':>12}{'drop s':>9}{'DELETE s':>10}")
             for rows in args.month_rows:
@@ -183,6 +256,13 @@ async def main(args: argparse.Namespace) -> None:
                 await conn.execute("TRUNCATE flat")
         finally:
             await conn.close()
+    if args.migration_rows:
+        seconds, partitions = await migration(args.database_url, args.migration_rows)
+        print(
+            f"\nMigration 0016 -> 0017 over {args.migration_rows:,} interaction rows and"
+            f" {args.migration_rows // 10:,} audit rows: {seconds:.1f} s"
+            f" ({partitions} interaction partitions after)"
+        )
 
 
 if __name__ == "__main__":
@@ -192,6 +272,10 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=10, help="rows per insert (recall's ~10)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per table, alternating")
+    parser.add_argument("--queries", type=int, default=2000, help="first pages read per table")
+    parser.add_argument(
+        "--migration-rows", type=int, default=3_000_000, help="rows before migrating; 0: skip"
+    )
     parser.add_argument(
         "--month-rows", type=int, nargs="+", default=[100_000, 2_000_000], help="sizes of the month"
     )

@@ -321,3 +321,23 @@ async def test_the_job_never_holds_up_inserts_longer_than_its_lock_timeout(
     print(f"baseline worst {baseline * 1000:.1f} ms, worst while the job ran {worst * 1000:.1f} ms")
     # Without the lock timeout they would have waited out the long read (~1.4 s).
     assert worst < LOCK_TIMEOUT_SECONDS + max(0.15, 2 * baseline)
+
+
+async def test_the_partitions_command_runs_the_job_and_lists_them(
+    db: str, owner: asyncpg.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from memory_service import cli
+
+    last = _today() + PERIODS_AHEAD["memory_interactions"] * DAY
+    await owner.execute(f"DROP TABLE memory_interactions_p{last:%Y%m%d}")
+    # Its own event loop: in a thread, as on the command line.
+    flags = ["--database-url", migrate.app_role_url(db), "--interaction-retention-days", "30"]
+    await asyncio.to_thread(cli.main, ["partitions", "--run", *flags])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "partitions created or dropped: 1"
+    listed = {line.split()[1]: line.split()[0] for line in out[2:]}
+    assert listed == {
+        name: parent for parent in PERIODS_AHEAD for name in await _partitions(owner, parent)
+    }
+    assert f"memory_interactions_p{last:%Y%m%d}" in listed
+    assert "memory_interactions_default" in listed

@@ -67,6 +67,16 @@ of the sweeps; faraday_app, which user-scoped calls use, cannot):
   for memory_interactions and 365 days for audit_log, and writes an audit row
   (method faraday_drop_expired_partition) in the same transaction.
 
+faraday_platform may also call faraday_partition_bounds(parent), which lists
+a table's partitions and their bounds from the catalog.
+
+Creating a partition (CREATE TABLE + ATTACH, not PARTITION OF) holds SHARE
+ROW EXCLUSIVE on the parent: reads go on, writes wait for the milliseconds
+it takes. ATTACH alone needs only SHARE UPDATE EXCLUSIVE, but then an
+insert that had routed its row with the old partition map reached the
+DEFAULT partition after the ATTACH and failed its partition check (seen in
+tests/storage/test_partitions.py): an insert must never fail.
+
 `parent` must be one of the two tables. Each call does one thing in its own
 transaction under an advisory lock, so runs of several service processes
 serialise and the job never holds one partition's locks while waiting for

@@ -4,6 +4,7 @@ the history partition, two day partitions ahead, and the DEFAULT partition."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -18,6 +19,8 @@ from faraday.memory.v1 import (
 )
 from google.protobuf import timestamp_pb2
 
+from memory_service.server import start
+from tests.rpc.conftest import TEST_SETTINGS
 from tests.rpc.helpers import register_user
 from tests.rpc.memory_helpers import store
 
@@ -162,3 +165,23 @@ async def test_deleting_a_memory_removes_its_interactions_from_every_partition(
     remaining = "SELECT count(*) FROM memory_interactions WHERE memory_id = $1"
     assert await _count(database_url, remaining, mine.id) == 0
     assert await _count(database_url, remaining, theirs.id) == len(spread) + 1
+
+
+async def test_the_server_runs_the_partition_job(app_url, database_url) -> None:
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    name = f"memory_interactions_p{today + 7 * DAY:%Y%m%d}"  # the last one kept ahead
+    exists = "SELECT count(*) FROM pg_class WHERE relname = $1"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"DROP TABLE {name}")
+    finally:
+        await conn.close()
+    running = await start(TEST_SETTINGS.with_overrides(partition_interval_seconds=3600), app_url)
+    try:
+        for _ in range(100):  # its first run starts with the server
+            if await _count(database_url, exists, name):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await running.stop(1.0)
+    assert await _count(database_url, exists, name) == 1

@@ -1,4 +1,4 @@
-"""What partitioning memory_interactions costs and buys (issue 12, migration 0017).
+"""What partitioning memory_interactions costs and buys (issue 12, migration 0018).
 
 In one throwaway database (the embedded PostgreSQL 18 unless --database-url
 names a server where the owner may create databases), migrated to head:
@@ -7,7 +7,7 @@ names a server where the owner may create databases), migrated to head:
    rows (INSERT ... SELECT FROM unnest) per transaction, on one connection,
    into the partitioned memory_interactions and into `flat`, an
    unpartitioned copy with the keys and indexes memory_interactions had
-   before 0017 (primary key id, (user_id, timestamp DESC), (memory_id,
+   before 0018 (primary key id, (user_id, timestamp DESC), (memory_id,
    timestamp DESC), both foreign keys): the floor. Both tables hold
    --prefill rows first; rounds alternate; rows/s and p50/p99 per statement.
 2. Reading across partitions. --prefill rows spread over the last 90 days
@@ -17,8 +17,8 @@ names a server where the owner may create databases), migrated to head:
    dropping that month's 30-odd day partitions through the job's function
    (faraday_drop_expired_partition) against DELETE of the same rows from
    `flat` (which leaves them for VACUUM besides).
-4. Migration. A database at 0016 with --migration-rows interaction rows
-   (and a tenth as many audit rows): how long `upgrade` to 0017 takes, which
+4. Migration. A database at 0017 with --migration-rows interaction rows
+   (and a tenth as many audit rows): how long `upgrade` to 0018 takes, which
    attaches the old tables as history partitions instead of copying them.
 
     .venv/bin/python bench/partitions.py [--database-url URL] [--month-rows 100000 2000000]
@@ -176,9 +176,9 @@ async def first_pages(
 
 
 async def migration(admin_url: str | None, rows: int) -> tuple[float, int]:
-    """Seconds `upgrade` from 0016 to 0017 takes over `rows` interaction rows, and partitions."""
+    """Seconds `upgrade` from 0017 to 0018 takes over `rows` interaction rows, and partitions."""
     async with pg.scratch_database(admin_url, "bench-partitions-migration") as url:
-        await migrate.upgrade(url, "0016")
+        await migrate.upgrade(url, "0017")
         conn = await asyncpg.connect(url, server_settings={"synchronous_commit": "off"})
         try:
             await load(conn)
@@ -195,7 +195,7 @@ async def migration(admin_url: str | None, rows: int) -> tuple[float, int]:
             )
             await conn.execute("VACUUM ANALYZE memory_interactions, audit_log")
             began = time.perf_counter()
-            await migrate.upgrade(url, "0017")
+            await migrate.upgrade(url, "0018")
             seconds = time.perf_counter() - began
             partitions = await conn.fetchval(
                 "SELECT count(*) FROM faraday_partition_bounds('memory_interactions')"
@@ -261,7 +261,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.migration_rows:
         seconds, partitions = await migration(args.database_url, args.migration_rows)
         print(
-            f"\nMigration 0016 -> 0017 over {args.migration_rows:,} interaction rows and"
+            f"\nMigration 0017 -> 0018 over {args.migration_rows:,} interaction rows and"
             f" {args.migration_rows // 10:,} audit rows: {seconds:.1f} s"
             f" ({partitions} interaction partitions after)"
         )

@@ -1,7 +1,7 @@
 """The partition job: partitions of memory_interactions and audit_log created
 ahead of time, rows caught by their DEFAULT partitions given a partition of
 their own, and partitions past retention dropped (storage/partitions.py,
-migration 0017, docs/operations.md)."""
+migration 0018, docs/operations.md)."""
 
 from __future__ import annotations
 

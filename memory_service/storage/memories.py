@@ -180,7 +180,7 @@ RETURNING user_id
 # The interaction a request key claimed, by the table's whole key: the key's
 # user, and its creation time, which is the interaction's (both default to
 # now(), the start of the transaction that wrote them), so that only the one
-# partition of that time is probed (migration 0017).
+# partition of that time is probed (migration 0018).
 _GET_INTERACTION = f"""
 SELECT {INTERACTION_COLUMNS} FROM memory_interactions
 WHERE user_id = $1 AND "timestamp" = $2 AND id = $3

@@ -1,4 +1,4 @@
-"""The time partitions of memory_interactions and audit_log (migration 0017).
+"""The time partitions of memory_interactions and audit_log (migration 0018).
 
 The service's roles cannot create or drop tables: every change goes through
 the schema owner's SECURITY DEFINER functions, which check their arguments

@@ -419,7 +419,7 @@ memory_interactions = Table(
     PrimaryKeyConstraint("user_id", "timestamp", "id"),
     # A memory's interactions: its delete's cascade, in each partition.
     Index("ix_memory_interactions_memory_id_timestamp", "memory_id", text('"timestamp" DESC')),
-    # By day; retention drops whole partitions (migration 0017).
+    # By day; retention drops whole partitions (migration 0018).
     postgresql_partition_by='RANGE ("timestamp")',
 )
 
@@ -481,7 +481,7 @@ memory_import_ids = Table(
 # Append-only record of sensitive operations and denied calls. The service
 # role may INSERT and SELECT here, never UPDATE or DELETE (migration 0002);
 # partitioned by month, and only whole months older than the retention (at
-# least a year) ever go (migration 0017).
+# least a year) ever go (migration 0018).
 audit_log = Table(
     "audit_log",
     metadata,
@@ -527,7 +527,7 @@ PLATFORM_ROLE = "faraday_platform"
 # not in this metadata: memory_embeddings needs pgvector (migration 0011).
 OPTIONAL_TABLES = frozenset({"memory_embeddings"})
 
-# Tables partitioned by time (migration 0017): each has a DEFAULT partition
+# Tables partitioned by time (migration 0018): each has a DEFAULT partition
 # <table>_default, its pre-partitioning rows in <table>_history, and one
 # partition per period, <table>_pYYYYMMDD (days) or <table>_pYYYYMM (months).
 PARTITIONED_TABLES = ("memory_interactions", "audit_log")

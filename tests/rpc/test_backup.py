@@ -139,7 +139,7 @@ async def _protection(url: str) -> list[tuple[object, ...]]:
 
     An ACL that grants the owner everything and no one else anything is the
     default one, however spelled: NULL after a restore, explicit on a table
-    whose grants were revoked (migration 0017's history partitions)."""
+    whose grants were revoked (migration 0018's history partitions)."""
     conn = await asyncpg.connect(url)
     try:
         rels = await conn.fetch("""

@@ -1,5 +1,5 @@
 """ListInteractions, ExportUserData, DeleteUserData and DeleteMemory over
-interactions spread across memory_interactions' partitions (migration 0017):
+interactions spread across memory_interactions' partitions (migration 0018):
 the history partition, two day partitions ahead, and the DEFAULT partition."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The partition job (migration 0017): partitions ahead, retention, the DEFAULT
+"""The partition job (migration 0018): partitions ahead, retention, the DEFAULT
 partition's rows, the service roles' limits, and traffic while it runs."""
 
 from __future__ import annotations

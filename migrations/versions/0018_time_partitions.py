@@ -1,7 +1,7 @@
 """memory_interactions and audit_log partitioned by time, with a retention job's functions.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 
 Recall logs about ten interaction rows per call (~400M rows a day at full
 rate) and nothing removed them; the audit log grows forever too. Both are
@@ -100,8 +100,8 @@ from datetime import datetime
 from alembic import op
 from sqlalchemy import text
 
-revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0016"
+revision: str = "0018"
+down_revision: str | Sequence[str] | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -11,7 +11,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from memory_service import (
     backup,
@@ -24,6 +24,9 @@ from memory_service import (
 )
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
+
+if TYPE_CHECKING:
+    from memory_service.storage.database import Database
 
 # The embedded PostgreSQL is started and stopped with pg_ctl through fork()
 # from this process, which also runs gRPC; grpc's fork handlers can crash
@@ -273,6 +276,51 @@ async def _seed(settings: Settings) -> None:
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
+async def _tool_database(settings: Settings, app_url: str, platform_url: str) -> Database:
+    """An open Database for a command's maintenance work, as the service roles.
+
+    One statement at a time needs one connection (the platform pool's); the
+    user pool's is never used but cannot be empty.
+    """
+    from memory_service.storage.database import Database, PoolSettings
+
+    db = Database(
+        PoolSettings(
+            url=app_url,
+            platform_url=platform_url,
+            size=2,
+            user_size=1,
+            max_overflow=0,
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            statement_timeout_seconds=settings.statement_timeout_seconds,
+            pooler=settings.database_pooler,
+        )
+    )
+    await db.open()
+    return db
+
+
+async def _partitions(settings: Settings, args: argparse.Namespace) -> None:
+    """List memory_interactions' and audit_log's partitions; with --run, run the job first."""
+    from memory_service.server import partition_job
+
+    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded or settings.migrate_on_start:
+        await _upgrade(owner_url, settings)
+    db = await _tool_database(settings, app_url, platform_url)
+    try:
+        job = partition_job(db, settings)
+        if args.run:
+            print(f"partitions created or dropped: {await job.run()}")
+        print(f"{'table':<21}{'partition':<30}{'from':<27}{'to':<27}{'rows (est.)':>12}")
+        for p in await job.partitions():
+            lower = "DEFAULT" if p.is_default else (p.lower.isoformat() if p.lower else "MINVALUE")
+            upper = p.upper.isoformat() if p.upper else ""
+            print(f"{p.parent:<21}{p.name:<30}{lower:<27}{upper:<27}{max(p.estimated_rows, 0):>12}")
+    finally:
+        await db.close()
+
+
 async def _embed(settings: Settings, args: argparse.Namespace) -> None:
     """Backfill the configured model's vectors (docs/embeddings.md), with a progress bar."""
     from tqdm import tqdm
@@ -297,28 +345,13 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
     # Imported only now, as in _serve: alembic logs at INFO on import.
     from memory_service.services import backfill
     from memory_service.storage import migrate
-    from memory_service.storage.database import Database, PoolSettings
     from memory_service.storage.embeddings import EmbeddingStore
     from memory_service.storage.memories import MemoryStore
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await migrate.upgrade(owner_url)
-    # One batch at a time needs one connection (the platform pool's); the
-    # user pool's is never used but cannot be empty.
-    db = Database(
-        PoolSettings(
-            url=app_url,
-            platform_url=platform_url,
-            size=2,
-            user_size=1,
-            max_overflow=0,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            statement_timeout_seconds=settings.statement_timeout_seconds,
-            pooler=settings.database_pooler,
-        )
-    )
-    await db.open()
+    db = await _tool_database(settings, app_url, platform_url)
     try:
         if not await MemoryStore(db).has_vectors():
             sys.exit(
@@ -386,6 +419,41 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _add_partitions_parser(commands: Any) -> None:
+    help_text = "list the time partitions of interactions and the audit log; --run: run the job"
+    parser = commands.add_parser(
+        "partitions",
+        help=help_text,
+        description="List memory_interactions' and audit_log's partitions (docs/operations.md,"
+        " 'Partitions and retention'); with --run, first run the partition job once, as the"
+        " service does every partition_interval_seconds." + SETTINGS_NOTE,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--run",
+        action="store_true",
+        help="create partitions ahead and drop those past retention before listing",
+    )
+    _add_setting_flags(
+        parser,
+        only=(
+            "database_url",
+            "platform_database_url",
+            "migration_database_url",
+            "migrate_on_start",
+            "data_dir",
+            "connect_timeout_seconds",
+            "statement_timeout_seconds",
+            "database_pooler",
+            "interaction_retention_days",
+            "audit_retention_days",
+            "partition_lock_timeout_seconds",
+            "log_level",
+        ),
+    )
 
 
 def _add_embed_parser(commands: Any) -> None:
@@ -475,6 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         )
     _add_embed_parser(commands)
+    _add_partitions_parser(commands)
     import_file.add_parser(commands)
     backup.add_parsers(commands, _add_setting_flags)
     encryption_keys.add_parsers(commands, _add_setting_flags)
@@ -504,6 +573,7 @@ def main(argv: list[str] | None = None) -> None:
         "migrate": _migrate,
         "seed-demo": _seed,
         "embed": functools.partial(_embed, args=args),
+        "partitions": functools.partial(_partitions, args=args),
         "backup": functools.partial(backup.run, args=args),
         "restore": functools.partial(backup.run, args=args),
         "rotate-keys": _rotate_keys,

@@ -288,6 +288,31 @@ class Settings(BaseSettings):
         60.0, description="Seconds between sweeps that delete expired memories; 0: no sweep."
     )
     sweep_batch_size: Count = Field(1000, description="Rows deleted per sweep statement.")
+    # --- Partitions (docs/operations.md)
+    partition_interval_seconds: SecondsOrOff = Field(
+        3600.0,
+        description="Seconds between runs of the partition job (create partitions a week ahead,"
+        " drop those past retention); 0: none (run it by hand: docs/operations.md).",
+    )
+    interaction_retention_days: int = Field(
+        90,
+        ge=1,
+        le=36500,
+        description="Days memory_interactions rows are kept: a day's partition is dropped once"
+        " all of it is older, 1..36500.",
+    )
+    audit_retention_days: int = Field(
+        400,
+        ge=365,
+        le=36500,
+        description="Days audit_log rows are kept: a month's partition is dropped once all of"
+        " it is older, 365..36500 (the database refuses less).",
+    )
+    partition_lock_timeout_seconds: Seconds = Field(
+        0.1,
+        description="Longest the partition job waits for a table lock, so traffic never queues"
+        " behind it for longer; it retries a few times, then at its next run.",
+    )
     log_recall_interactions: bool = Field(
         True, description="Log one interaction per recalled memory and bump its last access time."
     )

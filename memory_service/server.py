@@ -36,6 +36,7 @@ from memory_service.services.admin import Admin
 from memory_service.services.imports import Importer
 from memory_service.services.lessons import Lessons
 from memory_service.services.memories import Memories, MemoryPolicy
+from memory_service.services.partitions import PartitionJob, Retention
 from memory_service.services.semantics import semantics_from_settings
 from memory_service.storage import encryption
 from memory_service.storage.audit import AuditLog
@@ -46,6 +47,7 @@ from memory_service.storage.encryption import FieldCipher
 from memory_service.storage.imports import ImportStore
 from memory_service.storage.lessons import LessonStore
 from memory_service.storage.memories import MemoryStore
+from memory_service.storage.partitions import PartitionStore
 from memory_service.storage.probe import DatabaseProbe
 from memory_service.storage.rate_limit import RateLimiter
 from memory_service.storage.registry import RegistryStore
@@ -347,6 +349,17 @@ async def _start(
                 name="expiry-sweep",
             )
         )
+    if settings.partition_interval_seconds > 0:
+        running._tasks.append(
+            asyncio.create_task(
+                sweeper.run_periodically(
+                    partition_job(database, settings).run,
+                    settings.partition_interval_seconds,
+                    "partition job",
+                ),
+                name="partition-job",
+            )
+        )
     if semantics.enabled and semantics.embedder is not None:
         # Imported memories come without vectors; the server embeds them
         # after the import, off the request path, when an import wakes it.
@@ -360,6 +373,14 @@ async def _start(
         )
     logger.debug("serving on %s:%d", settings.host, port)
     return running
+
+
+def partition_job(database: Database, settings: Settings) -> PartitionJob:
+    """The partition job with the settings' retention and lock timeout."""
+    return PartitionJob(
+        PartitionStore(database, settings.partition_lock_timeout_seconds),
+        Retention(settings.interaction_retention_days, settings.audit_retention_days),
+    )
 
 
 async def _attach_replica(

@@ -1,5 +1,6 @@
 """Periodic maintenance jobs: the expiry sweep (the documentation's 'memory cleanup'),
-and writing the audit log's aggregated refusals."""
+writing the audit log's aggregated refusals, and the partition job
+(services/partitions.py)."""
 
 from __future__ import annotations
 

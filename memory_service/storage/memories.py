@@ -157,7 +157,7 @@ SELECT {MEMORY_COLUMNS} FROM m
 _EXACT = exact_sql(MEMORY_COLUMNS)
 
 _KEY = NamedSQL.compile("""
-SELECT method, request_hash, memory_id, interaction_id FROM idempotency_keys
+SELECT method, request_hash, memory_id, interaction_id, created_at FROM idempotency_keys
 WHERE user_id = :user_id AND caller = :caller AND request_id = :request_id
 """)
 
@@ -189,9 +189,14 @@ WHERE user_id = :user_id AND id = :id AND (:version::int IS NULL OR version = :v
 RETURNING user_id
 """)
 
-_GET_INTERACTION = (
-    f"SELECT {INTERACTION_COLUMNS} FROM memory_interactions WHERE user_id = $1 AND id = $2"
-)
+# The interaction a request key claimed, by the table's whole key: the key's
+# user, and its creation time, which is the interaction's (both default to
+# now(), the start of the transaction that wrote them), so that only the one
+# partition of that time is probed (migration 0018).
+_GET_INTERACTION = f"""
+SELECT {INTERACTION_COLUMNS} FROM memory_interactions
+WHERE user_id = $1 AND "timestamp" = $2 AND id = $3
+"""
 
 # The filters ListMemories and RecallMemories share beyond their own:
 # metadata containment, update time and last-access time, each [from,
@@ -1424,7 +1429,9 @@ SELECT {MEMORY_COLUMNS} FROM m""")
             memory = memory_from_row(
                 await self._fetch_visible(conn, owner, first["memory_id"], visibility)
             )
-            logged = await conn.fetchrow(_GET_INTERACTION, owner, first["interaction_id"])
+            logged = await conn.fetchrow(
+                _GET_INTERACTION, owner, first["created_at"], first["interaction_id"]
+            )
             if logged is None:  # the memory was deleted since, with its interactions
                 raise NotFound("memory", feedback.memory_id)
             return memory, interaction_from_row(logged)

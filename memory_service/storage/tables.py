@@ -8,6 +8,8 @@ agreement test can check they exist.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -390,7 +392,7 @@ INTERACTION_TYPES = ("store", "recall", "update", "feedback", "merge")
 memory_interactions = Table(
     "memory_interactions",
     metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("id", BigInteger, Identity(), nullable=False),
     Column("memory_id", BigInteger, nullable=False),
     Column(
         "user_id", UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
@@ -415,8 +417,14 @@ memory_interactions = Table(
         ondelete="CASCADE",
         name="fk_memory_interactions_memory_id_user_id_user_memories",
     ),
-    Index("ix_memory_interactions_user_id_timestamp", "user_id", text('"timestamp" DESC')),
+    # A key of a partitioned table holds its partition key; user_id leads
+    # for distribution by user, and in this order the key is also the index
+    # ListInteractions walks: a user's rows newest first, ties by id.
+    PrimaryKeyConstraint("user_id", "timestamp", "id"),
+    # A memory's interactions: its delete's cascade, in each partition.
     Index("ix_memory_interactions_memory_id_timestamp", "memory_id", text('"timestamp" DESC')),
+    # By day; retention drops whole partitions (migration 0018).
+    postgresql_partition_by='RANGE ("timestamp")',
 )
 
 # The columns of user_memories whose change keeps a revision (issue 10).
@@ -476,11 +484,13 @@ memory_import_ids = Table(
 )
 
 # Append-only record of sensitive operations and denied calls. The service
-# role may INSERT and SELECT here, never UPDATE or DELETE (migration 0002).
+# role may INSERT and SELECT here, never UPDATE or DELETE (migration 0002);
+# partitioned by month, and only whole months older than the retention (at
+# least a year) ever go (migration 0018).
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("id", BigInteger, Identity(), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("actor_kind", String(20), nullable=False),
     Column("actor", String(255), nullable=False),
@@ -488,8 +498,9 @@ audit_log = Table(
     Column("outcome", String(40), nullable=False),
     Column("peer", String(255)),
     Column("resource", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Index("ix_audit_log_occurred_at", "occurred_at"),
+    PrimaryKeyConstraint("occurred_at", "id"),
     Index("ix_audit_log_actor", "actor", "occurred_at"),
+    postgresql_partition_by="RANGE (occurred_at)",
 )
 
 # Client request ids of idempotent writes (StoreMemory, RecordFeedback),
@@ -520,6 +531,22 @@ PLATFORM_ROLE = "faraday_platform"
 # Tables a migration creates only where the server can hold them, and so
 # not in this metadata: memory_embeddings needs pgvector (migration 0011).
 OPTIONAL_TABLES = frozenset({"memory_embeddings"})
+
+# Tables partitioned by time (migration 0018): each has a DEFAULT partition
+# <table>_default, its pre-partitioning rows in <table>_history, and one
+# partition per period, <table>_pYYYYMMDD (days) or <table>_pYYYYMM (months).
+PARTITIONED_TABLES = ("memory_interactions", "audit_log")
+
+
+_PARTITION_NAME = re.compile(
+    rf"^({'|'.join(PARTITIONED_TABLES)})_(default|history|p[0-9]{{6}}([0-9]{{2}})?)$"
+)
+
+
+def is_partition(name: str) -> bool:
+    """Whether a table name is one of PARTITIONED_TABLES' partitions."""
+    return _PARTITION_NAME.match(name) is not None
+
 
 # User-owned tables under row-level security, with their owner column.
 RLS_TABLES = {

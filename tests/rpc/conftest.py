@@ -37,6 +37,7 @@ TEST_SETTINGS = Settings(
     pool_size=2,
     pool_max_overflow=4,
     sweep_interval_seconds=0,
+    partition_interval_seconds=0,  # test_partitions.py starts a server with it
     grace_period_seconds=1,
     denied_calls_burst=1_000_000,
 )

@@ -135,11 +135,18 @@ async def _contents(url: str) -> dict[str, tuple[int, str]]:
 
 
 async def _protection(url: str) -> list[tuple[object, ...]]:
-    """Grants, row-level security flags and policies of every relation in public."""
+    """Grants, row-level security flags and policies of every relation in public.
+
+    An ACL that grants the owner everything and no one else anything is the
+    default one, however spelled: NULL after a restore, explicit on a table
+    whose grants were revoked (migration 0018's history partitions)."""
     conn = await asyncpg.connect(url)
     try:
         rels = await conn.fetch("""
-            SELECT relname, relacl::text, relrowsecurity, relforcerowsecurity
+            SELECT relname,
+                   nullif(relacl, acldefault(CASE WHEN relkind = 'S' THEN 's' ELSE 'r' END::"char",
+                                             relowner))::text,
+                   relrowsecurity, relforcerowsecurity
             FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY relname
         """)
         policies = await conn.fetch(

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SCALING_DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
 
-# Issue 12's partitioning of memory_interactions re-keys the table (its
-# primary key then holds the partition key and user_id); until that merges,
-# only its foreign keys are checked here.
-KEYS_OWNED_ELSEWHERE = frozenset({"memory_interactions"})
-
 _TABLES = """
 SELECT c.relname FROM pg_class c
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
@@ -79,12 +74,12 @@ async def _violations(url: str) -> list[str]:
     finally:
         await conn.close()
     found = []
-    for table in sorted((distributed & present) - KEYS_OWNED_ELSEWHERE - primary_keys):
+    for table in sorted((distributed & present) - primary_keys):
         # Citus moves shards by logical replication, which needs a replica identity.
         found.append(f"{table}: no primary key")
     for key in unique_keys:
         table = key["table_name"]
-        if table in distributed - KEYS_OWNED_ELSEWHERE and "user_id" not in key["columns"]:
+        if table in distributed and "user_id" not in key["columns"]:
             found.append(f"{table}: unique {key['index_name']} {key['columns']} lacks user_id")
     for fk in foreign_keys:
         table, referenced = fk["table_name"], fk["referenced"]

@@ -30,8 +30,9 @@ def _diff(connection: Connection) -> list[Any]:
         opts={
             "compare_type": True,
             "target_metadata": tables.metadata,
+            # Partitions are the retention job's, not the schema's.
             "include_name": lambda name, kind, _: (
-                kind != "table" or name not in tables.OPTIONAL_TABLES
+                kind != "table" or not (name in tables.OPTIONAL_TABLES or tables.is_partition(name))
             ),
         },
     )

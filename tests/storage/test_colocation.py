@@ -120,12 +120,14 @@ async def test_every_key_of_a_distributed_table_holds_user_id(db: str) -> None:
     assert await _violations(db) == []
 
 
-async def test_the_check_finds_the_keys_before_migration_0017(db: str) -> None:
-    """The check can fail: on the schema before 0017 it names exactly what 0017 re-keyed."""
+async def test_the_check_finds_the_keys_before_migrations_0017_and_0018(db: str) -> None:
+    """The check can fail: before 0017 (co-location) and 0018 (time partitions, which
+    re-keyed memory_interactions) it names exactly the keys those two changed."""
     await migrate.downgrade(db, "0016")
     try:
         assert sorted(await _violations(db)) == [
             "idempotency_keys: unique pk_idempotency_keys ['caller', 'request_id'] lacks user_id",
+            "memory_interactions: unique pk_memory_interactions ['id'] lacks user_id",
             "memory_revisions: unique pk_memory_revisions ['id'] lacks user_id",
             "user_memories: unique pk_user_memories ['id'] lacks user_id",
         ]

@@ -791,7 +791,11 @@ def workload(plan: Plan, size: int, samples: int = 4096, traffic_exponent: float
     weights = counts**traffic_exponent
     weights[counts == 0] = 0
     users = rng.choice(len(counts), size=samples, p=weights / weights.sum())
-    uniform = rng.choice(np.flatnonzero(counts), size=samples)
+    # Writes (stores, feedback) go to active users: an inactive user's
+    # memories are read-only (FAILED_PRECONDITION), which is not the work measured.
+    active = np.array([row[3] for row in _user_rows(plan)])
+    uniform = rng.choice(np.flatnonzero((counts > 0) & active), size=samples)
+    writable = np.flatnonzero(active[plan.owners[:size]]) + 1  # memory ids are positions + 1
     owners, lesson_counts = np.unique(plan.lesson_owners, return_counts=True)
     listed = rng.choice(owners, size=samples, p=lesson_counts / lesson_counts.sum())
     store_rows, _, _ = _chunk_rows(plan, 0)
@@ -803,7 +807,7 @@ def workload(plan: Plan, size: int, samples: int = 4096, traffic_exponent: float
         "recall_user_memories": [int(counts[i]) for i in users],
         "store_users": [str(plan.user_ids[i]) for i in uniform],
         "queries": [vocab.recall_query(r) for _ in range(samples)],
-        "memory_ids": [int(x) for x in rng.integers(1, size + 1, samples)],
+        "memory_ids": [int(x) for x in rng.choice(writable, samples)],
         "lesson_ids": [int(x) for x in rng.integers(1, spec.lessons + 1, samples)],
         "hot_lesson_ids": [int(x) for x in rng.choice(spec.lessons, 100, replace=False) + 1],
         "lesson_owners": [str(plan.user_ids[int(i)]) for i in listed],

@@ -82,8 +82,9 @@ class MemoryFloor(memory_service_pb2_grpc.MemoryServiceServicer):
         if embedding is None and self._semantics is not None:
             embedding = await self._semantics.embed(request.query)
         sql, args = floor_sql.recall(request, self._log, embedding)
-        # Generic plans, as MemoryStore.recall asks for.
-        rows = await self._db.fetch(sql, *args, generic_plan=True)
+        # Generic plans, and the bookkeeping's commit not waiting for the WAL
+        # flush, as MemoryStore.recall asks for.
+        rows = await self._db.fetch(sql, *args, generic_plan=True, async_commit=self._log)
         return floor_sql.recall_response(rows)
 
     async def StoreMemory(
@@ -102,8 +103,10 @@ class MemoryFloor(memory_service_pb2_grpc.MemoryServiceServicer):
         self, request: memory_service_pb2.RecordFeedbackRequest, context: Context
     ) -> memory_service_pb2.RecordFeedbackResponse:
         session.acting_user.set(session.ALL_USERS)
-        sql, args = floor_sql.feedback(request)
-        row = await self._db.fetchrow(sql, *args)
+        async with self._db.connection() as conn:
+            owner = await conn.fetchval(floor_sql.OWNER_OF_MEMORY, request.memory_id)
+            sql, args = floor_sql.feedback(request, owner)
+            row = await conn.fetchrow(sql, *args)
         if row is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such memory")
         return floor_sql.feedback_response(row)

@@ -136,7 +136,12 @@ def store(
     return _bind(memory_sql._store_sql(False, embedding is not None), params, "StoreMemory")
 
 
-def feedback(request: memory_service_pb2.RecordFeedbackRequest) -> Statement:
+# A service token names a memory by id alone: the service first asks whose it
+# is (one statement, in the same transaction), then names it by (user, id).
+OWNER_OF_MEMORY = memory_sql.OWNER_OF_MEMORY
+
+
+def feedback(request: memory_service_pb2.RecordFeedbackRequest, owner: uuid.UUID) -> Statement:
     if request.WhichOneof("signal") == "helpful":
         target = 1.0 if request.helpful else 0.0
         given: dict[str, Any] = {"helpful": request.helpful}
@@ -146,6 +151,7 @@ def feedback(request: memory_service_pb2.RecordFeedbackRequest) -> Statement:
     statement = memory_sql._FEEDBACK
     params = {
         "id": request.memory_id,
+        "user_id": owner,
         "learning_rate": DEFAULT_LEARNING_RATE,
         "target": target,
         "context": struct_to_dict(request.context),

@@ -196,15 +196,16 @@ def _sql_call(
     if kind in ("recall_embed", "store_embed"):
         assert semantics is not None
         return _embedding_sql_call(kind, db, semantics)
+    if kind == "feedback":
+        return _feedback_sql_call(db)
     log = not kind.endswith("_nolog")
     to_sql: dict[str, Callable[[Any], floor_sql.Statement]] = {
         "store": floor_sql.store,
-        "feedback": floor_sql.feedback,
         "get_lesson": floor_sql.get_lesson,
         "list_lessons": floor_sql.list_lessons,
         "search_lessons": floor_sql.search_lessons,
     }
-    single = kind in ("store", "feedback", "get_lesson")
+    single = kind in ("store", "get_lesson")
     convert = to_sql.get(kind) or (
         lambda request: floor_sql.recall(request, log, floor_sql.query_embedding(request))
     )
@@ -216,10 +217,26 @@ def _sql_call(
         sql, args = prepared
         if single:
             return await db.fetchrow(sql, *args)
-        # Recall runs generic plans, as MemoryStore.recall asks for.
-        return await db.fetch(sql, *args, generic_plan=kind.startswith("recall"))
+        # Recall runs generic plans, and commits its bookkeeping without
+        # waiting for the WAL flush, as MemoryStore.recall asks for.
+        recall = kind.startswith("recall")
+        return await db.fetch(sql, *args, generic_plan=recall, async_commit=recall and log)
 
     call.prepare = prepare  # type: ignore[attr-defined]
+    return call
+
+
+def _feedback_sql_call(db: Database) -> Callable[[Any], Awaitable[Any]]:
+    """RecordFeedback as the service runs it for a service token: the memory's
+    owner, then the feedback statement, in one transaction."""
+
+    async def call(request: Any) -> Any:
+        async with db.connection() as conn:
+            owner = await conn.fetchval(floor_sql.OWNER_OF_MEMORY, request.memory_id)
+            sql, args = floor_sql.feedback(request, owner)
+            return await conn.fetchrow(sql, *args)
+
+    call.prepare = lambda request: request  # type: ignore[attr-defined]
     return call
 
 
@@ -233,7 +250,7 @@ def _embedding_sql_call(
             return await db.fetchrow(sql, *args)
         embedding = await semantics.embed(request.query)
         sql, args = floor_sql.recall(request, True, embedding)
-        return await db.fetch(sql, *args, generic_plan=True)
+        return await db.fetch(sql, *args, generic_plan=True, async_commit=True)
 
     call.prepare = lambda request: request  # type: ignore[attr-defined]
     return call

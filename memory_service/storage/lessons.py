@@ -91,9 +91,11 @@ SELECT id FROM lessons WHERE assistant_profile_id = $2::int
 
 # One predicate per filter. A statement holds only the predicates of the
 # filters a request sets, so the planner sees plain conditions it can match
-# to an index (the jsonb_path_ops GIN index for lesson_data @>, the GIN
-# index for tags @>), rather than `(:x IS NULL OR ...)` that a generic plan
-# cannot use an index for.
+# to an index rather than `(:x IS NULL OR ...)` that a generic plan cannot
+# use an index for. Under row-level security only the leakproof ones (the
+# equalities and ranges) can be index conditions: the equalities have a
+# (column, id) index each, which gives ListLessons' page in its order
+# (migration 0017); tags and lesson_data `@>` are checked row by row.
 _CONDITIONS = {
     "user_id": "l.user_id = :user_id",
     "status": "l.status = :status",
@@ -101,7 +103,12 @@ _CONDITIONS = {
     "week_of_end": "l.week_of <= :week_of_end",
     "grade_level": "l.grade_level = :grade_level",
     "subject_category_id": "l.subject_category_id = :subject_category_id",
-    "subject_category_name": "sc.name = :subject_category_name",
+    # Names are unique: one id, an equality the (subject_category_id, id)
+    # index serves in id order, where a join on the name would sort.
+    "subject_category_name": (
+        "l.subject_category_id ="
+        " (SELECT id FROM subject_categories WHERE name = :subject_category_name)"
+    ),
     # A JSON array contains another when it has all of its elements.
     "tags": "l.tags @> :tags::jsonb",
     "lesson_data": "l.lesson_data @> :lesson_data::jsonb",
@@ -111,7 +118,22 @@ _CONDITIONS = {
     "visible_to": "(l.user_id = :visible_to::uuid OR l.status = 'published')",
 }
 
-_TSQUERY = "websearch_to_tsquery('english', :query)"
+# SearchLessons ranks at most this many lessons per query word: each word's
+# best, by the rank a query of that word alone gives them (lesson_terms'
+# impact), among the lessons the caller may see and the filters admit. A
+# one-word search is exact for its first SEARCH_CANDIDATES_PER_WORD
+# matches and ends there; a search of several words is exact when one of
+# its required words has no more matches than that, and otherwise ranks the
+# lessons that are among the best of at least one of its words.
+SEARCH_CANDIDATES_PER_WORD = 1000
+
+# The postings' own copies of the lesson columns these filters test, so the
+# cap counts only lessons the search may return.
+_CANDIDATE_CONDITIONS = {
+    "user_id": "p.user_id = :user_id",
+    "status": "p.status = :status",
+    "visible_to": "(p.user_id = :visible_to::uuid OR p.status = 'published')",
+}
 
 
 @functools.cache
@@ -127,15 +149,37 @@ LIMIT :limit
 
 @functools.cache
 def _search_sql(present: tuple[str, ...]) -> NamedSQL:
-    where = " AND ".join(_CONDITIONS[name] for name in present)
+    # `@@` is not leakproof, so under row-level security no full-text index
+    # can find the matches: the candidates come from lesson_terms, by
+    # equality on each positive query lexeme (negated ones find nothing),
+    # best impact first, an index-only scan the policy is checked in. Only
+    # they are matched and ranked, then only the page is fetched.
+    postings = "".join(f" AND {_CANDIDATE_CONDITIONS[name]}" for name in present)
+    where = "".join(f" AND {_CONDITIONS[name]}" for name in present)
     # Normalization 32 maps the rank r to r / (r + 1): 0..1, as documented.
     return NamedSQL.compile(f"""
-SELECT {LESSON_COLUMNS}, ts_rank_cd(l.search_vector, {_TSQUERY}, 32) AS rank
-FROM lessons l {LESSON_NAMES_JOIN}
-WHERE l.search_vector @@ {_TSQUERY} {"AND " + where if where else ""}
-ORDER BY rank DESC, l.id DESC
-OFFSET :offset
-LIMIT :limit
+WITH q AS (SELECT websearch_to_tsquery('english', :query) AS q),
+candidates AS (
+    SELECT DISTINCT c.lesson_id
+    FROM q CROSS JOIN unnest(faraday_tsquery_lexemes(q.q)) w (lexeme)
+    CROSS JOIN LATERAL (
+        SELECT p.lesson_id FROM lesson_terms p
+        WHERE p.lexeme = w.lexeme{postings}
+        ORDER BY p.impact DESC, p.lesson_id DESC
+        LIMIT {SEARCH_CANDIDATES_PER_WORD}
+    ) c
+),
+ranked AS (
+    SELECT l.id, ts_rank_cd(l.search_vector, q.q, 32) AS rank
+    FROM candidates c CROSS JOIN q JOIN lessons l ON l.id = c.lesson_id
+    WHERE l.search_vector @@ q.q{where}
+    ORDER BY rank DESC, l.id DESC
+    OFFSET :offset
+    LIMIT :limit
+)
+SELECT {LESSON_COLUMNS}, r.rank
+FROM ranked r JOIN lessons l ON l.id = r.id {LESSON_NAMES_JOIN}
+ORDER BY r.rank DESC, l.id DESC
 """)
 
 

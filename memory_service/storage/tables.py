@@ -267,9 +267,7 @@ lesson_terms = Table(
     Column("lesson_id", Integer, nullable=False),
     Column("user_id", UUID(as_uuid=True), nullable=False),
     Column("status", Text, nullable=False),
-    PrimaryKeyConstraint(
-        "lexeme", "impact", "lesson_id", postgresql_include=["user_id", "status"]
-    ),
+    PrimaryKeyConstraint("lexeme", "impact", "lesson_id", postgresql_include=["user_id", "status"]),
     Index(
         "ix_lesson_terms_user_id_lexeme",
         "user_id",

@@ -160,7 +160,7 @@ def redis_client(url: str, timeout_seconds: float) -> Any:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    settings = config.from_environment()
+    settings = config.load()
     reuse = 1 if args.workers > 1 or args.reuse_port else 0
     server = grpc.aio.server(options=[("grpc.so_reuseport", reuse)])
     closers = []

@@ -36,7 +36,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import floor_sql
@@ -271,11 +270,11 @@ class Targets:
     async def sql_call(self, url: str, kind: str) -> Callable[[Any], Awaitable[Any]]:
         db = self.databases.get(url)
         if db is None:
-            db = Database(pool_settings(config.from_environment(), url, platform_role_url(url)))
+            db = Database(pool_settings(config.load(), url, platform_role_url(url)))
             await db.open()
             self.databases[url] = db
         if kind in SEMANTIC_KINDS and self.semantics is None:  # loaded as the service loads it
-            settings = replace(config.from_environment(), embedding_model=SEMANTIC_MODEL)
+            settings = config.load().with_overrides(embedding_model=SEMANTIC_MODEL)
             self.semantics = await asyncio.to_thread(semantics_from_settings, settings, True)
         return _sql_call(kind, db, self.semantics)
 
@@ -284,7 +283,7 @@ class Targets:
 
         client = self.redis.get(url)
         if client is None:
-            client = redis_client(url, config.from_environment().redis_timeout_seconds)
+            client = redis_client(url, config.load().redis_timeout_seconds)
             self.redis[url] = client
 
         async def call(request: Any) -> Any:

@@ -118,13 +118,14 @@ _CONDITIONS = {
     "visible_to": "(l.user_id = :visible_to::uuid OR l.status = 'published')",
 }
 
-# SearchLessons ranks at most this many lessons per query word: each word's
-# best, by the rank a query of that word alone gives them (lesson_terms'
-# impact), among the lessons the caller may see and the filters admit. A
-# one-word search is exact for its first SEARCH_CANDIDATES_PER_WORD
-# matches and ends there; a search of several words is exact when one of
-# its required words has no more matches than that, and otherwise ranks the
-# lessons that are among the best of at least one of its words.
+# SearchLessons matches and ranks at most this many lessons per query word
+# it draws candidates from (lesson_terms; migration 0017), each word's best
+# by the rank a query of that word alone gives them, among the lessons the
+# caller may see and the filters admit. A query without `or` needs all its
+# words, so its candidates are its rarest word's lessons: its ranking is
+# exact whenever that word is in at most this many of them. A query with
+# `or` draws from every word. A one-word query's rank is the word's own, so
+# it reads only the page, and it ends after this many matches.
 SEARCH_CANDIDATES_PER_WORD = 1000
 
 # The postings' own copies of the lesson columns these filters test, so the
@@ -151,22 +152,44 @@ LIMIT :limit
 def _search_sql(present: tuple[str, ...]) -> NamedSQL:
     # `@@` is not leakproof, so under row-level security no full-text index
     # can find the matches: the candidates come from lesson_terms, by
-    # equality on each positive query lexeme (negated ones find nothing),
-    # best impact first, an index-only scan the policy is checked in. Only
-    # they are matched and ranked, then only the page is fetched.
+    # equality on a positive query lexeme (negated ones find nothing), best
+    # impact first, an index-only scan the policy is checked in. Each word's
+    # postings are counted only up to the cap (to find the rarest); only the
+    # candidates' lessons are read, matched and ranked, and only the page's
+    # columns are fetched.
     postings = "".join(f" AND {_CANDIDATE_CONDITIONS[name]}" for name in present)
     where = "".join(f" AND {_CONDITIONS[name]}" for name in present)
+    cap = SEARCH_CANDIDATES_PER_WORD
     # Normalization 32 maps the rank r to r / (r + 1): 0..1, as documented.
     return NamedSQL.compile(f"""
-WITH q AS (SELECT websearch_to_tsquery('english', :query) AS q),
+WITH q AS (
+    SELECT q, numnode(q) = 1 AS one_word, position(' | ' IN querytree(q)) > 0 AS any_word
+    FROM websearch_to_tsquery('english', :query) q
+),
+words AS (
+    SELECT w.lexeme, (
+        SELECT count(*) FROM (
+            SELECT FROM lesson_terms p WHERE p.lexeme = w.lexeme{postings} LIMIT {cap + 1}
+        ) s
+    ) AS df
+    FROM q CROSS JOIN unnest(faraday_tsquery_lexemes(q.q)) w (lexeme)
+),
+drivers AS (
+    SELECT lexeme FROM words WHERE (SELECT any_word FROM q)
+    UNION ALL
+    (SELECT lexeme FROM words WHERE NOT (SELECT any_word FROM q) ORDER BY df, lexeme LIMIT 1)
+),
 candidates AS (
     SELECT DISTINCT c.lesson_id
-    FROM q CROSS JOIN unnest(faraday_tsquery_lexemes(q.q)) w (lexeme)
-    CROSS JOIN LATERAL (
+    FROM drivers d CROSS JOIN LATERAL (
         SELECT p.lesson_id FROM lesson_terms p
-        WHERE p.lexeme = w.lexeme{postings}
+        WHERE p.lexeme = d.lexeme{postings}
         ORDER BY p.impact DESC, p.lesson_id DESC
-        LIMIT {SEARCH_CANDIDATES_PER_WORD}
+        LIMIT (
+            SELECT CASE WHEN one_word THEN least(:offset::bigint + :limit::bigint, {cap})
+                        ELSE {cap} END
+            FROM q
+        )
     ) c
 ),
 ranked AS (

@@ -153,8 +153,8 @@ def _search_sql(present: tuple[str, ...]) -> NamedSQL:
     # `@@` is not leakproof, so under row-level security no full-text index
     # can find the matches: the candidates come from lesson_terms, by
     # equality on a positive query lexeme (negated ones find nothing), best
-    # impact first, an index-only scan the policy is checked in. Each word's
-    # postings are counted only up to the cap (to find the rarest); only the
+    # impact first, an index-only scan the policy is checked in. The words of
+    # a query without `or` are counted up to the cap, to find the rarest; only the
     # candidates' lessons are read, matched and ranked, and only the page's
     # columns are fetched.
     postings = "".join(f" AND {_CANDIDATE_CONDITIONS[name]}" for name in present)
@@ -167,11 +167,11 @@ WITH q AS (
     FROM websearch_to_tsquery('english', :query) q
 ),
 words AS (
-    SELECT w.lexeme, (
+    SELECT w.lexeme, CASE WHEN q.one_word OR q.any_word THEN 0 ELSE (
         SELECT count(*) FROM (
             SELECT FROM lesson_terms p WHERE p.lexeme = w.lexeme{postings} LIMIT {cap + 1}
         ) s
-    ) AS df
+    ) END AS df
     FROM q CROSS JOIN unnest(faraday_tsquery_lexemes(q.q)) w (lexeme)
 ),
 drivers AS (

@@ -126,7 +126,7 @@ _CONDITIONS = {
 # exact whenever that word is in at most this many of them. A query with
 # `or` draws from every word. A one-word query's rank is the word's own, so
 # it reads only the page, and it ends after this many matches.
-SEARCH_CANDIDATES_PER_WORD = 1000
+SEARCH_CANDIDATES_PER_WORD = 500
 
 # The postings' own copies of the lesson columns these filters test, so the
 # cap counts only lessons the search may return.

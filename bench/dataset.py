@@ -119,7 +119,7 @@ BULK_TABLES = ("user_memories", "memory_interactions", "memory_embeddings")
 # Nothing references them.
 BULK_KEYS = ("pk_memory_terms", "pk_memory_embeddings")
 # The same around the lessons' COPY: lessons and SearchLessons' term index
-# (migration 0017), filled by _BULK_LESSON_TERMS, the trigger's statement.
+# (migration 0019), filled by _BULK_LESSON_TERMS, the trigger's statement.
 LESSON_BULK_TABLES = ("lessons", "lesson_terms")
 LESSON_BULK_KEYS = ("pk_lesson_terms",)
 _BULK_LESSON_TERMS = """

@@ -95,7 +95,7 @@ SELECT id FROM lessons WHERE assistant_profile_id = $2::int
 # use an index for. Under row-level security only the leakproof ones (the
 # equalities and ranges) can be index conditions: the equalities have a
 # (column, id) index each, which gives ListLessons' page in its order
-# (migration 0017); tags and lesson_data `@>` are checked row by row.
+# (migration 0019); tags and lesson_data `@>` are checked row by row.
 _CONDITIONS = {
     "user_id": "l.user_id = :user_id",
     "status": "l.status = :status",
@@ -119,7 +119,7 @@ _CONDITIONS = {
 }
 
 # SearchLessons matches and ranks at most this many lessons per query word
-# it draws candidates from (lesson_terms; migration 0017), each word's best
+# it draws candidates from (lesson_terms; migration 0019), each word's best
 # by the rank a query of that word alone gives them, among the lessons the
 # caller may see and the filters admit. A query without `or` needs all its
 # words, so its candidates are its rarest word's lessons: its ranking is

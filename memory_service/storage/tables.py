@@ -233,7 +233,7 @@ lessons = Table(
     CheckConstraint(f"week_of >= {_DATE_MIN} AND week_of < {_DATE_END}", name="week_of_range"),
     Index("ix_lessons_user_id_week_of", "user_id", "week_of"),
     # (column, id): ListLessons' equality filters read a page newest first
-    # from the index and stop (migration 0017).
+    # from the index and stop (migration 0019).
     Index("ix_lessons_user_id_id", "user_id", "id"),
     Index("ix_lessons_subject_category_id", "subject_category_id", "id"),
     Index("ix_lessons_assistant_profile_id", "assistant_profile_id"),
@@ -255,7 +255,7 @@ lessons = Table(
     Index("ix_lessons_search_vector", "search_vector", postgresql_using="gin"),
 )
 
-# SearchLessons' inverted index (migration 0017): one row per (lexeme,
+# SearchLessons' inverted index (migration 0019): one row per (lexeme,
 # lesson), kept by triggers on lessons, under the lessons' read rule. impact
 # is the rank a query of that lexeme alone gives the lesson; the primary key
 # read backwards gives a word's best lessons first.

@@ -1,4 +1,4 @@
-"""SearchLessons through its term index (migration 0017): the same ranking as a
+"""SearchLessons through its term index (migration 0019): the same ranking as a
 scan of every lesson, the candidate cap, and postings that follow every change."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The lesson statements' plans as the service's roles run them (migration 0017).
+"""The lesson statements' plans as the service's roles run them (migration 0019).
 
 Under FORCE ROW LEVEL SECURITY an index the owner's EXPLAIN shows can be one
 faraday_platform and faraday_app may not use (docs/schema.md): these plans

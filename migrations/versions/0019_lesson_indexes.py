@@ -1,7 +1,7 @@
 """Lesson search and listing through indexes the service role can use.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0019
+Revises: 0018
 
 SearchLessons matched with `search_vector @@ tsquery`, which is not
 LEAKPROOF: under FORCE ROW LEVEL SECURITY it cannot be an index condition,
@@ -48,8 +48,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0016"
+revision: str = "0019"
+down_revision: str | Sequence[str] | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

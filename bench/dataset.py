@@ -118,6 +118,15 @@ BULK_TABLES = ("user_memories", "memory_interactions", "memory_embeddings")
 # trigger, and the embedding COPY): dropped and re-added around a big COPY.
 # Nothing references them.
 BULK_KEYS = ("pk_memory_terms", "pk_memory_embeddings")
+# The same around the lessons' COPY: lessons and SearchLessons' term index
+# (migration 0019), filled by _BULK_LESSON_TERMS, the trigger's statement.
+LESSON_BULK_TABLES = ("lessons", "lesson_terms")
+LESSON_BULK_KEYS = ("pk_lesson_terms",)
+_BULK_LESSON_TERMS = """
+INSERT INTO lesson_terms (lexeme, impact, lesson_id, user_id, status)
+SELECT t.lexeme, t.impact, l.id, l.user_id, l.status
+FROM lessons l CROSS JOIN LATERAL faraday_lesson_terms(l.search_vector) t
+"""
 TERMS_TRIGGER = "trg_user_memories_terms_insert"
 TERMS_MODES = ("bulk", "trigger", "none")
 # The term trigger's two inserts (migration 0010, faraday_memory_terms_insert)
@@ -328,7 +337,7 @@ async def load_registry(conn: asyncpg.Connection, plan: Plan) -> dict[str, int]:
         plan.profile_ids = [r[0] for r in await conn.fetch("SELECT id FROM assistant_profiles")]
         return {}
     async with conn.transaction():
-        await _bulk_session(conn)
+        triggers_skipped = await _bulk_session(conn)
         ids: dict[str, int] = {}
         for n, (name, parent, description) in enumerate(vocab.SUBJECTS, start=1):
             await conn.execute(
@@ -395,6 +404,15 @@ async def load_registry(conn: asyncpg.Connection, plan: Plan) -> dict[str, int]:
                 "updated_at",
             ),
         )
+        # As for the memories: the lessons' secondary indexes (three GIN
+        # among them) and SearchLessons' term index are built once after
+        # the COPY rather than row by row (at 1M lessons, ~30M postings).
+        indexes = await _secondary_indexes(conn, LESSON_BULK_TABLES)
+        keys = await _bulk_keys(conn, LESSON_BULK_KEYS)
+        for _, name, _ in indexes:
+            await conn.execute(f'DROP INDEX "{name}"')
+        for table, name, _ in keys:
+            await conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         await conn.copy_records_to_table(
             "lessons",
             records=_lesson_rows(plan),
@@ -420,6 +438,12 @@ async def load_registry(conn: asyncpg.Connection, plan: Plan) -> dict[str, int]:
                 "updated_at",
             ),
         )
+        # Replica mode skipped the trigger that keeps lesson_terms.
+        if triggers_skipped and await conn.fetchval(
+            "SELECT to_regclass('lesson_terms') IS NOT NULL"
+        ):
+            await conn.execute(_BULK_LESSON_TERMS)
+        await _rebuild(conn, indexes, keys, LESSON_BULK_TABLES, LESSON_BULK_KEYS)
         for table in ("subject_categories", "assistant_profiles", "lessons"):
             await _sync_identity(conn, table)
     return {
@@ -551,8 +575,10 @@ async def _sync_identity(conn: asyncpg.Connection, table: str) -> None:
     )
 
 
-async def _secondary_indexes(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
-    """(table, name, definition) of indexes that back no constraint, on the bulk tables."""
+async def _secondary_indexes(
+    conn: asyncpg.Connection, tables: tuple[str, ...]
+) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of indexes that back no constraint, on these tables."""
     rows = await conn.fetch(
         """
         SELECT i.tablename, i.indexname, i.indexdef FROM pg_indexes i
@@ -560,19 +586,15 @@ async def _secondary_indexes(conn: asyncpg.Connection) -> list[tuple[str, str, s
           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)
         ORDER BY i.tablename, i.indexname
         """,
-        list(BULK_TABLES),
+        list(tables),
     )
     return [(r["tablename"], r["indexname"], r["indexdef"]) for r in rows]
 
 
-async def _loaded_indexes(
-    conn: asyncpg.Connection, skipped: set[str]
+async def _bulk_keys(
+    conn: asyncpg.Connection, names: tuple[str, ...]
 ) -> list[tuple[str, str, str]]:
-    return [i for i in await _secondary_indexes(conn) if i[0] not in skipped]
-
-
-async def _bulk_keys(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
-    """(table, constraint, definition) of the BULK_KEYS this database has."""
+    """(table, constraint, definition) of the constraints of these names this database has."""
     rows = await conn.fetch(
         """
         SELECT c.conrelid::regclass::text AS tablename, c.conname,
@@ -581,9 +603,30 @@ async def _bulk_keys(conn: asyncpg.Connection) -> list[tuple[str, str, str]]:
         WHERE c.conname = ANY($1::text[]) AND c.connamespace = current_schema()::regnamespace
         ORDER BY c.conname
         """,
-        list(BULK_KEYS),
+        list(names),
     )
     return [(r["tablename"], r["conname"], r["def"]) for r in rows]
+
+
+async def _rebuild(
+    conn: asyncpg.Connection,
+    indexes: list[tuple[str, str, str]],
+    keys: list[tuple[str, str, str]],
+    tables: tuple[str, ...],
+    names: tuple[str, ...],
+) -> dict[str, float]:
+    """Re-create dropped indexes and keys from their own definitions, checked; the timings."""
+    t = time.perf_counter()
+    for _, _, definition in indexes:
+        await conn.execute(definition)
+    if indexes and await _secondary_indexes(conn, tables) != indexes:
+        raise RuntimeError("rebuilt indexes differ from the schema's")
+    t2 = time.perf_counter()
+    for table, name, definition in keys:
+        await conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    if keys and await _bulk_keys(conn, names) != keys:
+        raise RuntimeError("re-added primary keys differ from the schema's")
+    return {"rebuild_indexes_s": t2 - t, "rebuild_keys_s": time.perf_counter() - t2}
 
 
 def _vectors_binary(vectors: np.ndarray) -> list[bytes | None]:
@@ -680,12 +723,15 @@ async def load_memories(
     embedded = 0
     async with conn.transaction():
         await _bulk_session(conn)
-        # memory_embeddings' indexes stay when this stage loads no vectors.
-        skipped = set() if vectors else {"memory_embeddings"}
-        indexes = await _loaded_indexes(conn, skipped) if rebuild else []
+        # memory_embeddings' indexes and key stay when this stage loads no vectors.
+        tables = (
+            BULK_TABLES if vectors else tuple(t for t in BULK_TABLES if t != "memory_embeddings")
+        )
+        names = BULK_KEYS if vectors else tuple(k for k in BULK_KEYS if k != "pk_memory_embeddings")
+        indexes = await _secondary_indexes(conn, tables) if rebuild else []
         for _, name, _ in indexes:
             await conn.execute(f'DROP INDEX "{name}"')
-        keys = [k for k in await _bulk_keys(conn) if k[0] not in skipped] if rebuild else []
+        keys = await _bulk_keys(conn, names) if rebuild else []
         for table, name, _ in keys:
             await conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         if has_terms and terms == "trigger":  # replica mode skips it otherwise
@@ -725,18 +771,7 @@ async def load_memories(
                 "SELECT count(*) FROM memory_embeddings WHERE memory_id > $1", start + offset
             )
             timings["embed_and_copy_vectors_s"] = time.perf_counter() - t
-        t2 = time.perf_counter()
-        for _, _, definition in indexes:
-            await conn.execute(definition)
-        if indexes and await _loaded_indexes(conn, skipped) != indexes:
-            raise RuntimeError("rebuilt indexes differ from the schema's")
-        timings["rebuild_indexes_s"] = time.perf_counter() - t2
-        t3 = time.perf_counter()
-        for table, name, definition in keys:
-            await conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-        if keys and [k for k in await _bulk_keys(conn) if k[0] not in skipped] != keys:
-            raise RuntimeError("re-added primary keys differ from the schema's")
-        timings["rebuild_keys_s"] = time.perf_counter() - t3
+        timings |= await _rebuild(conn, indexes, keys, tables, names)
         await _sync_identity(conn, "user_memories")
     t4 = time.perf_counter()
     # As a live table would be: vacuumed (visibility map and hint bits set, so

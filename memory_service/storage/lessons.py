@@ -91,9 +91,11 @@ SELECT id FROM lessons WHERE assistant_profile_id = $2::int
 
 # One predicate per filter. A statement holds only the predicates of the
 # filters a request sets, so the planner sees plain conditions it can match
-# to an index (the jsonb_path_ops GIN index for lesson_data @>, the GIN
-# index for tags @>), rather than `(:x IS NULL OR ...)` that a generic plan
-# cannot use an index for.
+# to an index rather than `(:x IS NULL OR ...)` that a generic plan cannot
+# use an index for. Under row-level security only the leakproof ones (the
+# equalities and ranges) can be index conditions: the equalities have a
+# (column, id) index each, which gives ListLessons' page in its order
+# (migration 0019); tags and lesson_data `@>` are checked row by row.
 _CONDITIONS = {
     "user_id": "l.user_id = :user_id",
     "status": "l.status = :status",
@@ -101,7 +103,12 @@ _CONDITIONS = {
     "week_of_end": "l.week_of <= :week_of_end",
     "grade_level": "l.grade_level = :grade_level",
     "subject_category_id": "l.subject_category_id = :subject_category_id",
-    "subject_category_name": "sc.name = :subject_category_name",
+    # Names are unique: one id, an equality the (subject_category_id, id)
+    # index serves in id order, where a join on the name would sort.
+    "subject_category_name": (
+        "l.subject_category_id ="
+        " (SELECT id FROM subject_categories WHERE name = :subject_category_name)"
+    ),
     # A JSON array contains another when it has all of its elements.
     "tags": "l.tags @> :tags::jsonb",
     "lesson_data": "l.lesson_data @> :lesson_data::jsonb",
@@ -111,7 +118,23 @@ _CONDITIONS = {
     "visible_to": "(l.user_id = :visible_to::uuid OR l.status = 'published')",
 }
 
-_TSQUERY = "websearch_to_tsquery('english', :query)"
+# SearchLessons matches and ranks at most this many lessons per query word
+# it draws candidates from (lesson_terms; migration 0019), each word's best
+# by the rank a query of that word alone gives them, among the lessons the
+# caller may see and the filters admit. A query without `or` needs all its
+# words, so its candidates are its rarest word's lessons: its ranking is
+# exact whenever that word is in at most this many of them. A query with
+# `or` draws from every word. A one-word query's rank is the word's own, so
+# it reads only the page, and it ends after this many matches.
+SEARCH_CANDIDATES_PER_WORD = 500
+
+# The postings' own copies of the lesson columns these filters test, so the
+# cap counts only lessons the search may return.
+_CANDIDATE_CONDITIONS = {
+    "user_id": "p.user_id = :user_id",
+    "status": "p.status = :status",
+    "visible_to": "(p.user_id = :visible_to::uuid OR p.status = 'published')",
+}
 
 
 @functools.cache
@@ -127,15 +150,59 @@ LIMIT :limit
 
 @functools.cache
 def _search_sql(present: tuple[str, ...]) -> NamedSQL:
-    where = " AND ".join(_CONDITIONS[name] for name in present)
+    # `@@` is not leakproof, so under row-level security no full-text index
+    # can find the matches: the candidates come from lesson_terms, by
+    # equality on a positive query lexeme (negated ones find nothing), best
+    # impact first, an index-only scan the policy is checked in. The words of
+    # a query without `or` are counted up to the cap, to find the rarest; only the
+    # candidates' lessons are read, matched and ranked, and only the page's
+    # columns are fetched.
+    postings = "".join(f" AND {_CANDIDATE_CONDITIONS[name]}" for name in present)
+    where = "".join(f" AND {_CONDITIONS[name]}" for name in present)
+    cap = SEARCH_CANDIDATES_PER_WORD
     # Normalization 32 maps the rank r to r / (r + 1): 0..1, as documented.
     return NamedSQL.compile(f"""
-SELECT {LESSON_COLUMNS}, ts_rank_cd(l.search_vector, {_TSQUERY}, 32) AS rank
-FROM lessons l {LESSON_NAMES_JOIN}
-WHERE l.search_vector @@ {_TSQUERY} {"AND " + where if where else ""}
-ORDER BY rank DESC, l.id DESC
-OFFSET :offset
-LIMIT :limit
+WITH q AS (
+    SELECT q, numnode(q) = 1 AS one_word, position(' | ' IN querytree(q)) > 0 AS any_word
+    FROM websearch_to_tsquery('english', :query) q
+),
+words AS (
+    SELECT w.lexeme, CASE WHEN q.one_word OR q.any_word THEN 0 ELSE (
+        SELECT count(*) FROM (
+            SELECT FROM lesson_terms p WHERE p.lexeme = w.lexeme{postings} LIMIT {cap + 1}
+        ) s
+    ) END AS df
+    FROM q CROSS JOIN unnest(faraday_tsquery_lexemes(q.q)) w (lexeme)
+),
+drivers AS (
+    SELECT lexeme FROM words WHERE (SELECT any_word FROM q)
+    UNION ALL
+    (SELECT lexeme FROM words WHERE NOT (SELECT any_word FROM q) ORDER BY df, lexeme LIMIT 1)
+),
+candidates AS (
+    SELECT DISTINCT c.lesson_id
+    FROM drivers d CROSS JOIN LATERAL (
+        SELECT p.lesson_id FROM lesson_terms p
+        WHERE p.lexeme = d.lexeme{postings}
+        ORDER BY p.impact DESC, p.lesson_id DESC
+        LIMIT (
+            SELECT CASE WHEN one_word THEN least(:offset::bigint + :limit::bigint, {cap})
+                        ELSE {cap} END
+            FROM q
+        )
+    ) c
+),
+ranked AS (
+    SELECT l.id, ts_rank_cd(l.search_vector, q.q, 32) AS rank
+    FROM candidates c CROSS JOIN q JOIN lessons l ON l.id = c.lesson_id
+    WHERE l.search_vector @@ q.q{where}
+    ORDER BY rank DESC, l.id DESC
+    OFFSET :offset
+    LIMIT :limit
+)
+SELECT {LESSON_COLUMNS}, r.rank
+FROM ranked r JOIN lessons l ON l.id = r.id {LESSON_NAMES_JOIN}
+ORDER BY r.rank DESC, l.id DESC
 """)
 
 

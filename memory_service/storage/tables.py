@@ -35,7 +35,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL, TSVECTOR, UUID
 
 from memory_service.domain import validation as check
 
@@ -234,16 +234,19 @@ lessons = Table(
     CheckConstraint("jsonb_typeof(related_lessons) = 'array'", name="related_lessons_is_array"),
     CheckConstraint(f"week_of >= {_DATE_MIN} AND week_of < {_DATE_END}", name="week_of_range"),
     Index("ix_lessons_user_id_week_of", "user_id", "week_of"),
-    Index("ix_lessons_subject_category_id", "subject_category_id"),
+    # (column, id): ListLessons' equality filters read a page newest first
+    # from the index and stop (migration 0019).
+    Index("ix_lessons_user_id_id", "user_id", "id"),
+    Index("ix_lessons_subject_category_id", "subject_category_id", "id"),
     Index("ix_lessons_assistant_profile_id", "assistant_profile_id"),
     Index("ix_lessons_week_of", "week_of"),
-    Index("ix_lessons_grade_level", "grade_level"),
+    Index("ix_lessons_grade_level", "grade_level", "id"),
     Index(
         "ix_lessons_published_user_id",
         "user_id",
         postgresql_where=text("status = 'published'"),
     ),
-    Index("ix_lessons_status", "status"),
+    Index("ix_lessons_status", "status", "id"),
     Index("ix_lessons_tags", "tags", postgresql_using="gin"),
     Index(
         "ix_lessons_lesson_data",
@@ -252,6 +255,29 @@ lessons = Table(
         postgresql_ops={"lesson_data": "jsonb_path_ops"},
     ),
     Index("ix_lessons_search_vector", "search_vector", postgresql_using="gin"),
+)
+
+# SearchLessons' inverted index (migration 0019): one row per (lexeme,
+# lesson), kept by triggers on lessons, under the lessons' read rule. impact
+# is the rank a query of that lexeme alone gives the lesson; the primary key
+# read backwards gives a word's best lessons first.
+lesson_terms = Table(
+    "lesson_terms",
+    metadata,
+    Column("lexeme", Text, nullable=False),
+    Column("impact", REAL, nullable=False),
+    Column("lesson_id", Integer, nullable=False),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
+    Column("status", Text, nullable=False),
+    PrimaryKeyConstraint("lexeme", "impact", "lesson_id", postgresql_include=["user_id", "status"]),
+    Index(
+        "ix_lesson_terms_user_id_lexeme",
+        "user_id",
+        "lexeme",
+        "impact",
+        "lesson_id",
+        postgresql_include=["status"],
+    ),
 )
 
 # importance_band: importance 0.0..1.0 in tenths, 1.0 a band of its own.
@@ -553,6 +579,7 @@ RLS_TABLES = {
     "users": "id",
     "user_preferences": "user_id",
     "lessons": "user_id",
+    "lesson_terms": "user_id",
     "user_memories": "user_id",
     "memory_interactions": "user_id",
     "idempotency_keys": "user_id",
@@ -614,4 +641,5 @@ TRIGGERS = (
         for event in ("insert", "delete", "update")
     }
     | {"trg_user_memories_revisions": "user_memories"}
+    | {f"trg_lessons_terms_{event}": "lessons" for event in ("insert", "delete", "update")}
 )

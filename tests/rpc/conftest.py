@@ -23,11 +23,11 @@ from memory_service.storage import migrate
 from tests.conftest import create_scratch_database, drop_scratch_database
 from tests.rpc.helpers import LossyProxy
 
-# TRUNCATE fires no triggers: the memories' term index goes with them.
+# TRUNCATE fires no triggers: the memories' and lessons' term indexes go with them.
 TABLES = (
     "memory_revisions, memory_interactions, user_memories, memory_terms, memory_user_stats,"
-    " lessons, assistant_capabilities, assistant_profiles, subject_categories, user_preferences,"
-    " users"
+    " lessons, lesson_terms, assistant_capabilities, assistant_profiles, subject_categories,"
+    " user_preferences, users"
 )
 
 # The suite makes thousands of deliberately denied calls from one address:

@@ -38,6 +38,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from memory_service.auth import token_hash
 from memory_service.server import RunningServer, start
 from memory_service.storage import migrate
+from memory_service.storage.lessons import SEARCH_CANDIDATES_PER_WORD
 from tests.rpc.conftest import TEST_SETTINGS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -202,6 +203,45 @@ async def test_scopes_are_enforced(world: AuthWorld) -> None:
     assert await _code(world.memory.StoreMemory(store, metadata=bearer(user_jwt(user)))) == (
         grpc.StatusCode.OK
     )
+
+
+async def test_search_candidates_are_only_lessons_the_user_may_see(
+    world: AuthWorld, database_url
+) -> None:
+    """Hidden drafts neither show nor crowd a visible lesson out of the candidate cap."""
+    admin = bearer(world.tokens["admin"])
+    alice, bob, carol = [await _user(world, name) for name in ("alice", "bob", "carol")]
+    conn = await asyncpg.connect(database_url)
+    try:
+        # Bob's drafts say "zebra" in the title, the heaviest weight: each
+        # outranks Carol's lesson, which says it once in the text.
+        await conn.execute(
+            "INSERT INTO lessons (title, user_id)"
+            " SELECT 'Zebra zebra stripes ' || n, $1 FROM generate_series(1, $2) n",
+            uuid.UUID(bob),
+            SEARCH_CANDIDATES_PER_WORD + 10,
+        )
+    finally:
+        await conn.close()
+    lesson = lesson_pb2.Lesson(
+        title="Savanna animals", user_id=carol, status=lesson_pb2.LESSON_STATUS_PUBLISHED
+    )
+    lesson.lesson_data.update({"text": "A zebra has stripes."})
+    carols = await world.admin.UpsertLesson(
+        admin_service_pb2.UpsertLessonRequest(lesson=lesson), metadata=admin
+    )
+    as_alice = bearer(user_jwt(alice))
+    for query in ("zebra", "zebra stripes", "zebra or lion"):
+        found = await world.lesson.SearchLessons(
+            lesson_service_pb2.SearchLessonsRequest(query=query), metadata=as_alice
+        )
+        assert [m.lesson.id for m in found.matches] == [carols.id], query
+    # Bob sees his own drafts first, as a service token does.
+    found = await world.lesson.SearchLessons(
+        lesson_service_pb2.SearchLessonsRequest(query="zebra", page_size=5),
+        metadata=bearer(user_jwt(bob)),
+    )
+    assert len(found.matches) == 5 and carols.id not in {m.lesson.id for m in found.matches}
 
 
 async def test_every_rpc_as_the_wrong_user_leaks_nothing(world: AuthWorld, database_url) -> None:

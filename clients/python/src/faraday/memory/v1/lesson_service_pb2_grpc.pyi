@@ -59,6 +59,12 @@ class LessonServiceStub:
     SearchLessons: _grpc.UnaryUnaryMultiCallable[_lesson_service_pb2.SearchLessonsRequest, _lesson_service_pb2.SearchLessonsResponse]
     """Full-text search over title (weighted highest), content area and the
     lesson text (lesson_data.text), English stemming, best match first.
+    Ranks a bounded set of candidates, among the lessons the caller may see
+    that pass the filters: a one-word query ends after its 500 best
+    matches; a query without `or` ranks the 500 lessons its rarest word
+    suits best (exact when that word is in at most 500 lessons); with `or`,
+    each word's 500 best. A query of only exclusions (`-word`) matches
+    nothing.
     Returns INVALID_ARGUMENT for an empty or too long query.
     May be answered by a read replica (docs/scaling.md): it can miss changes
     committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
@@ -95,6 +101,12 @@ class LessonServiceAsyncStub(LessonServiceStub):
     SearchLessons: _aio.UnaryUnaryMultiCallable[_lesson_service_pb2.SearchLessonsRequest, _lesson_service_pb2.SearchLessonsResponse]  # type: ignore[assignment]
     """Full-text search over title (weighted highest), content area and the
     lesson text (lesson_data.text), English stemming, best match first.
+    Ranks a bounded set of candidates, among the lessons the caller may see
+    that pass the filters: a one-word query ends after its 500 best
+    matches; a query without `or` ranks the 500 lessons its rarest word
+    suits best (exact when that word is in at most 500 lessons); with `or`,
+    each word's 500 best. A query of only exclusions (`-word`) matches
+    nothing.
     Returns INVALID_ARGUMENT for an empty or too long query.
     May be answered by a read replica (docs/scaling.md): it can miss changes
     committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those
@@ -146,6 +158,12 @@ class LessonServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lesson_service_pb2.SearchLessonsResponse, _abc.Awaitable[_lesson_service_pb2.SearchLessonsResponse]]:
         """Full-text search over title (weighted highest), content area and the
         lesson text (lesson_data.text), English stemming, best match first.
+        Ranks a bounded set of candidates, among the lessons the caller may see
+        that pass the filters: a one-word query ends after its 500 best
+        matches; a query without `or` ranks the 500 lessons its rarest word
+        suits best (exact when that word is in at most 500 lessons); with `or`,
+        each word's 500 best. A query of only exclusions (`-word`) matches
+        nothing.
         Returns INVALID_ARGUMENT for an empty or too long query.
         May be answered by a read replica (docs/scaling.md): it can miss changes
         committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those

@@ -612,6 +612,7 @@ REFERENCE_TABLES = (
     "assistant_profiles",
     "assistant_capabilities",
     "lessons",
+    "lesson_terms",
 )
 # Kept on the coordinator alone.
 LOCAL_TABLES = ("audit_log",)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +121,36 @@ def growth_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def checks(results: dict[str, Any], level: int = 16) -> list[dict[str, Any]]:
-    """The issue's targets, each judged on this run's own numbers."""
-    out: list[dict[str, Any]] = []
+Add = Callable[[str, "bool | None", str], None]
+
+
+def _adder(out: list[dict[str, Any]]) -> Add:
+    """add(name, ok, detail) appending one check to `out`: PASS, FAIL, or SKIP when ok is None."""
 
     def add(name: str, ok: bool | None, detail: str) -> None:
         out.append({"check": name, "result": "SKIP" if ok is None else "PASS" if ok else "FAIL",
                     "detail": detail})  # fmt: skip
+
+    return add
+
+
+def _floor_share(add: Add, results: dict[str, Any], rpc: str, level: int, share: float) -> None:
+    """The service's throughput against the grpc floor's at one concurrency."""
+    service = find(results, rpc, "service", level)
+    floor = find(results, rpc, "grpc floor", level)
+    ratio = _ratio(service, floor)
+    name = f"{LABELS[rpc]}, c={level}: throughput >= {share:.0%} of the grpc floor"
+    if service is None or floor is None or ratio is None:
+        add(name, None, "not measured in this run")
+    else:
+        add(name, ratio >= share, _ratio_detail(service, floor, ratio))
+
+
+def checks(results: dict[str, Any], level: int = 16) -> list[dict[str, Any]]:
+    """The issue's targets, each judged on this run's own numbers."""
+    out: list[dict[str, Any]] = []
+
+    add = _adder(out)
 
     for rpc in ("recall", "recall_query"):
         service = find(results, rpc, "service", level)
@@ -147,14 +171,7 @@ def checks(results: dict[str, Any], level: int = 16) -> list[dict[str, Any]]:
                 _ratio_detail(service, floor, ratio),
             )
     for rpc in ("store", "feedback"):
-        service = find(results, rpc, "service", level)
-        floor = find(results, rpc, "grpc floor", level)
-        ratio = _ratio(service, floor)
-        name = f"{LABELS[rpc]}, c={level}: throughput >= 85% of the grpc floor"
-        if service is None or floor is None or ratio is None:
-            add(name, None, "not measured in this run")
-        else:
-            add(name, ratio >= 0.85, _ratio_detail(service, floor, ratio))
+        _floor_share(add, results, rpc, level, 0.85)
     check = results.get("floor_check") or {}
     if check:
         differ = {k: v for k, v in check.items() if v["same"] != v["asked"]}
@@ -234,9 +251,7 @@ LESSON_P50_C1_MS = {20_000: 3.0, 1_000_000: 6.0}
 def issue12_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
-    def add(name: str, ok: bool | None, detail: str) -> None:
-        out.append({"check": name, "result": "SKIP" if ok is None else "PASS" if ok else "FAIL",
-                    "detail": detail})  # fmt: skip
+    add = _adder(out)
 
     plain = {level: find(results, "recall", "service", level) for level in (1, 16)}
     query = {level: find(results, "recall_query", "service", level) for level in (1, 16)}
@@ -260,14 +275,7 @@ def issue12_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{query[16]['throughput']:.0f}/s vs {c16['throughput']:.0f}/s")  # fmt: skip
     for rpc in ("recall", "recall_query"):
         for level in (1, 16):
-            service = find(results, rpc, "service", level)
-            floor = find(results, rpc, "grpc floor", level)
-            ratio = _ratio(service, floor)
-            name = f"{LABELS[rpc]}, c={level}: throughput >= {FLOOR_SHARE:.0%} of the grpc floor"
-            if service is None or floor is None or ratio is None:
-                add(name, None, "not measured in this run")
-            else:
-                add(name, ratio >= FLOOR_SHARE, _ratio_detail(service, floor, ratio))
+            _floor_share(add, results, rpc, level, FLOOR_SHARE)
     lessons = results["config"]["spec"]["lessons"]
     limit = LESSON_P50_C1_MS.get(lessons)
     for rpc in ("list_lessons", "search_lessons"):
@@ -284,9 +292,7 @@ def semantic_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 9's targets: hybrid recall, server-side embedding, the model's memory."""
     out: list[dict[str, Any]] = []
 
-    def add(name: str, ok: bool | None, detail: str) -> None:
-        out.append({"check": name, "result": "SKIP" if ok is None else "PASS" if ok else "FAIL",
-                    "detail": detail})  # fmt: skip
+    add = _adder(out)
 
     def cell(rpc: str, level: int) -> dict[str, Any] | None:
         c = find(results, rpc, "service", level)

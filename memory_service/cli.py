@@ -11,7 +11,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from memory_service import (
     backup,
@@ -24,9 +24,6 @@ from memory_service import (
 )
 from memory_service.config import Settings
 from memory_service.domain.principal import Scope
-
-if TYPE_CHECKING:
-    from memory_service.storage.database import Database
 
 # The embedded PostgreSQL is started and stopped with pg_ctl through fork()
 # from this process, which also runs gRPC; grpc's fork handlers can crash
@@ -276,38 +273,14 @@ async def _seed(settings: Settings) -> None:
     print("seeded: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
 
 
-async def _tool_database(settings: Settings, app_url: str, platform_url: str) -> Database:
-    """An open Database for a command's maintenance work, as the service roles.
-
-    One statement at a time needs one connection (the platform pool's); the
-    user pool's is never used but cannot be empty.
-    """
-    from memory_service.storage.database import Database, PoolSettings
-
-    db = Database(
-        PoolSettings(
-            url=app_url,
-            platform_url=platform_url,
-            size=2,
-            user_size=1,
-            max_overflow=0,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            statement_timeout_seconds=settings.statement_timeout_seconds,
-            pooler=settings.database_pooler,
-        )
-    )
-    await db.open()
-    return db
-
-
 async def _partitions(settings: Settings, args: argparse.Namespace) -> None:
     """List memory_interactions' and audit_log's partitions; with --run, run the job first."""
-    from memory_service.server import partition_job
+    from memory_service.server import partition_job, tool_database
 
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await _upgrade(owner_url, settings)
-    db = await _tool_database(settings, app_url, platform_url)
+    db = await tool_database(settings, app_url, platform_url)
     try:
         job = partition_job(db, settings)
         if args.run:
@@ -343,6 +316,7 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
     except ModelUnavailable as exc:
         _refuse([f"FARADAY_EMBEDDING_MODEL: {exc}"])
     # Imported only now, as in _serve: alembic logs at INFO on import.
+    from memory_service.server import tool_database
     from memory_service.services import backfill
     from memory_service.storage import migrate
     from memory_service.storage.embeddings import EmbeddingStore
@@ -351,7 +325,7 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
     owner_url, app_url, platform_url, embedded = await _database_urls(settings)
     if embedded or settings.migrate_on_start:
         await migrate.upgrade(owner_url)
-    db = await _tool_database(settings, app_url, platform_url)
+    db = await tool_database(settings, app_url, platform_url)
     try:
         if not await MemoryStore(db).has_vectors():
             sys.exit(

@@ -115,8 +115,8 @@ async def rotate(settings: Settings, app_url: str, platform_url: str) -> None:
     """`rotate-keys`: seal plaintext rows, re-encrypt old-key rows; one line of counts."""
     import sys
 
+    from memory_service.server import tool_database
     from memory_service.storage import encryption
-    from memory_service.storage.database import Database, PoolSettings
 
     try:
         keys = cipher(settings)
@@ -124,18 +124,7 @@ async def rotate(settings: Settings, app_url: str, platform_url: str) -> None:
         raise InvalidSettings([str(exc)]) from exc
     if keys is None:
         raise InvalidSettings(["FARADAY_ENCRYPTION_KEYS: no encryption keys to rotate to"])
-    db = Database(
-        PoolSettings(
-            url=app_url,
-            platform_url=platform_url,
-            size=2,
-            user_size=1,
-            max_overflow=0,
-            connect_timeout_seconds=settings.connect_timeout_seconds,
-            pooler=settings.database_pooler,
-        )
-    )
-    await db.open()
+    db = await tool_database(settings, app_url, platform_url)
     try:
         try:
             await encryption.check_keys(db, keys)

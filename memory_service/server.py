@@ -105,6 +105,29 @@ class RunningServer:
             await asyncio.to_thread(self.metrics.close)
 
 
+async def tool_database(settings: Settings, app_url: str, platform_url: str) -> Database:
+    """An open Database for a command's maintenance work (embed, partitions,
+    rotate-keys), as the service roles.
+
+    One statement at a time needs one connection (the platform pool's); the
+    user pool's is never used but cannot be empty.
+    """
+    db = Database(
+        PoolSettings(
+            url=app_url,
+            platform_url=platform_url,
+            size=2,
+            user_size=1,
+            max_overflow=0,
+            connect_timeout_seconds=settings.connect_timeout_seconds,
+            statement_timeout_seconds=settings.statement_timeout_seconds,
+            pooler=settings.database_pooler,
+        )
+    )
+    await db.open()
+    return db
+
+
 def pool_settings(settings: Settings, url: str, platform_url: str) -> PoolSettings:
     return PoolSettings(
         url=url,

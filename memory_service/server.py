@@ -50,8 +50,10 @@ from memory_service.storage.memories import MemoryStore
 from memory_service.storage.partitions import PartitionStore
 from memory_service.storage.probe import DatabaseProbe
 from memory_service.storage.rate_limit import RateLimiter
+from memory_service.storage.recall_log import RecallLog
 from memory_service.storage.registry import RegistryStore
 from memory_service.storage.replica import ReplicaMonitor
+from memory_service.storage.user_data import UserDataStore
 from memory_service.telemetry import metrics, tracing
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class RunningServer:
     interceptor: AuthInterceptor
     metrics: metrics.MetricsEndpoint | None = None
     tracing: tracing.Tracing | None = None
+    recall_log: RecallLog | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace_seconds: float) -> None:
@@ -94,6 +97,8 @@ class RunningServer:
                 await task
         with contextlib.suppress(Unavailable):  # kept in the log line record_refusals wrote
             await self.interceptor.record_refusals()
+        if self.recall_log is not None:  # every call has ended: write what they queued
+            await self.recall_log.close()
         if self.cache is not None:
             await self.cache.close()
         await self.limiter.close()
@@ -223,7 +228,14 @@ async def _start(
         if settings.redis_url
         else None
     )
-    memory_store = MemoryStore(database)
+    recall_log = (
+        RecallLog(
+            database, settings.recall_log_interval_seconds, settings.recall_log_max_pending_rows
+        )
+        if settings.log_recall_interactions and settings.recall_log_interval_seconds > 0
+        else None
+    )
+    memory_store = MemoryStore(database, recall_log=recall_log)
     memory_store.vectors = await memory_store.has_vectors()
     try:
         # Seconds for a large model: off the event loop, before serving.
@@ -250,7 +262,12 @@ async def _start(
     )
     lesson_store = LessonStore(database)
     lessons = Lessons(lesson_store, cache)
-    admin = Admin(RegistryStore(database, cipher), lesson_store, cache)
+    admin = Admin(
+        RegistryStore(database, cipher),
+        lesson_store,
+        cache,
+        user_data=UserDataStore(database, cipher, recall_log),
+    )
     default_weights = replace(
         ranking.DEFAULT_WEIGHTS, half_life=timedelta(days=settings.recall_half_life_days)
     )
@@ -344,6 +361,9 @@ async def _start(
         server, port, database, cache, health_servicer, memories, limiter, interceptor
     )
     running.tracing, running.metrics = tracer, endpoint
+    if recall_log is not None:
+        recall_log.start()
+        running.recall_log = recall_log
     running._tasks.append(
         asyncio.create_task(
             sweeper.run_periodically(

@@ -56,6 +56,7 @@ from memory_service.storage.dedup import (
 )
 from memory_service.storage.embeddings import vector_text
 from memory_service.storage.named_sql import NamedSQL
+from memory_service.storage.recall_log import RecallLog
 from memory_service.storage.tables import IMPORTANCE_BANDS
 
 MEMORY_COLUMNS = (
@@ -978,8 +979,12 @@ class MemoryStore:
         semantic_exact_max: int = SEMANTIC_EXACT_MAX_MEMORIES,
         fully_scored_postings: int = FULLY_SCORED_POSTINGS,
         probe_cost: float = PROBE_COST,
+        recall_log: RecallLog | None = None,
     ) -> None:
-        """`vectors`: the database has memory_embeddings (pgvector, migration 0011);
+        """`recall_log`: where logged recalls queue their bookkeeping
+        (storage/recall_log.py); None: each recall writes its own, in its
+        own transaction.
+        `vectors`: the database has memory_embeddings (pgvector, migration 0011);
         users with more memories than `semantic_exact_max` get the index's nearest;
         a query with more postings than `fully_scored_postings` probes the
         memories that could reach the top, or joins them with its essential
@@ -990,6 +995,7 @@ class MemoryStore:
         self._semantic_exact_max = semantic_exact_max
         self._fully_scored_postings = fully_scored_postings
         self._probe_cost = probe_cost
+        self._recall_log = recall_log
 
     async def store(
         self, memory: NewMemory, key: RequestKey | None = None, dedup: Dedup = NO_DEDUP
@@ -1314,7 +1320,9 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         semantic = q.query_embedding is not None and q.weights.semantic > 0
         dimension = len(q.query_embedding.vector) if q.query_embedding and semantic else 0
         model = q.query_embedding.model if q.query_embedding and semantic else ""
-        statement = _recall_sql(bool(q.query), dimension, log, model)
+        recall_log = self._recall_log if log else None
+        inline = log and recall_log is None  # the statement writes the bookkeeping
+        statement = _recall_sql(bool(q.query), dimension, inline, model)
         params: dict[str, Any] = {
             "profiles": visibility.profile_list,
             "user_id": q.user_id,
@@ -1347,12 +1355,25 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         # (8 ms against 3); its plan does not depend on the values (every
         # row-by-row step is forced: LATERAL, OFFSET 0, one-time filters).
         # A logged recall's writes (interaction rows, last-access bumps) are
-        # bookkeeping: it does not wait for them to reach the disk. A crash
-        # of PostgreSQL itself may lose the last few hundred milliseconds of
-        # them; a crash of this service loses none (docs/schema.md).
+        # bookkeeping: queued for the recall log's next batch, or, without
+        # one, written by this statement without waiting for the disk
+        # (docs/schema.md, "Recall bookkeeping": what a crash may lose).
         rows = await self._db.fetch(
-            statement.sql, *statement.args(params), generic_plan=True, async_commit=log
+            statement.sql,
+            *statement.args(params),
+            generic_plan=True,
+            async_commit=inline,
         )
+        if recall_log is not None and rows:
+            mine = visibility.profile_ids
+            await recall_log.add(
+                rows[0]["user_id"],
+                [
+                    (r["id"], r["score"], mine is None or r["assistant_profile_id"] in mine)
+                    for r in rows
+                ],
+                q.query,
+            )
         return [
             ScoredMemory(
                 memory=memory_from_row(r),
@@ -1443,6 +1464,8 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         limit: int,
         visibility: Visibility,
     ) -> Page[Interaction]:
+        if self._recall_log is not None:  # this process's recalls are in the list
+            await self._recall_log.flush()
         async with self._db.connection(replica_ok=True) as conn:
             # One user's, always: the filter's, the memory's, or the caller's own.
             user_id = f.user_id or visibility.user_id

@@ -31,6 +31,7 @@ from memory_service.storage.memories import (
     memory_from_row,
     revision_from_row,
 )
+from memory_service.storage.recall_log import RecallLog
 from memory_service.storage.registry import USER_COLUMNS, preferences_from_row, user_from_row
 
 # One exported record, in the order ExportUserData promises: the user, its
@@ -125,9 +126,21 @@ class ErasedUserData:
 
 
 class UserDataStore:
-    def __init__(self, db: Database, cipher: FieldCipher | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        cipher: FieldCipher | None = None,
+        recall_log: RecallLog | None = None,
+    ) -> None:
+        """`recall_log`: the process's queued recall bookkeeping, written
+        before an erasure or export so both count every acknowledged recall."""
         self._db = db
         self._cipher = cipher
+        self._recall_log = recall_log
+
+    async def _flush_recall_log(self) -> None:
+        if self._recall_log is not None:
+            await self._recall_log.flush()
 
     async def erase_user(self, user_id: uuid.UUID) -> ErasedUserData:
         """Delete the user and everything of theirs in one transaction (NotFound if no user).
@@ -137,6 +150,7 @@ class UserDataStore:
         lesson that is about to be deleted.
         """
         audit.note(user_id=user_id)
+        await self._flush_recall_log()
         async with self._db.connection() as conn:  # one transaction, committed on exit
             if await conn.fetchval(_LOCK_USER, user_id) is None:
                 raise NotFound("user", user_id)
@@ -175,6 +189,7 @@ class UserDataStore:
         when the generator is garbage collected.
         """
         audit.note(user_id=user_id)
+        await self._flush_recall_log()
         async with self._db.connection(read_only_snapshot=True, replica_ok=True) as conn:
             user_row = await conn.fetchrow(_EXPORT_USER, user_id)
             if user_row is None:

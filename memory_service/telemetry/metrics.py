@@ -85,6 +85,12 @@ SWEEP_RUNS = Counter(
 SWEPT = Counter(
     "faraday_swept_items", "What the periodic jobs handled (expired memories deleted...).", ["job"]
 )
+RECALL_LOG_ROWS = Counter(
+    "faraday_recall_log_rows",
+    "Recall bookkeeping rows (an interaction and a last-access bump each) the batched writer"
+    " handled, by outcome (written, dropped).",
+    ["outcome"],
+)
 
 
 def enabled() -> bool:
@@ -124,6 +130,11 @@ def rate_limited(reason: str) -> None:
 def recall_scored(rows: int) -> None:
     if _on:
         RECALL_RESULTS.observe(rows)
+
+
+def recall_log_rows(outcome: str, rows: int) -> None:
+    if _on and rows:
+        RECALL_LOG_ROWS.labels(outcome).inc(rows)
 
 
 def embedded(model: str, texts: int, seconds: float) -> None:

@@ -1,17 +1,20 @@
-"""Recall's bookkeeping commits asynchronously: what a crash may lose of it, and what never.
+"""What a crash may lose of recall's bookkeeping, and what it never loses.
 
-A logged recall commits its interaction rows and last-access bumps with
-synchronous_commit = off (storage/memories.py); stores and feedback keep it
-on. The loss window this buys (docs/schema.md, "Recall bookkeeping"):
+A logged recall queues its interaction rows and last-access bumps; the
+service writes the queue every FARADAY_RECALL_LOG_INTERVAL_SECONDS in one
+transaction with synchronous_commit = off (storage/recall_log.py); with
+the interval 0 each recall writes its own, in its own transaction, also
+without waiting for the flush. Stores and feedback are always durable. The
+loss windows (docs/schema.md, "Recall bookkeeping"):
 
-- SIGKILL of the service loses nothing acknowledged, recall rows included:
-  PostgreSQL had the commit before the service answered, and it keeps
-  running and flushes its WAL.
+- SIGKILL of the service loses the queued rows: recalls acknowledged in
+  the last interval (plus the write in flight). With the interval 0 it
+  loses nothing acknowledged: PostgreSQL had the commit before the answer.
+- SIGTERM loses nothing: the graceful stop writes the queue before exiting.
 - A crash of PostgreSQL itself (here `pg_ctl stop -m immediate`) may lose
-  the recalls whose commits were still in its WAL buffers: those committed
-  in the last 3 x wal_writer_delay before it, never an acknowledged store
-  or feedback. A recall is one transaction, so its rows go whole or not at
-  all.
+  the rows committed in its last 3 x wal_writer_delay, and what was still
+  queued; never an acknowledged store or feedback.
+- A recall's rows are written in one transaction: all of them or none.
 
 Recalls, stores and feedback run concurrently; each recall's query text is
 unique and logged with its rows, so its rows can be counted afterwards.
@@ -203,13 +206,13 @@ def summary(tag: str, outcome: Outcome) -> str:
     )
 
 
-@pytest.mark.slow
-async def test_sigkill_of_the_service_loses_no_acknowledged_recall_store_or_feedback(
-    migrated_database: Urls, server_process: ServerProcess
-) -> None:
-    urls, server = migrated_database, server_process
-    seed = random.randrange(1 << 30)
-    kill_after = random.Random(seed).uniform(0.8, 2.0)
+async def run_then_signal(
+    server: ServerProcess, interval: float, signum: signal.Signals, after: float
+) -> tuple[Workload, float, int]:
+    """Run the workload against a server writing recall bookkeeping every
+    `interval` seconds (0: in each recall's transaction), then send `signum`:
+    (the workload, when it was sent, the server's exit code)."""
+    server.extra_args = (*server.extra_args, "--recall-log-interval-seconds", str(interval))
     target = await server.start()
     async with grpc.aio.insecure_channel(target) as channel:
         user = await register_user(admin_service_pb2_grpc.AdminServiceStub(channel))
@@ -217,24 +220,64 @@ async def test_sigkill_of_the_service_loses_no_acknowledged_recall_store_or_feed
         await work.seed()
         work.start()
         try:
-            await asyncio.sleep(kill_after)
-            server.signal(signal.SIGKILL)
-            assert await server.wait(10.0) == -signal.SIGKILL
+            await asyncio.sleep(after)
+            signalled = time.monotonic()
+            server.signal(signum)
+            code = await server.wait(15.0)
         finally:
             await work.stop()
+    return work, signalled, code
 
-    outcome = await check(urls.owner, work)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interval", [0.0, 0.05], ids=["in-transaction", "batched"])
+async def test_sigkill_of_the_service_loses_only_the_queued_recall_bookkeeping(
+    migrated_database: Urls, server_process: ServerProcess, interval: float
+) -> None:
+    seed = random.randrange(1 << 30)
+    kill_after = random.Random(seed).uniform(2.0, 3.0)
+    work, killed, code = await run_then_signal(server_process, interval, signal.SIGKILL, kill_after)
+    assert code == -signal.SIGKILL
+    outcome = await check(migrated_database.owner, work)
+    # Batched: what was queued, the recalls of the last interval and the
+    # write in flight, plus scheduling slack on a loaded machine.
+    since = killed - interval - MARGIN_SECONDS
+    in_window = [r for r in outcome.recalls_acknowledged if r.ended >= since]
+    earliest = min((r.ended - killed for r in outcome.recalls_missing), default=None)
+    first_missing = "-" if earliest is None else f"{earliest:+.3f}s"
     print(
-        f"\n[recall sigkill] seed={seed} killed {kill_after:.2f}s in\n"
-        + summary("sigkill", outcome)
+        f"\n[recall sigkill] seed={seed} interval={interval}s killed {kill_after:.2f}s in;"
+        f" recalls acknowledged in the window={len(in_window)}; earliest missing one"
+        f" acknowledged at {first_missing} from the kill\n" + summary("sigkill", outcome)
     )
     assert outcome.recalls_acknowledged and outcome.stores_acknowledged
     assert outcome.feedback_acknowledged
     assert all(r.returned == RECALL_LIMIT for r in outcome.recalls_acknowledged)
-    assert outcome.recalls_partial == []
-    assert outcome.recalls_missing == []  # the service's crash loses nothing acknowledged
+    assert outcome.recalls_partial == []  # a recall's rows are written whole or not at all
+    if interval == 0:
+        # Committed before the answer: the service's crash loses none of it.
+        assert outcome.recalls_missing == []
+    else:
+        early = [r for r in outcome.recalls_missing if r.ended < since]
+        assert early == [], f"{len(early)} recalls lost from before the queue's window"
+        assert len(outcome.recalls_missing) <= len(in_window)
     assert outcome.stores_lost == 0
     assert outcome.feedback_lost == 0
+
+
+@pytest.mark.slow
+async def test_sigterm_writes_every_queued_recall_before_the_service_exits(
+    migrated_database: Urls, server_process: ServerProcess
+) -> None:
+    # An interval longer than the run: every acknowledged recall is still
+    # queued when the signal comes, and only the graceful stop can write it.
+    work, _, code = await run_then_signal(server_process, 10.0, signal.SIGTERM, 1.5)
+    assert code == 0, server_process.output()
+    outcome = await check(migrated_database.owner, work)
+    print("\n" + summary("sigterm", outcome))
+    assert len(outcome.recalls_acknowledged) >= 10
+    assert outcome.recalls_missing == [] and outcome.recalls_partial == []
+    assert outcome.stores_lost == 0 and outcome.feedback_lost == 0
 
 
 @pytest.mark.slow
@@ -249,7 +292,10 @@ async def test_a_postgres_crash_loses_recall_bookkeeping_within_the_window_only(
     )
     setting = {row["name"]: row["setting"] for row in settings}
     assert setting["synchronous_commit"] == "on" and setting["fsync"] == "on", setting
-    window = 3 * int(setting["wal_writer_delay"]) / 1000  # pg_settings: in ms
+    # Committed without the flush (3 x wal_writer_delay, pg_settings has ms),
+    # and what was still queued in the service when PostgreSQL went away.
+    interval = FAULT_SETTINGS.recall_log_interval_seconds
+    window = 3 * int(setting["wal_writer_delay"]) / 1000 + interval
 
     running = await start(FAULT_SETTINGS, migrate.app_role_url(pg.owner_url))
     try:

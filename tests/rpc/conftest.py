@@ -21,7 +21,7 @@ from memory_service.config import Settings
 from memory_service.server import RunningServer, start
 from memory_service.storage import migrate
 from tests.conftest import create_scratch_database, drop_scratch_database
-from tests.rpc.helpers import LossyProxy
+from tests.rpc.helpers import LossyProxy, recalls_written
 
 # TRUNCATE fires no triggers: the memories' and lessons' term indexes go with them.
 TABLES = (
@@ -62,8 +62,14 @@ async def has_pgvector(database_url: str) -> bool:
         await conn.close()
 
 
+# The session's servers: their queued recall bookkeeping is written before
+# each test's TRUNCATE, so none of it lands in the next test's tables.
+_SESSION_SERVERS: list[RunningServer] = []
+
+
 @pytest.fixture(autouse=True)
 async def _clean_tables(database_url: str) -> AsyncIterator[None]:
+    await recalls_written(*_SESSION_SERVERS)
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
@@ -81,7 +87,9 @@ def app_url(database_url: str) -> str:
 @pytest.fixture(scope="session")
 async def server(app_url: str) -> AsyncIterator[RunningServer]:
     running = await start(TEST_SETTINGS, app_url)
+    _SESSION_SERVERS.append(running)
     yield running
+    _SESSION_SERVERS.remove(running)
     await running.stop(1.0)
 
 
@@ -122,10 +130,12 @@ async def _cached_server(
     app_url: str, redis_url: str
 ) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel, aioredis.Redis]]:
     running = await start(TEST_SETTINGS.with_overrides(redis_url=redis_url), app_url)
+    _SESSION_SERVERS.append(running)
     client = aioredis.from_url(redis_url)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
         yield running, ch, client
     await client.aclose()
+    _SESSION_SERVERS.remove(running)
     await running.stop(1.0)
 
 

@@ -9,6 +9,8 @@ import grpc
 from faraday.memory.v1 import admin_service_pb2, admin_service_pb2_grpc, registry_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from memory_service.server import RunningServer
+
 
 async def register_user(
     admin_stub: admin_service_pb2_grpc.AdminServiceStub, email: str | None = None
@@ -21,6 +23,18 @@ async def register_user(
         )
     )
     return user.id
+
+
+async def recalls_written(*servers: RunningServer) -> None:
+    """Write the servers' queued recall bookkeeping (interaction rows, last-access bumps) now.
+
+    A recall queues it and its server writes it every
+    FARADAY_RECALL_LOG_INTERVAL_SECONDS (storage/recall_log.py): a test that
+    reads it straight after a recall, through SQL or GetMemory, waits here.
+    """
+    for server in servers:
+        if server.recall_log is not None:
+            await server.recall_log.flush()
 
 
 def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:

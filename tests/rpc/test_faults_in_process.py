@@ -18,7 +18,7 @@ from memory_service.server import start
 from memory_service.storage import migrate, session
 from memory_service.storage.database import Database, PoolSettings
 from tests.rpc.conftest import TEST_SETTINGS
-from tests.rpc.helpers import field_violations, register_user, status_details
+from tests.rpc.helpers import field_violations, recalls_written, register_user, status_details
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -235,7 +235,7 @@ async def test_oversized_messages_are_rejected_before_any_work(
 
 
 async def test_concurrent_recalls_of_one_user_neither_wait_nor_deadlock(
-    memory_stub, admin_stub, database_url
+    memory_stub, admin_stub, database_url, server
 ) -> None:
     user = await register_user(admin_stub)
     for n in range(30):
@@ -251,6 +251,7 @@ async def test_concurrent_recalls_of_one_user_neither_wait_nor_deadlock(
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors == []
     # Every recall still logged its interactions, whoever bumped last_accessed.
+    await recalls_written(server)
     assert await _count(
         database_url,
         "SELECT count(*) FROM memory_interactions WHERE user_id = $1"

@@ -80,6 +80,7 @@ from memory_service.domain import page_token
 from memory_service.domain.errors import DomainError
 from memory_service.rpc import lesson_messages, memory_messages
 from memory_service.server import RunningServer
+from tests.rpc.helpers import recalls_written
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -482,14 +483,18 @@ class Snapshot:
 class Database:
     """asyncpg on the session loop, used from the Hypothesis thread."""
 
-    def __init__(self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop, server: RunningServer
+    ) -> None:
         self._conn = conn
         self._loop = loop
+        self._server = server
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
     async def _snapshot(self, world: World) -> Snapshot:
+        await recalls_written(self._server)  # a recall's rows count as its own change
         c = self._conn
         tables = {r["t"]: (r["n"], r["h"]) for r in await c.fetch(_SNAPSHOT_SQL)}
         by_memory = await c.fetch("SELECT memory_id, count(*) FROM memory_interactions GROUP BY 1")
@@ -1563,7 +1568,7 @@ async def _fuzz(
     await seed(admin_stub, memory_stub)
     conn = await asyncpg.connect(database_url)
     try:
-        db = Database(conn, asyncio.get_running_loop())
+        db = Database(conn, asyncio.get_running_loop(), server)
         tally = await asyncio.to_thread(
             run_fuzz, name, rpcs, examples, server.port, db, focus, sometimes
         )

@@ -14,7 +14,7 @@ from faraday.memory.v1 import memory_pb2, memory_service_pb2
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from memory_service.domain import validation
-from tests.rpc.helpers import field_violations, register_user
+from tests.rpc.helpers import field_violations, recalls_written, register_user
 from tests.rpc.memory_helpers import store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -128,7 +128,7 @@ async def test_update_time_filters(memory_stub, admin_stub, database_url) -> Non
 
 
 async def test_last_access_time_filters_count_never_accessed_as_before_every_time(
-    memory_stub, admin_stub, database_url
+    memory_stub, admin_stub, database_url, server
 ) -> None:
     user = await register_user(admin_stub)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -158,6 +158,7 @@ async def test_last_access_time_filters_count_never_accessed_as_before_every_tim
     # Recall filters on the access times as they were before it bumped them.
     first = await _recalled(memory_stub, user, last_access_time_end=month_ago)
     assert sorted(first) == sorted([never, stale])
+    await recalls_written(server)
     assert await _both(memory_stub, user, last_access_time_end=month_ago) == set()
 
 
@@ -304,12 +305,13 @@ async def _recall_interactions(stub, user: str) -> int:
 
 
 async def test_skip_access_tracking_logs_nothing_and_leaves_last_access_time(
-    memory_stub, admin_stub
+    memory_stub, admin_stub, server
 ) -> None:
     user = await register_user(admin_stub)
     never = await store(memory_stub, user, "lesson timing preference", importance=0.9)
     seen = await store(memory_stub, user, "lesson format preference", importance=0.3)
     await _recalled(memory_stub, user, query="format", limit=1)  # seen only: bumped, logged
+    await recalls_written(server)
     before = await memory_stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=seen.id))
     assert before.HasField("last_access_time") and await _recall_interactions(memory_stub, user)
     logged = await _recall_interactions(memory_stub, user)
@@ -327,6 +329,7 @@ async def test_skip_access_tracking_logs_nothing_and_leaves_last_access_time(
     assert after_seen.last_access_time == before.last_access_time
     # Without the switch the same recall logs and bumps.
     await _recalled(memory_stub, user, query="lesson")
+    await recalls_written(server)
     assert await _recall_interactions(memory_stub, user) == logged + 2
     bumped = await memory_stub.GetMemory(memory_service_pb2.GetMemoryRequest(id=never.id))
     assert bumped.HasField("last_access_time")

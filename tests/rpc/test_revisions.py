@@ -17,7 +17,7 @@ import pytest
 from faraday.memory.v1 import memory_pb2, memory_service_pb2, memory_service_pb2_grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from tests.rpc.helpers import field_violations, register_user
+from tests.rpc.helpers import field_violations, recalls_written, register_user
 from tests.rpc.memory_helpers import store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -150,7 +150,7 @@ async def test_every_tracked_field_keeps_a_revision(
 
 
 async def test_changes_of_nothing_tracked_keep_no_revision(
-    memory_stub, admin_stub, database_url
+    memory_stub, admin_stub, database_url, server
 ) -> None:
     user = await register_user(admin_stub)
     memory = await store(memory_stub, user, "Prefers bullet points.", importance=1.0, tags=["a"])
@@ -159,6 +159,7 @@ async def test_changes_of_nothing_tracked_keep_no_revision(
         memory_service_pb2.RecallMemoriesRequest(user_id=user, query="bullet points")
     )
     assert [s.memory.id for s in recalled.memories] == [memory.id]
+    await recalls_written(server)
     # Fields that are not revised, and the same values again.
     await _update(memory_stub, memory.id, ["context", "source", "confidence"], source="chat")
     await _update(

@@ -110,6 +110,10 @@ async def _seed(
         await store(memories, user_id, f"{label} teaches fractions to 7B.", category="class"),
     ]
     await memories.RecallMemories(memory_service_pb2.RecallMemoriesRequest(user_id=user_id))
+    # The recall queued its rows; ListInteractions on the same server writes them first.
+    await memories.ListInteractions(
+        memory_service_pb2.ListInteractionsRequest(user_id=user_id, page_size=1)
+    )
     await memories.RecordFeedback(
         memory_service_pb2.RecordFeedbackRequest(memory_id=stored[0].id, helpful=True)
     )

@@ -299,11 +299,16 @@ class MemoryServiceServicer(object):
         """Returns a user's best memories for the conversation at hand, best first,
         each with its score and the parts of that score, bumps their
         `last_access_time` and logs one `recall` interaction per returned memory
-        (neither with `skip_access_tracking`). That bookkeeping commits without
-        waiting for the disk: a crash of the service loses none of it, a crash of
-        PostgreSQL itself may lose the last 3 x wal_writer_delay (600 ms by
-        default) of it, never a store, update, feedback or erasure
-        (docs/schema.md).
+        (neither with `skip_access_tracking`). That bookkeeping is queued and
+        written a moment after the answer, for many recalls at once (every
+        FARADAY_RECALL_LOG_INTERVAL_SECONDS, 50 ms by default): other calls see
+        the new `last_access_time` and interactions within about that long,
+        except ListInteractions, ExportUserData and DeleteUserData answered by
+        the same server process, which write its queue first. A crash of the
+        service loses what is queued (the recalls of that last interval; a
+        graceful stop writes it), a crash of PostgreSQL itself may lose the
+        last 3 x wal_writer_delay (600 ms by default) of it; never a store,
+        update, feedback or erasure (docs/schema.md).
 
         score = importance_weight * importance
         + recency_weight * 0.5 ^ (age / recency_half_life)

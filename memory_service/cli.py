@@ -138,6 +138,19 @@ async def _database_urls(settings: Settings) -> tuple[str, str, str, bool]:
     return owner, app, settings.platform_database_url or platform_role_url(app), embedded
 
 
+async def _ready_database(settings: Settings) -> tuple[Settings, str, str, bool]:
+    """The database a command works on, started and migrated when it is the
+    embedded one (or with FARADAY_MIGRATE_ON_START): (the settings, with the
+    embedded database's key file unless keys are configured; the user and
+    platform URLs to connect with; whether it is embedded)."""
+    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
+    if embedded:
+        settings = encryption_keys.for_embedded(settings)
+    if embedded or settings.migrate_on_start:
+        await _upgrade(owner_url, settings)
+    return settings, app_url, platform_url, embedded
+
+
 async def _serve(settings: Settings) -> None:
     from memory_service import tls
     from memory_service.auth import Authenticator
@@ -153,11 +166,7 @@ async def _serve(settings: Settings) -> None:
     if not settings.reuse_port:  # a busy port fails now, before the database starts
         listen_check.check_port_free(settings.host, settings.port)
 
-    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
-    if embedded:
-        settings = encryption_keys.for_embedded(settings)
-    if embedded or settings.migrate_on_start:
-        await _upgrade(owner_url, settings)
+    settings, app_url, platform_url, embedded = await _ready_database(settings)
     where = startup.Where(
         data=(
             f"embedded PostgreSQL in {settings.data_dir}"
@@ -260,11 +269,7 @@ async def _migrate(settings: Settings) -> None:
 async def _seed(settings: Settings) -> None:
     from memory_service.seed import seed_demo
 
-    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
-    if embedded:
-        settings = encryption_keys.for_embedded(settings)
-    if embedded or settings.migrate_on_start:
-        await _upgrade(owner_url, settings)
+    settings, app_url, platform_url, _ = await _ready_database(settings)
     try:
         cipher = encryption_keys.cipher(settings)
     except ValueError as exc:
@@ -277,9 +282,7 @@ async def _partitions(settings: Settings, args: argparse.Namespace) -> None:
     """List memory_interactions' and audit_log's partitions; with --run, run the job first."""
     from memory_service.server import partition_job, tool_database
 
-    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
-    if embedded or settings.migrate_on_start:
-        await _upgrade(owner_url, settings)
+    settings, app_url, platform_url, _ = await _ready_database(settings)
     db = await tool_database(settings, app_url, platform_url)
     try:
         job = partition_job(db, settings)
@@ -318,13 +321,10 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
     # Imported only now, as in _serve: alembic logs at INFO on import.
     from memory_service.server import tool_database
     from memory_service.services import backfill
-    from memory_service.storage import migrate
     from memory_service.storage.embeddings import EmbeddingStore
     from memory_service.storage.memories import MemoryStore
 
-    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
-    if embedded or settings.migrate_on_start:
-        await migrate.upgrade(owner_url)
+    settings, app_url, platform_url, _ = await _ready_database(settings)
     db = await tool_database(settings, app_url, platform_url)
     try:
         if not await MemoryStore(db).has_vectors():
@@ -357,11 +357,7 @@ async def _embed(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _rotate_keys(settings: Settings) -> None:
-    owner_url, app_url, platform_url, embedded = await _database_urls(settings)
-    if embedded:
-        settings = encryption_keys.for_embedded(settings)
-    if embedded or settings.migrate_on_start:
-        await _upgrade(owner_url, settings)
+    settings, app_url, platform_url, _ = await _ready_database(settings)
     await encryption_keys.rotate(settings, app_url, platform_url)
 
 

@@ -26,11 +26,11 @@ straight from that dict. So it reads exactly what the service cached and
 does the same decoding work, minus the service's domain object and layers;
 the benchmark warms the cache through the service first.
 
-`--mode canned` is the ceiling of an RPC on this machine: RecallMemories
-answers its first call as `--mode sql` does, then returns that same message
-to every call, with no SQL at all. What it reaches is what gRPC, protobuf and
-the load generator alone allow here; no service doing any database work per
-call can go faster.
+`--mode canned` is the ceiling of an RPC on this machine: RecallMemories,
+ListLessons and SearchLessons answer their first call as `--mode sql` does,
+then return that same message to every call, with no SQL at all. What it
+reaches is what gRPC, protobuf and the load generator alone allow here; no
+service doing any database work per call can go faster.
 
 All run on uvloop, as the service does. `--workers N` starts N processes on
 one port (SO_REUSEPORT), like `memory-service serve --workers N`.
@@ -64,15 +64,23 @@ from memory_service.services.semantics import Semantics, semantics_from_settings
 from memory_service.storage import cache, session
 from memory_service.storage.database import Database
 from memory_service.storage.migrate import platform_role_url
+from memory_service.storage.recall_log import RecallLog
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class MemoryFloor(memory_service_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, db: Database, log_recalls: bool, semantics: Semantics | None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        log_recalls: bool,
+        semantics: Semantics | None,
+        recall_log: RecallLog | None,
+    ) -> None:
         self._db = db
         self._log = log_recalls
         self._semantics = semantics
+        self._recall_log = recall_log
 
     async def RecallMemories(
         self, request: memory_service_pb2.RecallMemoriesRequest, context: Context
@@ -81,11 +89,8 @@ class MemoryFloor(memory_service_pb2_grpc.MemoryServiceServicer):
         embedding = floor_sql.query_embedding(request)
         if embedding is None and self._semantics is not None:
             embedding = await self._semantics.embed(request.query)
-        sql, args = floor_sql.recall(request, self._log, embedding)
-        # Generic plans, and the bookkeeping's commit not waiting for the WAL
-        # flush, as MemoryStore.recall asks for.
-        rows = await self._db.fetch(sql, *args, generic_plan=True, async_commit=self._log)
-        return floor_sql.recall_response(rows)
+        prepared = floor_sql.prepare_recall(request, self._log, embedding, self._recall_log)
+        return floor_sql.recall_response(await floor_sql.run_recall(self._db, prepared))
 
     async def StoreMemory(
         self, request: memory_service_pb2.StoreMemoryRequest, context: Context
@@ -154,6 +159,28 @@ class LessonFloor(lesson_service_pb2_grpc.LessonServiceServicer):
         return floor_sql.search_response(await self._db.fetch(sql, *args), request.page_size)
 
 
+class CannedLessonFloor(LessonFloor):
+    """ListLessons and SearchLessons answered once from SQL, then from that answer
+    alone (--mode canned): the same lessons in every response, no SQL."""
+
+    _list: lesson_service_pb2.ListLessonsResponse | None = None
+    _search: lesson_service_pb2.SearchLessonsResponse | None = None
+
+    async def ListLessons(
+        self, request: lesson_service_pb2.ListLessonsRequest, context: Context
+    ) -> lesson_service_pb2.ListLessonsResponse:
+        if self._list is None:
+            self._list = await super().ListLessons(request, context)
+        return self._list
+
+    async def SearchLessons(
+        self, request: lesson_service_pb2.SearchLessonsRequest, context: Context
+    ) -> lesson_service_pb2.SearchLessonsResponse:
+        if self._search is None:
+            self._search = await super().SearchLessons(request, context)
+        return self._search
+
+
 class RedisLessonFloor(lesson_service_pb2_grpc.LessonServiceServicer):
     def __init__(self, redis: Any) -> None:
         self._redis = redis
@@ -196,13 +223,18 @@ async def serve(args: argparse.Namespace) -> None:
         if settings.embedding_model != "none":  # loaded as the service loads it
             semantics = await asyncio.to_thread(semantics_from_settings, settings, True)
             closers.append(semantics.close)
+        recall_log = floor_sql.recall_log(settings, db)
+        if recall_log is not None:
+            closers.insert(0, recall_log.close)  # before the pool closes
         memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
             (CannedMemoryFloor if args.mode == "canned" else MemoryFloor)(
-                db, not args.no_log_recalls, semantics
+                db, not args.no_log_recalls, semantics, recall_log
             ),
             server,
         )
-        lesson_service_pb2_grpc.add_LessonServiceServicer_to_server(LessonFloor(db), server)
+        lesson_service_pb2_grpc.add_LessonServiceServicer_to_server(
+            (CannedLessonFloor if args.mode == "canned" else LessonFloor)(db), server
+        )
     else:
         redis = redis_client(args.redis_url, settings.redis_timeout_seconds)
         closers.append(redis.aclose)

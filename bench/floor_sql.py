@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import asyncpg
 from faraday.memory.v1 import (
     lesson_pb2,
     lesson_service_pb2,
@@ -28,13 +30,16 @@ from faraday.memory.v1 import (
     memory_service_pb2,
 )
 
+from memory_service.config import Settings
 from memory_service.domain import ranking
 from memory_service.domain.feedback import DEFAULT_LEARNING_RATE
 from memory_service.domain.models import RECALL_DEFAULT_LIMIT, Embedding
 from memory_service.rpc.wire import fill_value, struct_to_dict
 from memory_service.storage import lessons as lesson_sql
 from memory_service.storage import memories as memory_sql
+from memory_service.storage.database import Database
 from memory_service.storage.named_sql import NamedSQL
+from memory_service.storage.recall_log import RecallLog
 
 Statement = tuple[str, list[Any]]
 
@@ -111,6 +116,58 @@ def recall(
             "semantic_exact_max": memory_sql.SEMANTIC_EXACT_MAX_MEMORIES,
         }
     return _bind(statement, params, "RecallMemories")
+
+
+def recall_log(settings: Settings, db: Database) -> RecallLog | None:
+    """A started recall log as the service's, from the same settings (None: inline)."""
+    if settings.recall_log_interval_seconds <= 0:
+        return None
+    log = RecallLog(db, settings.recall_log_interval_seconds, settings.recall_log_max_pending_rows)
+    log.start()
+    return log
+
+
+@dataclass(frozen=True)
+class Recall:
+    """A recall ready to run as MemoryStore.recall runs it (`run_recall`)."""
+
+    statement: Statement
+    log_inline: bool  # the statement logs; its commit does not wait for the flush
+    queue: RecallLog | None  # or the read's rows are queued here, the service's default
+    user_id: uuid.UUID
+    query: str
+
+
+def prepare_recall(
+    request: memory_service_pb2.RecallMemoriesRequest,
+    log: bool,
+    embedding: Embedding | None,
+    recall_log: RecallLog | None,
+) -> Recall:
+    """`recall_log`: the floor's own, as the service's (storage/recall_log.py)."""
+    log = log and not request.skip_access_tracking
+    queue = recall_log if log else None
+    return Recall(
+        recall(request, log and queue is None, embedding),
+        log and queue is None,
+        queue,
+        uuid.UUID(request.user_id),
+        request.query,
+    )
+
+
+async def run_recall(db: Database, prepared: Recall) -> list[asyncpg.Record]:
+    """The read with generic plans; its bookkeeping queued or, inline, committed
+    without waiting for the WAL flush: as MemoryStore.recall does."""
+    sql, args = prepared.statement
+    rows: list[asyncpg.Record] = await db.fetch(
+        sql, *args, generic_plan=True, async_commit=prepared.log_inline
+    )
+    if prepared.queue is not None and rows:
+        await prepared.queue.add(
+            prepared.user_id, [(r["id"], r["score"], True) for r in rows], prepared.query
+        )
+    return rows
 
 
 def store(

@@ -57,6 +57,7 @@ from memory_service.services.semantics import Semantics, semantics_from_settings
 from memory_service.storage import cache, session
 from memory_service.storage.database import Database
 from memory_service.storage.migrate import platform_role_url
+from memory_service.storage.recall_log import RecallLog
 
 CALL_TIMEOUT_SECONDS = 10.0
 EXPLAIN_TIMEOUT_S = 600
@@ -185,7 +186,7 @@ def build_requests(kind: str, w: dict[str, Any]) -> list[Any]:
 
 
 def _sql_call(
-    kind: str, db: Database, semantics: Semantics | None
+    kind: str, db: Database, semantics: Semantics | None, recall_log: RecallLog | None
 ) -> Callable[[Any], Awaitable[Any]]:
     """The asyncpg floor of one kind: the statement, prepared from the request beforehand.
 
@@ -195,10 +196,21 @@ def _sql_call(
     """
     if kind in ("recall_embed", "store_embed"):
         assert semantics is not None
-        return _embedding_sql_call(kind, db, semantics)
+        return _embedding_sql_call(kind, db, semantics, recall_log)
     if kind == "feedback":
         return _feedback_sql_call(db)
-    log = not kind.endswith("_nolog")
+    if kind.startswith("recall"):
+        log = not kind.endswith("_nolog")
+
+        def prepare_recall(request: Any) -> Any:
+            embedding = floor_sql.query_embedding(request)
+            return floor_sql.prepare_recall(request, log, embedding, recall_log)
+
+        async def recall(prepared: Any) -> Any:
+            return await floor_sql.run_recall(db, prepared)
+
+        recall.prepare = prepare_recall  # type: ignore[attr-defined]
+        return recall
     to_sql: dict[str, Callable[[Any], floor_sql.Statement]] = {
         "store": floor_sql.store,
         "get_lesson": floor_sql.get_lesson,
@@ -206,9 +218,7 @@ def _sql_call(
         "search_lessons": floor_sql.search_lessons,
     }
     single = kind in ("store", "get_lesson")
-    convert = to_sql.get(kind) or (
-        lambda request: floor_sql.recall(request, log, floor_sql.query_embedding(request))
-    )
+    convert = to_sql[kind]
 
     def prepare(request: Any) -> Any:
         return convert(request)
@@ -217,10 +227,7 @@ def _sql_call(
         sql, args = prepared
         if single:
             return await db.fetchrow(sql, *args)
-        # Recall runs generic plans, and commits its bookkeeping without
-        # waiting for the WAL flush, as MemoryStore.recall asks for.
-        recall = kind.startswith("recall")
-        return await db.fetch(sql, *args, generic_plan=recall, async_commit=recall and log)
+        return await db.fetch(sql, *args)
 
     call.prepare = prepare  # type: ignore[attr-defined]
     return call
@@ -241,7 +248,7 @@ def _feedback_sql_call(db: Database) -> Callable[[Any], Awaitable[Any]]:
 
 
 def _embedding_sql_call(
-    kind: str, db: Database, semantics: Semantics
+    kind: str, db: Database, semantics: Semantics, recall_log: RecallLog | None
 ) -> Callable[[Any], Awaitable[Any]]:
     async def call(request: Any) -> Any:
         if kind == "store_embed":
@@ -249,8 +256,8 @@ def _embedding_sql_call(
             sql, args = floor_sql.store(request, embedding)
             return await db.fetchrow(sql, *args)
         embedding = await semantics.embed(request.query)
-        sql, args = floor_sql.recall(request, True, embedding)
-        return await db.fetch(sql, *args, generic_plan=True, async_commit=True)
+        prepared = floor_sql.prepare_recall(request, True, embedding, recall_log)
+        return await floor_sql.run_recall(db, prepared)
 
     call.prepare = lambda request: request  # type: ignore[attr-defined]
     return call
@@ -263,6 +270,7 @@ class Targets:
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.databases: dict[str, Database] = {}
         self.redis: dict[str, Any] = {}
+        self.recall_logs: dict[str, RecallLog] = {}  # by database URL, as the service's
         self.semantics: Semantics | None = None
         self.workloads: dict[str, dict[str, Any]] = {}
 
@@ -294,13 +302,17 @@ class Targets:
     async def sql_call(self, url: str, kind: str) -> Callable[[Any], Awaitable[Any]]:
         db = self.databases.get(url)
         if db is None:
-            db = Database(pool_settings(config.load(), url, platform_role_url(url)))
+            settings = config.load()
+            db = Database(pool_settings(settings, url, platform_role_url(url)))
             await db.open()
             self.databases[url] = db
+            recall_log = floor_sql.recall_log(settings, db)
+            if recall_log is not None:
+                self.recall_logs[url] = recall_log
         if kind in SEMANTIC_KINDS and self.semantics is None:  # loaded as the service loads it
             settings = config.load().with_overrides(embedding_model=SEMANTIC_MODEL)
             self.semantics = await asyncio.to_thread(semantics_from_settings, settings, True)
-        return _sql_call(kind, db, self.semantics)
+        return _sql_call(kind, db, self.semantics, self.recall_logs.get(url))
 
     async def redis_call(self, url: str) -> Callable[[Any], Awaitable[Any]]:
         from floor_server import redis_client
@@ -321,13 +333,15 @@ class Targets:
     async def close(self) -> None:
         for channel in self.channels.values():
             await channel.close()
+        for recall_log in self.recall_logs.values():
+            await recall_log.close()
         for db in self.databases.values():
             await db.close()
         for client in self.redis.values():
             await client.aclose()
         if self.semantics is not None:
             await self.semantics.close()
-        self.channels, self.databases, self.redis = {}, {}, {}
+        self.channels, self.databases, self.redis, self.recall_logs = {}, {}, {}, {}
         self.semantics = None
 
 

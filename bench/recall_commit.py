@@ -1,27 +1,37 @@
-"""What recall's bookkeeping costs with synchronous_commit on and off (issue 12).
+"""What recall's bookkeeping costs written three ways (issue 12).
 
 A logged recall writes one interaction row per returned memory and bumps
-their last_accessed. With synchronous_commit on, its COMMIT waits for the WAL
-flush (fdatasync); off, it returns once the commit is in PostgreSQL's WAL
-buffers (storage/memories.py). This loads a throwaway database (the
-embedded PostgreSQL 18 unless --database-url names a server where the owner
-may create databases) with --users users of --each memories (default 20 x
-500 = 10,000), then runs logged recalls through the storage layer
-(MemoryStore.recall, log=True, the service role under row-level security,
-random users and two-word queries) for --seconds at each concurrency, once
-with each setting, alternating, and reports recalls/s and p50/p99 latency.
+their last_accessed. Three ways to write them, measured here:
+
+- `sync`: in the recall's own statement and transaction, its COMMIT
+  waiting for the WAL flush (fdatasync), as before issue 12;
+- `async`: the same, with synchronous_commit = off, so COMMIT returns once
+  the commit record is in PostgreSQL's WAL buffers
+  (FARADAY_RECALL_LOG_INTERVAL_SECONDS=0);
+- `batched`: the recall only reads and queues its rows; the recall log
+  (storage/recall_log.py) writes the queue every --interval seconds in one
+  transaction, synchronous_commit off (the default since).
+
+This loads a throwaway database (the embedded PostgreSQL 18 unless
+--database-url names a server where the owner may create databases) with
+--users users of --each memories (default 20 x 500 = 10,000), then runs
+logged recalls through the storage layer (MemoryStore.recall, log=True,
+the service role under row-level security, random users and two-word
+queries) for --seconds at each concurrency, each way in turn, and reports
+recalls/s, p50/p99 latency and PostgreSQL's CPU per recall (its processes'
+user + system time, from /proc, when it runs on this machine).
 
     .venv/bin/python bench/recall_commit.py [--database-url URL] [--seconds 10]
 
-Only the recall's own transaction changes setting; the numbers are quoted in
-docs/schema.md. The service's real targets are judged by `make bench` (1M
-memories).
+The numbers are quoted in docs/schema.md. The service's real targets are
+judged by `make bench` (1M memories).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import time
@@ -33,6 +43,7 @@ from typing import Any
 
 import asyncpg
 import pg
+import psutil
 from vocabulary import FILLER_WORDS
 
 from memory_service.domain.errors import Contention
@@ -41,6 +52,7 @@ from memory_service.domain.principal import EVERYTHING
 from memory_service.storage import migrate, session
 from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.memories import MemoryStore
+from memory_service.storage.recall_log import RecallLog
 
 CONCURRENCY = (1, 16)
 
@@ -132,7 +144,30 @@ async def run(
     )
 
 
-async def measure(owner_url: str, users: list[uuid.UUID], seconds: float, rounds: int) -> None:
+def postgres_cpu_seconds(postmaster: int | None) -> float | None:
+    """User + system CPU of the postmaster and its processes so far (None: not here)."""
+    if postmaster is None:
+        return None
+    try:
+        root = psutil.Process(postmaster)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return None
+
+
+async def measure(
+    owner_url: str,
+    users: list[uuid.UUID],
+    seconds: float,
+    rounds: int,
+    interval: float,
+    postmaster: int | None,
+) -> None:
     db = Switched(
         PoolSettings(
             url=migrate.app_role_url(owner_url),
@@ -143,27 +178,67 @@ async def measure(owner_url: str, users: list[uuid.UUID], seconds: float, rounds
         )
     )
     await db.open()
+    recall_log = RecallLog(db, interval, 100_000)
+    recall_log.start()
     try:
-        store = MemoryStore(db)
+        stores = {
+            "sync": MemoryStore(db),
+            "async": MemoryStore(db),
+            "batched": MemoryStore(db, recall_log=recall_log),
+        }
         db.async_recall = True
-        await run(store, users, 4, 2.0)  # warm: plans, caches, the pool
-        results: dict[tuple[int, bool], list[tuple[float, float, float]]] = {}
+        for store in stores.values():
+            await run(store, users, 4, 1.0)  # warm: plans, caches, the pool
+        await recall_log.flush()
+        results: dict[tuple[int, str], list[tuple[float, float, float, float]]] = {}
         for _ in range(rounds):
             for concurrency in CONCURRENCY:
-                for async_recall in (False, True):
-                    db.async_recall = async_recall
-                    result = await run(store, users, concurrency, seconds)
-                    results.setdefault((concurrency, async_recall), []).append(result)
-        print(f"\n== logged recalls, {seconds:.0f} s each, {rounds} rounds alternating (median)")
-        for (concurrency, async_recall), runs in sorted(results.items()):
-            rate, p50, p99 = (statistics.median(r[i] for r in runs) for i in range(3))
-            setting = "off" if async_recall else "on "
-            print(
-                f"  c={concurrency:2} synchronous_commit {setting}: {rate:7.0f} recalls/s,"
-                f" p50 {p50:6.2f} ms, p99 {p99:6.2f} ms"
-            )
+                for way, store in stores.items():
+                    db.async_recall = way != "sync"
+                    cpu = postgres_cpu_seconds(postmaster)
+                    started = time.perf_counter()
+                    rate, p50, p99 = await run(store, users, concurrency, seconds)
+                    await recall_log.flush()  # its writes count in the time and the CPU
+                    elapsed = time.perf_counter() - started
+                    after = postgres_cpu_seconds(postmaster)
+                    recalls = rate * seconds
+                    cpu_ms = (
+                        (after - cpu) * 1000 / recalls
+                        if cpu is not None and after is not None
+                        else float("nan")
+                    )
+                    results.setdefault((concurrency, way), []).append(
+                        (recalls / elapsed, p50, p99, cpu_ms)
+                    )
+        print(
+            f"\n== logged recalls, {seconds:.0f} s each, {rounds} rounds in turn (median);"
+            f" batched every {interval * 1000:.0f} ms"
+        )
+        for concurrency in CONCURRENCY:
+            for way in stores:
+                runs = results[(concurrency, way)]
+                rate, p50, p99, cpu_ms = (statistics.median(r[i] for r in runs) for i in range(4))
+                print(
+                    f"  c={concurrency:2} {way:7}: {rate:7.0f} recalls/s, p50 {p50:6.2f} ms,"
+                    f" p99 {p99:6.2f} ms, PostgreSQL CPU {cpu_ms:5.2f} ms a recall"
+                )
     finally:
+        await recall_log.close()
         await db.close()
+
+
+async def postmaster_of(owner_url: str) -> int | None:
+    """The server's postmaster pid if it runs on this machine."""
+    conn = await asyncpg.connect(owner_url)
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+    finally:
+        await conn.close()
+    try:
+        parent = psutil.Process(backend).parent()
+    except psutil.Error:
+        return None
+    return parent.pid if parent is not None and "postgres" in parent.name() else None
 
 
 async def main() -> None:
@@ -173,6 +248,9 @@ async def main() -> None:
     parser.add_argument("--each", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--interval", type=float, default=0.05, help="the recall log's interval, seconds"
+    )
     args = parser.parse_args()
     async with pg.scratch_database(args.database_url, "faraday-commit") as owner_url:
         conn = await asyncpg.connect(owner_url)
@@ -185,7 +263,8 @@ async def main() -> None:
         await migrate.upgrade(owner_url)
         users = await load(owner_url, args.users, args.each)
         print(f"loaded {args.users} x {args.each} memories")
-        await measure(owner_url, users, args.seconds, args.rounds)
+        postmaster = await postmaster_of(owner_url)
+        await measure(owner_url, users, args.seconds, args.rounds, args.interval, postmaster)
 
 
 if __name__ == "__main__":

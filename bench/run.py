@@ -367,7 +367,8 @@ class Bench:
             ("grpc floor", "grpc.aio + asyncpg", self._grpc("floor nolog" if nolog else "floor")),
             ("direct floor", "asyncpg", direct),
         ]
-        if kind == "recall":  # what gRPC and the load generator alone reach here
+        if kind in ("recall", "list_lessons", "search_lessons"):
+            # What gRPC, protobuf and the load generator alone reach here.
             targets.append(("grpc ceiling", "grpc.aio, canned answer", self._grpc("ceiling")))
         return targets
 

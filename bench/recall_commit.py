@@ -230,14 +230,12 @@ async def measure(
 async def postmaster_of(owner_url: str) -> int | None:
     """The server's postmaster pid if it runs on this machine."""
     conn = await asyncpg.connect(owner_url)
-    try:
-        backend = await conn.fetchval("SELECT pg_backend_pid()")
-    finally:
-        await conn.close()
-    try:
-        parent = psutil.Process(backend).parent()
+    try:  # asked while the backend lives: it exits when the connection closes
+        parent = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")).parent()
     except psutil.Error:
         return None
+    finally:
+        await conn.close()
     return parent.pid if parent is not None and "postgres" in parent.name() else None
 
 

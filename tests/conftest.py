@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -70,6 +70,19 @@ async def drop_scratch_database(admin_url: str, url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def migrated_scratch_database(admin_url: str) -> AsyncIterator[str]:
+    """A scratch database at the latest migration, dropped afterwards; its owner's URL."""
+    from memory_service.storage import migrate
+
+    url = await create_scratch_database(admin_url)
+    try:
+        await migrate.upgrade(url)
+        yield url
+    finally:
+        await drop_scratch_database(admin_url, url)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from faraday_memory_client import AdminClient, MemoryClient
 from memory_service.config import Settings
 from memory_service.server import RunningServer, start
 from memory_service.storage import migrate
-from tests.conftest import create_scratch_database, drop_scratch_database
+from tests.conftest import migrated_scratch_database
 from tests.rpc.helpers import LossyProxy, recalls_written
 
 # TRUNCATE fires no triggers: the memories' and lessons' term indexes go with them.
@@ -46,10 +46,8 @@ TEST_SETTINGS = Settings(
 @pytest.fixture(scope="session")
 async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
     """One migrated scratch database for the RPC tests of this session."""
-    url = await create_scratch_database(pg_admin_url)
-    await migrate.upgrade(url)
-    yield url
-    await drop_scratch_database(pg_admin_url, url)
+    async with migrated_scratch_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,9 @@ import asyncpg
 import pytest
 
 from memory_service.domain.errors import Unavailable
-from memory_service.storage import migrate
 from memory_service.storage.database import Database
 from memory_service.storage.recall_log import RecallLog
-from tests.conftest import create_scratch_database, drop_scratch_database
+from tests.conftest import migrated_scratch_database
 from tests.storage.helpers import service_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -30,10 +29,8 @@ LONG = 60.0  # an interval no test waits for: only flush() or close() writes
 
 @pytest.fixture(scope="module")
 async def owner_url(pg_admin_url: str) -> AsyncIterator[str]:
-    url = await create_scratch_database(pg_admin_url)
-    await migrate.upgrade(url)
-    yield url
-    await drop_scratch_database(pg_admin_url, url)
+    async with migrated_scratch_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -324,7 +324,8 @@ class Settings(BaseSettings):
         " bumps), queued by recalls and written in one batch, 0..10. A crash of the service"
         " loses what is queued: the recalls of about this long; a graceful stop writes it"
         " first. 0: every recall writes its own in its transaction, which a crash of the"
-        " service cannot lose, for about 2.6 ms more PostgreSQL CPU a recall (docs/schema.md).",
+        " service cannot lose, for about 2 ms more PostgreSQL CPU a recall at 1M memories"
+        " (bench/README.md, docs/schema.md).",
     )
     recall_log_max_pending_rows: int = Field(
         10_000,

@@ -32,7 +32,8 @@ then return that same message to every call, with no SQL at all. What it
 reaches is what gRPC, protobuf and the load generator alone allow here; no
 service doing any database work per call can go faster.
 
-All run on uvloop, as the service does. `--workers N` starts N processes on
+All run on uvloop with the service's garbage collector settings
+(server.settle_garbage_collector), as the service does. `--workers N` starts N processes on
 one port (SO_REUSEPORT), like `memory-service serve --workers N`.
 """
 
@@ -59,7 +60,7 @@ from faraday.memory.v1 import (
 )
 
 from memory_service import config
-from memory_service.server import pool_settings
+from memory_service.server import pool_settings, settle_garbage_collector
 from memory_service.services.semantics import Semantics, semantics_from_settings
 from memory_service.storage import cache, session
 from memory_service.storage.database import Database
@@ -241,6 +242,7 @@ async def serve(args: argparse.Namespace) -> None:
         lesson_service_pb2_grpc.add_LessonServiceServicer_to_server(RedisLessonFloor(redis), server)
     port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
+    settle_garbage_collector()  # as `memory-service serve` does
     print(f"floor ({args.mode}) listening on 127.0.0.1:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -154,7 +154,7 @@ async def _ready_database(settings: Settings) -> tuple[Settings, str, str, bool]
 async def _serve(settings: Settings) -> None:
     from memory_service import tls
     from memory_service.auth import Authenticator
-    from memory_service.server import start
+    from memory_service.server import settle_garbage_collector, start
 
     try:  # refuse a bad configuration before starting any database
         authenticator = Authenticator.from_settings(settings)
@@ -183,6 +183,7 @@ async def _serve(settings: Settings) -> None:
         running = await start(settings, app_url, platform_url)
     except ValueError as exc:
         raise config.InvalidSettings([str(exc)]) from exc
+    settle_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -21,6 +21,7 @@ def _record(message: str, *args: object, exc: BaseException | None = None) -> lo
     ("text", "hidden"),
     [
         ("authorization: Bearer fmt_abcdefgh12345678", "fmt_abcdefgh12345678"),
+        ("AUTHORIZATION: BEARER s3cr3t-opaque-token", "s3cr3t-opaque-token"),
         ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl seen", "eyJzdWIiOiIxIn0"),
         ("postgresql://faraday_app:hunter2@db:5432/memory", "hunter2"),
         ("redis://:s3cret@cache:6379/0", "s3cret"),

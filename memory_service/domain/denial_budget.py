@@ -21,6 +21,7 @@ still counted, under OTHER_PEERS.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 
@@ -30,6 +31,8 @@ OTHER_PEERS = "other"
 DEFAULT_MAX_PEERS = 10_000
 
 
+# Per connection (the peer string holds its port), asked on every call.
+@functools.lru_cache(maxsize=1024)
 def peer_address(peer: str) -> str:
     """grpc's peer string ("ipv4:10.0.0.7:53122", "ipv6:[2001:db8::1]:53122") to a budget key."""
     kind, _, rest = peer.partition(":")

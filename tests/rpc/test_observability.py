@@ -50,6 +50,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 MODEL = "wordllama-l2-supercat-256"
 STORE = "/faraday.memory.v1.MemoryService/StoreMemory"
 GET_MEMORY = "/faraday.memory.v1.MemoryService/GetMemory"
+ADMIN_UPSERT_USER = "/faraday.memory.v1.AdminService/UpsertUser"
 # Recognizable, and nowhere in a log line unless something leaked it.
 CONTENT = "Zebra-quartz-4417 prefers worked examples"
 QUERY = "quartz-4417 recall query"
@@ -211,6 +212,28 @@ async def test_request_id_is_returned_and_a_bad_one_replaced(observed: Observed)
         await call
     generated = dict(error.value.trailing_metadata() or ())["x-request-id"]
     assert isinstance(generated, str) and len(generated) == 32 and " " not in generated
+
+
+async def test_unknown_methods_are_unimplemented_and_leave_no_metric(observed: Observed) -> None:
+    """No wrapper sees a method no servicer has: grpc answers, and a caller's
+    made-up method names never become metric labels."""
+    o = observed
+    unknown = ("/faraday.memory.v1.MemoryService/NoSuchMethod", "/no.such.Service/Call")
+    before = await o.scrape()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{o.server.port}") as channel:
+        for method in unknown:
+            call = channel.unary_unary(method)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await call(b"", metadata=o.auth, timeout=5)
+            assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    user = await _user(o)  # and the server goes on serving
+    after = await o.scrape()
+    assert (
+        _delta(before, after, "faraday_rpc_calls_total", method=ADMIN_UPSERT_USER, code="OK") == 1
+    )
+    labelled = {dict(labels).get("method") for _, labels in after}
+    assert not labelled & set(unknown)
+    assert user
 
 
 @pytest.fixture

@@ -30,9 +30,8 @@ from memory_service.rpc.admin_servicer import AdminServicer
 from memory_service.rpc.auth_interceptor import AuthInterceptor
 from memory_service.rpc.lesson_servicer import LessonServicer
 from memory_service.rpc.memory_servicer import MemoryServicer
-from memory_service.rpc.observing import observe
+from memory_service.rpc.observing import ObservingInterceptor
 from memory_service.rpc.reflection import enable_reflection
-from memory_service.rpc.registration import WrappingServer
 from memory_service.services import backfill
 from memory_service.services.admin import Admin
 from memory_service.services.imports import Importer
@@ -304,12 +303,13 @@ async def _start(
         AuditLog(database),
         DenialBudget(settings.denied_calls_per_second, settings.denied_calls_burst),
     )
-    # Tracing first (the RPC's span holds everything; OpenTelemetry's is a
-    # grpc interceptor), then the request id, metrics and access log, then
-    # auth: denied calls are observed too. Ours wrap each handler once, at
-    # registration (rpc/registration.py), which costs a call less.
+    # Tracing first (the RPC's span holds everything), then the request id,
+    # metrics and access log, then auth: denied calls are observed too.
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(), interceptor]  # type: ignore[type-arg]
+    if tracer is not None:
+        interceptors.insert(0, tracer.interceptor)
     server = grpc.aio.server(
-        interceptors=[tracer.interceptor] if tracer is not None else None,
+        interceptors=interceptors,
         options=[
             # A second server on a busy port must fail, not share traffic,
             # unless it is one of the --workers meant to share it.
@@ -319,27 +319,24 @@ async def _start(
             *_connection_age_options(settings),
         ],
     )
-    registry = WrappingServer(server, (observe, interceptor.wrap))
     # Undecodable request bytes get INVALID_ARGUMENT, not grpc's UNKNOWN.
     decoding.add_servicer(
         MemoryServicer(memories, default_weights, importer),
         memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"],
-        registry,
+        server,
     )
     decoding.add_servicer(
         LessonServicer(lessons),
         lesson_service_pb2.DESCRIPTOR.services_by_name["LessonService"],
-        registry,
+        server,
     )
     decoding.add_servicer(
-        AdminServicer(admin),
-        admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"],
-        registry,
+        AdminServicer(admin), admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"], server
     )
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), registry
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     address = f"{settings.host}:{settings.port}"
     try:

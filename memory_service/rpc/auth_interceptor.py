@@ -1,9 +1,8 @@
 """Authentication, scopes, rate limits, deadlines and auditing for every RPC, in one place.
 
-`AuthInterceptor.wrap` wraps each method's handler when it is registered
-(rpc/registration.py) so that, before any servicer code runs, the caller's
-address is checked against its budget of denied calls
-(domain.denial_budget), the caller is authenticated from the
+A grpc.aio server interceptor wraps each method handler so that, before any
+servicer code runs, the caller's address is checked against its budget of
+denied calls (domain.denial_budget), the caller is authenticated from the
 `authorization` metadata, checked against the scope the method needs and
 against its rate limit, and the request-scoped context is set: the caller
 (rpc/caller.py), the acting user for row-level security, the actor that
@@ -45,7 +44,6 @@ from memory_service.domain.errors import (
 from memory_service.domain.principal import Principal, Scope
 from memory_service.rpc import caller
 from memory_service.rpc.errors import abort, answer
-from memory_service.rpc.registration import Handler
 from memory_service.storage import session
 from memory_service.storage.audit import AuditLog
 from memory_service.storage.rate_limit import RateLimiter
@@ -105,7 +103,7 @@ AUDITED = frozenset(
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class AuthInterceptor:
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(
         self,
         authenticator: Authenticator,
@@ -117,14 +115,29 @@ class AuthInterceptor:
         self._limiter = limiter
         self._audit = audit_log
         self._denials = denials
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    def wrap(self, handler: Handler, method: str) -> Handler:
-        """`handler` guarded (a registration.Wrap); health and reflection stay open."""
-        if method.startswith(OPEN_PREFIXES):
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        return self._wrap(handler, method)
+        # One wrapped handler per method, built once: the credentials are read
+        # from each call's context, so nothing per call is allocated here.
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrapped[method] = self._wrap(handler, method)
+        return wrapped
 
-    def _wrap(self, handler: Handler, method: str) -> Handler:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method),

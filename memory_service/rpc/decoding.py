@@ -11,9 +11,8 @@ reported as a server bug.
 request deserializer never raises: bytes that fail to parse become an
 `Undecodable` marker, and the method's behavior, wrapped, answers that marker
 with INVALID_ARGUMENT (google.rpc.ErrorInfo reason MALFORMED_REQUEST) before
-the servicer runs. Parsing stays where grpc does it, so the layers that wrap
-behaviors (rpc/registration.py) still receive real messages for every valid
-request.
+the servicer runs. Parsing stays where grpc does it, so interceptors that wrap
+behaviors still receive real messages for every valid request.
 
     decoding.add_servicer(
         MemoryServicer(...),
@@ -45,7 +44,6 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from memory_service.rpc.errors import ERROR_DOMAIN
-from memory_service.rpc.registration import WrappingServer
 from memory_service.telemetry.request_id import with_request_id
 
 REASON = "MALFORMED_REQUEST"
@@ -162,11 +160,15 @@ def method_handler(
 
 
 def add_servicer(
-    servicer: object, service: descriptor.ServiceDescriptor, server: WrappingServer
+    servicer: object, service: descriptor.ServiceDescriptor, server: grpc.aio.Server
 ) -> None:
     """Register every RPC of `service` on `server`, like the generated add_*_to_server."""
     handlers = {method.name: method_handler(servicer, method) for method in service.methods}
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
-    server.add_registered_method_handlers(service.full_name, handlers)
+    # As the generated code does since grpc 1.62 (missing from grpc-stubs):
+    # registered methods skip the generic handler lookup.
+    register = getattr(server, "add_registered_method_handlers", None)
+    if register is not None:
+        register(service.full_name, handlers)

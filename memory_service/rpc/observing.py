@@ -1,8 +1,7 @@
 """Every RPC observed: its request id, its metrics and its access log line.
 
-`observe` wraps every method's handler (rpc/registration.py) outside the
-auth interceptor's wrapper (server.py), so calls the latter denies or
-refuses are counted and logged like any other. It sets the
+This interceptor runs before the auth interceptor (server.py), so calls the
+latter denies or refuses are counted and logged like any other. It sets the
 request id (telemetry/request_id.py) for the call's log lines and returns it
 in the trailing metadata; when the call ends it records the method, status
 code and duration (telemetry/metrics.py) and writes one access log line on
@@ -23,7 +22,6 @@ from typing import Any
 import grpc
 
 from memory_service.rpc import caller
-from memory_service.rpc.registration import Handler
 from memory_service.telemetry import metrics, request_id, tracing
 
 access_log = logging.getLogger("memory_service.access")
@@ -31,34 +29,60 @@ access_log = logging.getLogger("memory_service.access")
 _UNLOGGED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def observe(handler: Handler, method: str) -> Handler:
-    """`handler` observed: a registration.Wrap, the outermost but tracing's."""
-    log = not method.startswith(_UNLOGGED)
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary(handler.unary_unary, method, log),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _stream(handler.unary_stream, method, log),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _unary(handler.stream_unary, method, log),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_stream is not None:  # Health has none; reflection's is one
-        return grpc.stream_stream_rpc_method_handler(
-            _stream(handler.stream_stream, method, log),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
+class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self) -> None:
+        # method -> (the next interceptor's handler, ours around it)
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None:
+            return handler
+        # The next interceptor hands back the same handler for a method
+        # every time, so ours is built once per method, not per call.
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        log = not method.startswith(_UNLOGGED)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(handler.unary_unary, method, log),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _stream(handler.unary_stream, method, log),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _unary(handler.stream_unary, method, log),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:  # Health has none; reflection's is one
+            return grpc.stream_stream_rpc_method_handler(
+                _stream(handler.stream_stream, method, log),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 def _begin(context: Any, log: bool) -> tuple[str, float]:

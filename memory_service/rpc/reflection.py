@@ -19,8 +19,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
-from memory_service.rpc.registration import WrappingServer
-
 __all__ = ["V1ALPHA_SERVICE_NAME", "V1_SERVICE_NAME", "enable_reflection"]
 
 V1ALPHA_SERVICE_NAME = "grpc.reflection.v1alpha.ServerReflection"
@@ -52,7 +50,7 @@ def _add_v1_descriptor() -> None:
     pool.Add(proto)
 
 
-def enable_reflection(service_names: Iterable[str], server: WrappingServer) -> None:
+def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
     """Reflection over `service_names` (both reflection services are listed too)."""
     _add_v1_descriptor()
     servicer = ReflectionServicer((*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME))

@@ -1,45 +1,38 @@
-"""What grpc.aio charges for the layers around each call, and what the garbage collector does.
+"""What grpc.aio charges for layers around each call: interceptors vs wrapping at registration.
 
     .venv/bin/python bench/per_call_layers.py            # ~1 minute, no database
-    .venv/bin/python bench/per_call_layers.py --rounds 9
+    .venv/bin/python bench/per_call_layers.py --rounds 40
 
-Each variant runs in a fresh process: a grpc.aio server (uvloop, as the
-service) whose RecallMemories builds, per call, the response the service
-builds for ten recalled memories (domain objects through
-rpc/memory_messages.py), called at concurrency 16 by a client in the same
-process. Client and server CPU per call are reported together; the client's
-share is the same in every variant, so the differences are the server's.
+Three grpc.aio servers in one process (uvloop, as the service), each with a
+RecallMemories that builds, per call, the response the service builds for
+ten recalled memories (domain objects through rpc/memory_messages.py):
 
-Layers (two pass-through wrappers, as the service has two: observing and auth):
 - `none`: the handler alone, the floor;
 - `interceptors`: two grpc.aio ServerInterceptors, each caching its wrapped
-  handler per method (what the service did before rpc/registration.py);
-- `registration`: the same two wrappers applied once when the servicer is
-  added, through rpc/registration.WrappingServer (what the service does).
+  handler per method (what the service does);
+- `registration`: the same two pass-through wrappers applied once, when the
+  servicer is added (what the service could do instead: its two layers,
+  observing and auth, need only the method's name and handler).
 
-Garbage collection, with the service's modules imported (its heap at rest):
-every variant but one runs CPython's thresholds (700, 10, 10); `gc-settled`
-is `none` after server.settle_garbage_collector(), as `serve` runs. The
-collector's share of the process's CPU is measured with gc.callbacks.
-
-Rounds interleave the variants; the median of each is printed.
+A client in the same process calls them at concurrency 16 in short batches,
+the three servers in turn, round after round, so that the machine's drift
+(frequency, neighbours) falls on all three alike; the process's CPU per call
+(client and server together: the client's share is the same for all three)
+is the median over rounds. The garbage collector's part is measured in the
+real service by bench/gc_share.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import json
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-VARIANTS = ("none", "interceptors", "registration", "gc-settled")
+VARIANTS = ("none", "interceptors", "registration")
 
 
 def _response() -> Any:
@@ -98,6 +91,42 @@ def _wrap(handler: Any, method: str) -> Any:
     )
 
 
+class _WrappingServer:
+    """What add_*Servicer_to_server is given instead of the server: registers
+    every handler wrapped twice by _wrap, once, at registration."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+
+    def _twice(self, handler: Any, method: str) -> Any:
+        return _wrap(_wrap(handler, method), method)
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        import grpc
+
+        wrap = self._twice
+
+        class Wrapped(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+            def __init__(self, inner: Any) -> None:
+                self._inner, self._cache = inner, {}
+
+            def service(self, details: Any) -> Any:
+                cached = self._cache.get(details.method)
+                if cached is None:
+                    handler = self._inner.service(details)
+                    if handler is None:
+                        return None
+                    cached = self._cache[details.method] = wrap(handler, details.method)
+                return cached
+
+        self._server.add_generic_rpc_handlers(tuple(Wrapped(h) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: self._twice(h, f"/{service}/{name}") for name, h in handlers.items()}
+        )
+
+
 def _interceptor() -> Any:
     import grpc
 
@@ -115,86 +144,66 @@ def _interceptor() -> Any:
     return PassThrough()
 
 
-async def _measure(variant: str, calls: int) -> dict[str, float]:
+async def _measure(rounds: int, calls: int) -> dict[str, list[float]]:
     import grpc
     from faraday.memory.v1 import memory_service_pb2, memory_service_pb2_grpc
-
-    from memory_service import server as service_server  # the service's heap
-    from memory_service.rpc.registration import WrappingServer
 
     class Recall(memory_service_pb2_grpc.MemoryServiceServicer):
         async def RecallMemories(self, request: Any, context: Any) -> Any:
             return _response()
 
-    interceptors = [_interceptor(), _interceptor()] if variant == "interceptors" else None
-    server = grpc.aio.server(interceptors=interceptors)
-    target: Any = server
-    if variant == "registration":
-        target = WrappingServer(server, (_wrap, _wrap))
-    memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(Recall(), target)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    if variant == "gc-settled":
-        service_server.settle_garbage_collector()
-    collecting = [0.0, 0.0]  # started, total seconds
+    stubs, servers, channels = {}, [], []
+    for variant in VARIANTS:
+        interceptors = [_interceptor(), _interceptor()] if variant == "interceptors" else None
+        server = grpc.aio.server(interceptors=interceptors)
+        target: Any = server
+        if variant == "registration":
+            target = _WrappingServer(server)
+        memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(Recall(), target)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        stubs[variant] = memory_service_pb2_grpc.MemoryServiceStub(channel)
+        servers.append(server)
+        channels.append(channel)
+    request = memory_service_pb2.RecallMemoriesRequest(user_id=str(uuid.UUID(int=7)))
 
-    def on_gc(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            collecting[0] = time.perf_counter()
-        else:
-            collecting[1] += time.perf_counter() - collecting[0]
-
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = memory_service_pb2_grpc.MemoryServiceStub(channel)
-        request = memory_service_pb2.RecallMemoriesRequest(user_id=str(uuid.UUID(int=7)))
-        for _ in range(300):
+    async def batch(stub: Any, each: int) -> None:
+        for _ in range(each):
             await stub.RecallMemories(request)
 
-        async def caller() -> None:
-            for _ in range(calls // 16):
-                await stub.RecallMemories(request)
-
-        gc.callbacks.append(on_gc)
-        cpu = time.process_time()
-        await asyncio.gather(*(caller() for _ in range(16)))
-        cpu = time.process_time() - cpu
-        gc.callbacks.remove(on_gc)
-    await server.stop(None)
-    done = (calls // 16) * 16
-    return {"cpu_us_per_call": cpu / done * 1e6, "gc_share": collecting[1] / cpu}
+    each = max(1, calls // 16)
+    for stub in stubs.values():  # warm up
+        await asyncio.gather(*(batch(stub, 20) for _ in range(16)))
+    per_call: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for _ in range(rounds):
+        for variant, stub in stubs.items():
+            cpu = time.process_time()
+            await asyncio.gather(*(batch(stub, each) for _ in range(16)))
+            per_call[variant].append((time.process_time() - cpu) / (each * 16) * 1e6)
+    for channel in channels:
+        await channel.close()
+    for server in servers:
+        await server.stop(None)
+    return per_call
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=8000, help="calls per variant per round")
-    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--calls", type=int, default=800, help="calls per server per round")
     args = parser.parse_args()
-    if args.variant:
-        import uvloop
+    import uvloop
 
-        print(json.dumps(uvloop.run(_measure(args.variant, args.calls))))
-        return
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    for _ in range(args.rounds):
-        for variant in VARIANTS:
-            out = subprocess.run(
-                [sys.executable, __file__, "--variant", variant, "--calls", str(args.calls)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            results[variant].append(json.loads(out.splitlines()[-1]))
-    cpu = {v: statistics.median(r["cpu_us_per_call"] for r in results[v]) for v in VARIANTS}
-    share = {v: statistics.median(r["gc_share"] for r in results[v]) for v in VARIANTS}
-    print(f"median of {args.rounds} rounds, {args.calls} calls each, concurrency 16\n")
-    print("| variant | CPU per call (client + server) | over `none` | GC share of CPU |")
-    print("|---|---:|---:|---:|")
+    per_call = uvloop.run(_measure(args.rounds, args.calls))
+    median = {v: statistics.median(per_call[v]) for v in VARIANTS}
+    print(f"{args.rounds} rounds of {args.calls} calls per server, concurrency 16\n")
+    print("| layers | CPU per call (client + server), median | over `none` |")
+    print("|---|---:|---:|")
     for v in VARIANTS:
-        over = cpu[v] - cpu["none"]
-        print(f"| {v} | {cpu[v]:.1f} µs | {over:+.1f} µs | {100 * share[v]:.1f}% |")
+        print(f"| {v} | {median[v]:.1f} µs | {median[v] - median['none']:+.1f} µs |")
 
 
 if __name__ == "__main__":

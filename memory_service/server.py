@@ -159,7 +159,8 @@ def settle_garbage_collector() -> None:
     which paused every call in flight for ~100 ms. A young generation of
     10,000 objects rather than 700 collects ~15 times less often for the
     same work. Under recall load the collector's share of the server's CPU
-    fell from 3-8% to 0.1-0.2% (bench/gc_share.py; bench/README.md).
+    fell from about 2-4% (with a full collection every ~10 s) to 0.2%, with
+    none (bench/gc_share.py; bench/README.md).
     Not in start() itself: a test process starting many servers would keep
     every earlier test's cyclic garbage.
     """

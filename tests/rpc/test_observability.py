@@ -215,8 +215,8 @@ async def test_request_id_is_returned_and_a_bad_one_replaced(observed: Observed)
 
 
 async def test_unknown_methods_are_unimplemented_and_leave_no_metric(observed: Observed) -> None:
-    """No wrapper sees a method no servicer has: grpc answers, and a caller's
-    made-up method names never become metric labels."""
+    """A method no servicer has gets grpc's own answer, not our interceptors',
+    and a caller's made-up method names never become metric labels."""
     o = observed
     unknown = ("/faraday.memory.v1.MemoryService/NoSuchMethod", "/no.such.Service/Call")
     before = await o.scrape()

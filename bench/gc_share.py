@@ -66,6 +66,19 @@ def _read(report: Path) -> dict[str, float]:
     return data
 
 
+def _wait_listening(child: subprocess.Popen[bytes], port: int) -> None:
+    """Until the service accepts connections; RuntimeError if it exits or takes a minute."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"the service exited with status {child.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the service did not listen within 60 s")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,22 +152,27 @@ def main() -> None:
         for variant in results:
             port = _free_port()
             report = Path(f"/tmp/gc_share-{os.getpid()}-{variant}.json")
+            log = report.with_suffix(".log")
             report.unlink(missing_ok=True)
             argv = [sys.executable, __file__, "--database-url", args.database_url]
             argv += ["--serve", variant, "--port", str(port), "--report", str(report)]
-            child = subprocess.Popen(
-                argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            with log.open("wb") as out:
+                child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
             try:
-                while not report.exists():
-                    time.sleep(0.1)
+                _wait_listening(child, port)
                 results[variant].append(
                     asyncio.run(_load(port, args.user_id, args.seconds, report))
                 )
+            except Exception:
+                # The service never answered (a wrong URL, an unmigrated
+                # database): its own words, not just a timeout.
+                print(log.read_text()[-2000:], file=sys.stderr)
+                raise
             finally:
                 child.terminate()
                 child.wait(30)
                 report.unlink(missing_ok=True)
+                log.unlink(missing_ok=True)
     print(f"median of {args.rounds} rounds of {args.seconds:g} s, recall at concurrency 16\n")
     print("| garbage collector | server CPU per recall | GC share of it | full collections |")
     print("|---|---:|---:|---:|")

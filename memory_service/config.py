@@ -288,6 +288,12 @@ class Settings(BaseSettings):
         60.0, description="Seconds between sweeps that delete expired memories; 0: no sweep."
     )
     sweep_batch_size: Count = Field(1000, description="Rows deleted per sweep statement.")
+    # --- Lesson search (migration 0020)
+    lesson_terms_interval_seconds: SecondsOrOff = Field(
+        3600.0,
+        description="Seconds between recounts of the lessons holding each common search word,"
+        " which SearchLessons uses to pick a query's rarest word; 0: none.",
+    )
     # --- Partitions (docs/operations.md)
     partition_interval_seconds: SecondsOrOff = Field(
         3600.0,

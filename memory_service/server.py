@@ -422,6 +422,20 @@ async def _start(
                 name="partition-job",
             )
         )
+    if settings.lesson_terms_interval_seconds > 0:
+        # After one interval: the counts are kept in the database (migration
+        # 0020 made the first), so a restart need not recount them.
+        running._tasks.append(
+            asyncio.create_task(
+                sweeper.run_periodically(
+                    lessons.count_terms,
+                    settings.lesson_terms_interval_seconds,
+                    "lesson term counts",
+                    first_after_seconds=settings.lesson_terms_interval_seconds,
+                ),
+                name="lesson-term-job",
+            )
+        )
     if semantics.enabled and semantics.embedder is not None:
         # Imported memories come without vectors; the server embeds them
         # after the import, off the request path, when an import wakes it.

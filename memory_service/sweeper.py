@@ -1,6 +1,6 @@
 """Periodic maintenance jobs: the expiry sweep (the documentation's 'memory cleanup'),
-writing the audit log's aggregated refusals, and the partition job
-(services/partitions.py)."""
+writing the audit log's aggregated refusals, the partition job
+(services/partitions.py) and the lesson term job (services/lessons.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,18 @@ logger = logging.getLogger(__name__)
 
 
 async def run_periodically(
-    job: Callable[[], Awaitable[int]], interval_seconds: float, name: str = "expiry sweep"
+    job: Callable[[], Awaitable[int]],
+    interval_seconds: float,
+    name: str = "expiry sweep",
+    *,
+    first_after_seconds: float = 0.0,
 ) -> None:
     """Call `job` every interval until cancelled; a failed run is logged, not fatal.
 
-    `job` returns how many things it handled (logged when not zero).
+    `job` returns how many things it handled (logged when not zero). The
+    first run comes after `first_after_seconds`.
     """
+    await asyncio.sleep(first_after_seconds)
     while True:
         try:
             handled = await job()

@@ -10,6 +10,7 @@ from memory_service.domain import page_token
 from memory_service.domain.errors import InvalidArgument, NotFound
 from memory_service.domain.models import Lesson, LessonFilter, LessonMatch, LessonStatus
 from memory_service.domain.principal import Principal
+from memory_service.storage import session
 from memory_service.storage.cache import LessonCache
 from memory_service.storage.lessons import LessonStore
 
@@ -78,6 +79,13 @@ class Lessons:
         more = len(matches) > limit
         next_token = page_token.encode([offset + limit], filters) if more else ""
         return matches[:limit], next_token
+
+    async def count_terms(self) -> int:
+        """The lesson term job: recount the search words common enough to need
+        a count (migration 0020); how many counts changed. Every lesson
+        counts, so as ALL_USERS."""
+        with session.acting_as(session.ALL_USERS):
+            return await self._store.count_terms()
 
 
 def _visible(caller: Principal, lesson: Lesson) -> bool:

@@ -123,9 +123,13 @@ _CONDITIONS = {
 # by the rank a query of that word alone gives them, among the lessons the
 # caller may see and the filters admit. A query without `or` needs all its
 # words, so its candidates are its rarest word's lessons: its ranking is
-# exact whenever that word is in at most this many of them. A query with
-# `or` draws from every word. A one-word query's rank is the word's own, so
-# it reads only the page, and it ends after this many matches.
+# exact whenever that word is in at most this many of them. Which word is
+# rarest: each word's postings are counted up to this many plus one, and
+# words past that are told apart by lesson_term_frequencies (migration
+# 0020), then by the word itself. A query with `or` draws from every word.
+# A one-word query's rank is the word's own, so it reads only the page, and
+# it ends after this many matches. bench/search_quality.py measures what
+# smaller caps cost in ranking.
 SEARCH_CANDIDATES_PER_WORD = 500
 
 # The postings' own copies of the lesson columns these filters test, so the
@@ -149,17 +153,17 @@ LIMIT :limit
 
 
 @functools.cache
-def _search_sql(present: tuple[str, ...]) -> NamedSQL:
+def _search_sql(present: tuple[str, ...], cap: int = SEARCH_CANDIDATES_PER_WORD) -> NamedSQL:
     # `@@` is not leakproof, so under row-level security no full-text index
     # can find the matches: the candidates come from lesson_terms, by
     # equality on a positive query lexeme (negated ones find nothing), best
     # impact first, an index-only scan the policy is checked in. The words of
-    # a query without `or` are counted up to the cap, to find the rarest; only the
-    # candidates' lessons are read, matched and ranked, and only the page's
-    # columns are fetched.
+    # a query without `or` are counted up to the cap, to find the rarest (a
+    # word missing from lesson_term_frequencies was in at most `cap` lessons
+    # at its last count); only the candidates' lessons are read, matched and
+    # ranked, and only the page's columns are fetched.
     postings = "".join(f" AND {_CANDIDATE_CONDITIONS[name]}" for name in present)
     where = "".join(f" AND {_CONDITIONS[name]}" for name in present)
-    cap = SEARCH_CANDIDATES_PER_WORD
     # Normalization 32 maps the rank r to r / (r + 1): 0..1, as documented.
     return NamedSQL.compile(f"""
 WITH q AS (
@@ -171,13 +175,15 @@ words AS (
         SELECT count(*) FROM (
             SELECT FROM lesson_terms p WHERE p.lexeme = w.lexeme{postings} LIMIT {cap + 1}
         ) s
-    ) END AS df
+    ) END AS df,
+    (SELECT f.lessons FROM lesson_term_frequencies f WHERE f.lexeme = w.lexeme) AS lessons
     FROM q CROSS JOIN unnest(faraday_tsquery_lexemes(q.q)) w (lexeme)
 ),
 drivers AS (
     SELECT lexeme FROM words WHERE (SELECT any_word FROM q)
     UNION ALL
-    (SELECT lexeme FROM words WHERE NOT (SELECT any_word FROM q) ORDER BY df, lexeme LIMIT 1)
+    (SELECT lexeme FROM words WHERE NOT (SELECT any_word FROM q)
+     ORDER BY df, lessons NULLS FIRST, lexeme LIMIT 1)
 ),
 candidates AS (
     SELECT DISTINCT c.lesson_id
@@ -204,6 +210,30 @@ SELECT {LESSON_COLUMNS}, r.rank
 FROM ranked r JOIN lessons l ON l.id = r.id {LESSON_NAMES_JOIN}
 ORDER BY r.rank DESC, l.id DESC
 """)
+
+
+# Every lexeme in more than `cap` lessons (all of them: the count breaks ties
+# between common words, it does not decide what anyone sees) with its count,
+# and no other: the rows that changed, appeared or went.
+_COUNT_TERMS = """
+WITH counts AS (
+    SELECT lexeme, count(*)::int AS lessons FROM lesson_terms
+    GROUP BY lexeme HAVING count(*) > $1::int
+),
+gone AS (
+    DELETE FROM lesson_term_frequencies f
+    WHERE NOT EXISTS (SELECT FROM counts c WHERE c.lexeme = f.lexeme)
+    RETURNING 1
+),
+changed AS (
+    INSERT INTO lesson_term_frequencies AS f (lexeme, lessons)
+    SELECT lexeme, lessons FROM counts
+    ON CONFLICT (lexeme) DO UPDATE SET lessons = excluded.lessons
+    WHERE f.lessons <> excluded.lessons
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM changed)
+"""
 
 
 def _conditions(params: dict[str, Any]) -> tuple[str, ...]:
@@ -308,6 +338,12 @@ class LessonStore:
         statement = _search_sql(_conditions(params))
         rows = await self._db.fetch(statement.sql, *statement.args(params), replica_ok=True)
         return [LessonMatch(lesson=lesson_from_row(r), rank=r["rank"]) for r in rows]
+
+    async def count_terms(self) -> int:
+        """Recount lesson_term_frequencies (as ALL_USERS); how many rows changed."""
+        async with self._db.connection() as conn:
+            changed: int = await conn.fetchval(_COUNT_TERMS, SEARCH_CANDIDATES_PER_WORD)
+        return changed
 
     async def upsert(self, lesson: Lesson) -> Lesson:
         """Insert a lesson without an id; replace the one with its id (NotFound if none)."""

@@ -280,6 +280,16 @@ lesson_terms = Table(
     ),
 )
 
+# For every lexeme in more lessons than SearchLessons' candidate cap, how many
+# lessons hold it: recounted by the lesson term job (migration 0020).
+lesson_term_frequencies = Table(
+    "lesson_term_frequencies",
+    metadata,
+    Column("lexeme", Text, primary_key=True),
+    Column("lessons", Integer, nullable=False),
+    CheckConstraint("lessons >= 0", name="lessons_not_negative"),
+)
+
 # importance_band: importance 0.0..1.0 in tenths, 1.0 a band of its own.
 IMPORTANCE_BANDS = 11
 
@@ -613,6 +623,7 @@ REFERENCE_TABLES = (
     "assistant_capabilities",
     "lessons",
     "lesson_terms",
+    "lesson_term_frequencies",
 )
 # Kept on the coordinator alone.
 LOCAL_TABLES = ("audit_log",)

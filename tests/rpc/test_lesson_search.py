@@ -1,5 +1,6 @@
 """SearchLessons through its term index (migration 0019): the same ranking as a
-scan of every lesson, the candidate cap, and postings that follow every change."""
+scan of every lesson, the candidate cap, the rarest word drawing the candidates
+(migration 0020), and postings that follow every change."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from faraday.memory.v1 import (
     lesson_service_pb2,
 )
 
+from memory_service.services.lessons import Lessons
 from memory_service.storage.lessons import SEARCH_CANDIDATES_PER_WORD as CAP
+from memory_service.storage.lessons import LessonStore
 from tests.rpc.helpers import register_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -151,6 +154,39 @@ async def test_the_candidate_cap(admin_stub, lesson_stub, database_url) -> None:
     either = await _all_matches(lesson_stub, "zebra or quokka")
     _same(either, [m for m in await _scan(database_url, "zebra or quokka") if m[0] in drawn])
     assert CAP < len(either) < CAP + len(both)
+
+
+async def test_the_rarest_of_two_common_words_draws_the_candidates(
+    admin_stub, lesson_stub, database_url, server
+) -> None:
+    """Both words in more lessons than the cap: their capped counts tie, and
+    only the lesson term job's counts tell which is rarer."""
+    user = await register_user(admin_stub)
+    common = CAP + 300  # "aardvark" alone, said often: its best postings
+    rarer = CAP + 100  # "aardvark narwhal", once each: the rarer word
+    await _insert(
+        database_url,
+        user,
+        [(f"Common {n}", "", " ".join(["aardvark"] * 8), "draft") for n in range(common)]
+        + [(f"Rarer {n}", "", "aardvark narwhal", "draft") for n in range(rarer - 1)]
+        # The best match: both words close together, three times over.
+        + [("Best", "", "aardvark narwhal aardvark narwhal aardvark narwhal", "draft")],
+    )
+    exact = await _scan(database_url, "aardvark narwhal")
+    assert len(exact) == rarer
+    # Uncounted, the tie goes to "aardvark", whose best CAP lessons lack
+    # "narwhal": nothing found.
+    assert await _all_matches(lesson_stub, "aardvark narwhal") == []
+
+    lessons = Lessons(LessonStore(server.database), None)
+    assert await lessons.count_terms() >= 2
+    assert await lessons.count_terms() == 0  # nothing changed since
+    found = await _all_matches(lesson_stub, "aardvark narwhal")
+    # "narwhal" draws: its best CAP lessons, ranked as the scan ranks them,
+    # the best match first.
+    assert len(found) == CAP
+    _same(found, [m for m in exact if m[0] in {i for i, _ in found}])
+    assert found[0] == pytest.approx(exact[0])
 
 
 async def _postings(url: str, lesson_id: int) -> set[tuple[str, float, str]]:

@@ -63,6 +63,14 @@ def find(results: dict[str, Any], rpc: str, target: str, concurrency: int) -> di
     return None
 
 
+def find_measured(
+    results: dict[str, Any], rpc: str, target: str, concurrency: int
+) -> dict[str, Any] | None:
+    """The cell, if any of its calls succeeded (a failed cell has no latencies)."""
+    c = find(results, rpc, target, concurrency)
+    return c if c and c.get("p50_ms") is not None else None
+
+
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     if not a or not b or not b.get("throughput"):
         return None
@@ -136,8 +144,8 @@ def _adder(out: list[dict[str, Any]]) -> Add:
 
 def _floor_share(add: Add, results: dict[str, Any], rpc: str, level: int, share: float) -> None:
     """The service's throughput against the grpc floor's at one concurrency."""
-    service = find(results, rpc, "service", level)
-    floor = find(results, rpc, "grpc floor", level)
+    service = find_measured(results, rpc, "service", level)
+    floor = find_measured(results, rpc, "grpc floor", level)
     ratio = _ratio(service, floor)
     name = f"{LABELS[rpc]}, c={level}: throughput >= {share:.0%} of the grpc floor"
     if service is None or floor is None or ratio is None:
@@ -253,8 +261,8 @@ def issue12_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     add = _adder(out)
 
-    plain = {level: find(results, "recall", "service", level) for level in (1, 16)}
-    query = {level: find(results, "recall_query", "service", level) for level in (1, 16)}
+    plain = {level: find_measured(results, "recall", "service", level) for level in (1, 16)}
+    query = {level: find_measured(results, "recall_query", "service", level) for level in (1, 16)}
     c1, c16 = plain[1], plain[16]
     name = f"RecallMemories (no query), c=1: p50 <= {RECALL_P50_C1_MS:g} ms"
     add(name, None if c1 is None else c1["p50_ms"] <= RECALL_P50_C1_MS,
@@ -279,7 +287,7 @@ def issue12_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     lessons = results["config"]["spec"]["lessons"]
     limit = LESSON_P50_C1_MS.get(lessons)
     for rpc in ("list_lessons", "search_lessons"):
-        cell = find(results, rpc, "service", 1)
+        cell = find_measured(results, rpc, "service", 1)
         name = f"{LABELS[rpc]} at {lessons:,} lessons, c=1: p50 <= {limit or '3 or 6'} ms"
         if limit is None or cell is None:
             add(name, None, "not measured at 20,000 or 1,000,000 lessons")
@@ -295,8 +303,7 @@ def semantic_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     add = _adder(out)
 
     def cell(rpc: str, level: int) -> dict[str, Any] | None:
-        c = find(results, rpc, "service", level)
-        return c if c and c.get("p50_ms") is not None else None
+        return find_measured(results, rpc, "service", level)
 
     for rpc, limit in ISSUE9_P50_C1_MS.items():
         c = cell(rpc, 1)

@@ -40,10 +40,11 @@ PAGE = 10
 EXACT_CAP = 2**31 - 2  # LIMIT cap + 1 still fits an int4
 
 
-async def _pages(
-    db: Database, queries: list[str], cap: int
-) -> tuple[dict[str, list[int]], list[float]]:
-    pages: dict[str, list[int]] = {}
+Page = list[tuple[int, float]]  # (lesson id, rank), best first
+
+
+async def _pages(db: Database, queries: list[str], cap: int) -> tuple[dict[str, Page], list[float]]:
+    pages: dict[str, Page] = {}
     seconds: list[float] = []
     for run in range(2):
         for query in queries:
@@ -53,7 +54,7 @@ async def _pages(
             rows = await db.fetch(statement.sql, *statement.args(params), replica_ok=True)
             if run:
                 seconds.append(time.perf_counter() - started)
-            pages[query] = [r["id"] for r in rows]
+            pages[query] = [(r["id"], r["rank"]) for r in rows]
     return pages, seconds
 
 
@@ -72,16 +73,30 @@ async def main(args: argparse.Namespace) -> None:
         queries = sorted({search_query(r) for _ in range(args.queries)})
         exact, seconds = await _pages(db, queries, EXACT_CAP)
         print(f"{len(queries)} distinct queries, page of {PAGE}")
-        print("| cap | p50 | p95 | exact top 10 held (mean) | identical first pages |")
-        print("|--:|--:|--:|--:|--:|")
+        print(
+            "| cap | p50 | p95 | exact top 10 held (mean) | identical first pages"
+            " | rank sum / exact (mean) | first pages with the exact ranks |"
+        )
+        print("|--:|--:|--:|--:|--:|--:|--:|")
 
-        def row(cap: str, pages: dict[str, list[int]], seconds: list[float]) -> None:
-            held = [len(set(pages[q]) & set(exact[q])) / len(exact[q]) for q in queries if exact[q]]
+        def row(cap: str, pages: dict[str, Page], seconds: list[float]) -> None:
+            matched = [q for q in queries if exact[q]]
+            held = statistics.mean(
+                len({i for i, _ in pages[q]} & {i for i, _ in exact[q]}) / len(exact[q])
+                for q in matched
+            )
             same = sum(pages[q] == exact[q] for q in queries) / len(queries)
+            mass = statistics.mean(
+                sum(r for _, r in pages[q]) / sum(r for _, r in exact[q]) for q in matched
+            )
+            ranks = sum(
+                [round(r, 6) for _, r in pages[q]] == [round(r, 6) for _, r in exact[q]]
+                for q in queries
+            ) / len(queries)
             p95 = sorted(seconds)[int(len(seconds) * 0.95)]
             print(
                 f"| {cap} | {statistics.median(seconds) * 1e3:.2f} ms | {p95 * 1e3:.2f} ms"
-                f" | {statistics.mean(held):.3f} | {same:.1%} |"
+                f" | {held:.3f} | {same:.1%} | {mass:.3f} | {ranks:.1%} |"
             )
 
         row("all (exact)", exact, seconds)

@@ -124,9 +124,10 @@ _CONDITIONS = {
 # caller may see and the filters admit. A query without `or` needs all its
 # words, so its candidates are its rarest word's lessons: its ranking is
 # exact whenever that word is in at most this many of them. Which word is
-# rarest: each word's postings are counted up to this many plus one, and
-# words past that are told apart by lesson_term_frequencies (migration
-# 0020), then by the word itself. A query with `or` draws from every word.
+# rarest: lesson_term_frequencies (migration 0020) counts the words in more
+# lessons than this, as of the lesson term job's last run; each other word's
+# postings are counted up to this many plus one. A query with `or` draws
+# from every word.
 # A one-word query's rank is the word's own, so it reads only the page, and
 # it ends after this many matches. bench/search_quality.py measures what
 # smaller caps cost in ranking.
@@ -157,11 +158,12 @@ def _search_sql(present: tuple[str, ...], cap: int = SEARCH_CANDIDATES_PER_WORD)
     # `@@` is not leakproof, so under row-level security no full-text index
     # can find the matches: the candidates come from lesson_terms, by
     # equality on a positive query lexeme (negated ones find nothing), best
-    # impact first, an index-only scan the policy is checked in. The words of
-    # a query without `or` are counted up to the cap, to find the rarest (a
-    # word missing from lesson_term_frequencies was in at most `cap` lessons
-    # at its last count); only the candidates' lessons are read, matched and
-    # ranked, and only the page's columns are fetched.
+    # impact first, an index-only scan the policy is checked in. To find the
+    # rarest word of a query without `or`, a word lesson_term_frequencies
+    # counts is known to be past the cap and ordered by that count, and the
+    # others (in at most `cap` lessons at the last count) are counted up to
+    # the cap, as the caller sees them. Only the candidates' lessons are
+    # read, matched and ranked, and only the page's columns are fetched.
     postings = "".join(f" AND {_CANDIDATE_CONDITIONS[name]}" for name in present)
     where = "".join(f" AND {_CONDITIONS[name]}" for name in present)
     # Normalization 32 maps the rank r to r / (r + 1): 0..1, as documented.
@@ -171,13 +173,17 @@ WITH q AS (
     FROM websearch_to_tsquery('english', :query) q
 ),
 words AS (
-    SELECT w.lexeme, CASE WHEN q.one_word OR q.any_word THEN 0 ELSE (
-        SELECT count(*) FROM (
-            SELECT FROM lesson_terms p WHERE p.lexeme = w.lexeme{postings} LIMIT {cap + 1}
-        ) s
-    ) END AS df,
-    (SELECT f.lessons FROM lesson_term_frequencies f WHERE f.lexeme = w.lexeme) AS lessons
+    SELECT w.lexeme, f.lessons, CASE
+        WHEN q.one_word OR q.any_word THEN 0
+        WHEN f.lessons IS NOT NULL THEN {cap + 1}
+        ELSE (
+            SELECT count(*) FROM (
+                SELECT FROM lesson_terms p WHERE p.lexeme = w.lexeme{postings} LIMIT {cap + 1}
+            ) s
+        )
+    END AS df
     FROM q CROSS JOIN unnest(faraday_tsquery_lexemes(q.q)) w (lexeme)
+    LEFT JOIN lesson_term_frequencies f ON f.lexeme = w.lexeme
 ),
 drivers AS (
     SELECT lexeme FROM words WHERE (SELECT any_word FROM q)
@@ -211,6 +217,11 @@ FROM ranked r JOIN lessons l ON l.id = r.id {LESSON_NAMES_JOIN}
 ORDER BY r.rank DESC, l.id DESC
 """)
 
+
+# The lesson term job reads every posting: 7.9 s for the 34.5M postings of
+# 1,000,000 bench lessons (bench/search_quality.py), so ten minutes is room
+# for ten times that on a slower server.
+COUNT_TERMS_TIMEOUT_SECONDS = 600
 
 # Every lexeme in more than `cap` lessons (all of them: the count breaks ties
 # between common words, it does not decide what anyone sees) with its count,
@@ -340,9 +351,19 @@ class LessonStore:
         return [LessonMatch(lesson=lesson_from_row(r), rank=r["rank"]) for r in rows]
 
     async def count_terms(self) -> int:
-        """Recount lesson_term_frequencies (as ALL_USERS); how many rows changed."""
+        """Recount lesson_term_frequencies (as ALL_USERS); how many rows changed.
+
+        It reads every posting, so it has a timeout of its own rather than
+        the service's statement timeout.
+        """
         async with self._db.connection() as conn:
-            changed: int = await conn.fetchval(_COUNT_TERMS, SEARCH_CANDIDATES_PER_WORD)
+            await conn.execute(
+                "SELECT set_config('statement_timeout', $1, true)",
+                f"{COUNT_TERMS_TIMEOUT_SECONDS}s",
+            )
+            changed: int = await conn.fetchval(
+                _COUNT_TERMS, SEARCH_CANDIDATES_PER_WORD, timeout=COUNT_TERMS_TIMEOUT_SECONDS
+            )
         return changed
 
     async def upsert(self, lesson: Lesson) -> Lesson:

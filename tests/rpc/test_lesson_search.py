@@ -188,6 +188,25 @@ async def test_the_rarest_of_two_common_words_draws_the_candidates(
     _same(found, [m for m in exact if m[0] in {i for i, _ in found}])
     assert found[0] == pytest.approx(exact[0])
 
+    # Below the cap again, "narwhal" loses its count, is counted as the
+    # caller sees it, and its lessons are all read: the scan's ranking.
+    conn = await asyncpg.connect(database_url)
+    try:
+        deleted = await conn.execute("DELETE FROM lessons WHERE title LIKE 'Rarer 1%'")
+        assert await lessons.count_terms() >= 2  # "narwhal" gone, "aardvark" lower
+        counted = await conn.fetch(
+            "SELECT lexeme, lessons FROM lesson_term_frequencies"
+            " WHERE lexeme IN ('aardvark', 'narwhal')"
+        )
+    finally:
+        await conn.close()
+    remaining = common + rarer - int(deleted.split()[1])
+    assert [tuple(r) for r in counted] == [("aardvark", remaining)]
+    _same(
+        await _all_matches(lesson_stub, "aardvark narwhal"),
+        await _scan(database_url, "aardvark narwhal"),
+    )
+
 
 async def _postings(url: str, lesson_id: int) -> set[tuple[str, float, str]]:
     conn = await asyncpg.connect(url)

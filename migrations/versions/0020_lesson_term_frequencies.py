@@ -24,8 +24,10 @@ lesson term job (services/lesson_terms.py) recounts it periodically, and
 a count a little out of date only changes which common word is read first.
 
 Not user-owned and without row-level security: it holds counts, not text a
-user wrote, and only the service reads it. Written by faraday_platform (the
-job), read by both service roles.
+user wrote, and only the service reads it. The job writes it as
+faraday_platform; both service roles get the same privileges on it, as on
+every table (tests/storage/test_roles.py): a count can only reorder which
+common word is read first.
 """
 
 from __future__ import annotations
@@ -56,10 +58,8 @@ def upgrade() -> None:
             "lessons >= 0", name=op.f("ck_lesson_term_frequencies_lessons_not_negative")
         ),
     )
-    op.execute("GRANT SELECT ON lesson_term_frequencies TO faraday_app")
-    op.execute(
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON lesson_term_frequencies TO faraday_platform"
-    )
+    for role in ("faraday_app", "faraday_platform"):
+        op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON lesson_term_frequencies TO {role}")
     # The lessons already stored, counted by the owner (FORCE off for this
     # transaction, as in 0019, so the policies hide no row from it).
     op.execute("ALTER TABLE lesson_terms NO FORCE ROW LEVEL SECURITY")

@@ -16,6 +16,7 @@ service's domain objects in between.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from faraday.memory.v1 import (
     memory_service_pb2,
 )
 
+from memory_service import config
 from memory_service.config import Settings
 from memory_service.domain import ranking
 from memory_service.domain.feedback import DEFAULT_LEARNING_RATE
@@ -236,9 +238,15 @@ def list_lessons(request: lesson_service_pb2.ListLessonsRequest) -> Statement:
     return _bind(statement, params, "ListLessons")
 
 
+@functools.cache
+def _search_cap() -> int:
+    """The service's candidate cap, from the same environment the service reads."""
+    return config.load().search_candidates_per_word
+
+
 def search_lessons(request: lesson_service_pb2.SearchLessonsRequest) -> Statement:
     params = _lesson_params(query=request.query, offset=0, limit=request.page_size + 1)
-    statement = lesson_sql._search_sql(lesson_sql._conditions(params))
+    statement = lesson_sql._search_sql(lesson_sql._conditions(params), _search_cap())
     return _bind(statement, params, "SearchLessons")
 
 

@@ -288,7 +288,15 @@ class Settings(BaseSettings):
         60.0, description="Seconds between sweeps that delete expired memories; 0: no sweep."
     )
     sweep_batch_size: Count = Field(1000, description="Rows deleted per sweep statement.")
-    # --- Lesson search (migration 0020)
+    # --- Lesson search (storage/lessons.py, migration 0020)
+    search_candidates_per_word: int = Field(
+        500,
+        ge=10,
+        le=10_000,
+        description="Lessons SearchLessons matches and ranks per query word it draws from,"
+        " 10..10000: more ranks closer to exact, fewer answers sooner"
+        " (bench/search_quality.py; docs/schema.md).",
+    )
     lesson_terms_interval_seconds: SecondsOrOff = Field(
         3600.0,
         description="Seconds between recounts of the lessons holding each common search word,"

@@ -279,7 +279,7 @@ async def _start(
         backfill_wake.wake,
         default_min_similarity=settings.dedup_min_similarity,
     )
-    lesson_store = LessonStore(database)
+    lesson_store = LessonStore(database, settings.search_candidates_per_word)
     lessons = Lessons(lesson_store, cache)
     admin = Admin(
         RegistryStore(database, cipher),

@@ -118,19 +118,19 @@ _CONDITIONS = {
     "visible_to": "(l.user_id = :visible_to::uuid OR l.status = 'published')",
 }
 
-# SearchLessons matches and ranks at most this many lessons per query word
-# it draws candidates from (lesson_terms; migration 0019), each word's best
-# by the rank a query of that word alone gives them, among the lessons the
-# caller may see and the filters admit. A query without `or` needs all its
-# words, so its candidates are its rarest word's lessons: its ranking is
-# exact whenever that word is in at most this many of them. Which word is
-# rarest: lesson_term_frequencies (migration 0020) counts the words in more
-# lessons than this, as of the lesson term job's last run; each other word's
-# postings are counted up to this many plus one. A query with `or` draws
-# from every word.
-# A one-word query's rank is the word's own, so it reads only the page, and
-# it ends after this many matches. bench/search_quality.py measures what
-# smaller caps cost in ranking.
+# SearchLessons matches and ranks at most this many lessons (the cap; a
+# setting, FARADAY_SEARCH_CANDIDATES_PER_WORD, of which this is the default)
+# per query word it draws candidates from (lesson_terms; migration 0019),
+# each word's best by the rank a query of that word alone gives them, among
+# the lessons the caller may see and the filters admit. A query without
+# `or` needs all its words, so its candidates are its rarest word's lessons:
+# its ranking is exact whenever that word is in at most this many of them.
+# Which word is rarest: lesson_term_frequencies (migration 0020) counts the
+# words in more lessons than the cap, as of the lesson term job's last run;
+# each other word's postings are counted up to the cap plus one. A query
+# with `or` draws from every word. A one-word query's rank is the word's
+# own, so it reads only the page, and it ends after the cap's matches.
+# bench/search_quality.py measures what smaller caps cost in ranking.
 SEARCH_CANDIDATES_PER_WORD = 500
 
 # The postings' own copies of the lesson columns these filters test, so the
@@ -291,8 +291,9 @@ def lesson_from_row(row: asyncpg.Record) -> Lesson:
 
 
 class LessonStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, candidates_per_word: int = SEARCH_CANDIDATES_PER_WORD) -> None:
         self._db = db
+        self._cap = candidates_per_word
 
     async def get(self, lesson_id: int, *, replica_ok: bool = False) -> Lesson:
         """`replica_ok`: may read the replica (storage/replica.py); not to fill a cache."""
@@ -346,7 +347,7 @@ class LessonStore:
             "offset": offset,
             "limit": limit,
         }
-        statement = _search_sql(_conditions(params))
+        statement = _search_sql(_conditions(params), self._cap)
         rows = await self._db.fetch(statement.sql, *statement.args(params), replica_ok=True)
         return [LessonMatch(lesson=lesson_from_row(r), rank=r["rank"]) for r in rows]
 
@@ -362,7 +363,7 @@ class LessonStore:
                 f"{COUNT_TERMS_TIMEOUT_SECONDS}s",
             )
             changed: int = await conn.fetchval(
-                _COUNT_TERMS, SEARCH_CANDIDATES_PER_WORD, timeout=COUNT_TERMS_TIMEOUT_SECONDS
+                _COUNT_TERMS, self._cap, timeout=COUNT_TERMS_TIMEOUT_SECONDS
             )
         return changed
 

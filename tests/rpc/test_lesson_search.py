@@ -7,16 +7,20 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 from faraday.memory.v1 import (
     admin_service_pb2,
     lesson_pb2,
     lesson_service_pb2,
+    lesson_service_pb2_grpc,
 )
 
+from memory_service.server import start
 from memory_service.services.lessons import Lessons
 from memory_service.storage.lessons import SEARCH_CANDIDATES_PER_WORD as CAP
 from memory_service.storage.lessons import LessonStore
+from tests.rpc.conftest import TEST_SETTINGS
 from tests.rpc.helpers import register_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -206,6 +210,41 @@ async def test_the_rarest_of_two_common_words_draws_the_candidates(
         await _all_matches(lesson_stub, "aardvark narwhal"),
         await _scan(database_url, "aardvark narwhal"),
     )
+
+
+async def test_the_cap_is_a_setting(admin_stub, database_url, app_url) -> None:
+    user = await register_user(admin_stub)
+    await _insert(
+        database_url,
+        user,
+        [(f"Herd {n}", "", " ".join(["wapiti"] * (1 + n % 4)), "draft") for n in range(30)],
+    )
+    running = await start(TEST_SETTINGS.with_overrides(search_candidates_per_word=20), app_url)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = lesson_service_pb2_grpc.LessonServiceStub(channel)
+            found = await _all_matches(stub, "wapiti")
+        # Its job counts the words past its own cap.
+        await Lessons(LessonStore(running.database, 20), None).count_terms()
+        counted = await _counted(database_url, "wapiti")
+        # Counted again past the default cap, for the other tests.
+        await Lessons(LessonStore(running.database), None).count_terms()
+    finally:
+        await running.stop(0.5)
+    _same(found, (await _scan(database_url, "wapiti"))[:20])
+    assert counted == 30
+    assert await _counted(database_url, "wapiti") is None
+
+
+async def _counted(url: str, lexeme: str) -> int | None:
+    conn = await asyncpg.connect(url)
+    try:
+        lessons: int | None = await conn.fetchval(
+            "SELECT lessons FROM lesson_term_frequencies WHERE lexeme = $1", lexeme
+        )
+        return lessons
+    finally:
+        await conn.close()
 
 
 async def _postings(url: str, lesson_id: int) -> set[tuple[str, float, str]]:

@@ -75,11 +75,12 @@ class LessonServiceServicer(object):
         """Full-text search over title (weighted highest), content area and the
         lesson text (lesson_data.text), English stemming, best match first.
         Ranks a bounded set of candidates, among the lessons the caller may see
-        that pass the filters: a one-word query ends after its 500 best
-        matches; a query without `or` ranks the 500 lessons its rarest word
-        suits best (exact when that word is in at most 500 lessons); with `or`,
-        each word's 500 best. A query of only exclusions (`-word`) matches
-        nothing.
+        that pass the filters, N per query word (the server's
+        FARADAY_SEARCH_CANDIDATES_PER_WORD, 500 by default): a one-word query
+        ends after its N best matches; a query without `or` ranks the N lessons
+        its rarest word suits best (exact when that word is in at most N
+        lessons); with `or`, each word's N best. A query of only exclusions
+        (`-word`) matches nothing.
         Returns INVALID_ARGUMENT for an empty or too long query.
         May be answered by a read replica (docs/scaling.md): it can miss changes
         committed less than FARADAY_REPLICA_MAX_LAG_SECONDS ago, except those

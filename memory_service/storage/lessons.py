@@ -238,7 +238,7 @@ gone AS (
 ),
 changed AS (
     INSERT INTO lesson_term_frequencies AS f (lexeme, lessons)
-    SELECT lexeme, lessons FROM counts
+    SELECT lexeme, lessons FROM counts ORDER BY lexeme  -- two recounts lock in one order
     ON CONFLICT (lexeme) DO UPDATE SET lessons = excluded.lessons
     WHERE f.lessons <> excluded.lessons
     RETURNING 1

@@ -20,7 +20,7 @@ visibility rule, and a count is all it tells). Rare lexemes are not in it,
 so it stays small (the few thousand common words of the language). It is
 not kept by triggers, which would make every lesson write update the same
 few hundred counter rows and serialize concurrent writes on them: the
-lesson term job (services/lesson_terms.py) recounts it periodically, and
+lesson term job (Lessons.count_terms in services/lessons.py) recounts it periodically, and
 a count a little out of date only changes which common word is read first.
 
 Not user-owned and without row-level security: it holds counts, not text a

@@ -157,7 +157,8 @@ class LessonFloor(lesson_service_pb2_grpc.LessonServiceServicer):
     ) -> lesson_service_pb2.SearchLessonsResponse:
         session.acting_user.set(session.ALL_USERS)
         sql, args = floor_sql.search_lessons(request)
-        return floor_sql.search_response(await self._db.fetch(sql, *args), request.page_size)
+        rows = await self._db.fetch(sql, *args, generic_plan=True)  # as the service
+        return floor_sql.search_response(rows, request.page_size)
 
 
 class CannedLessonFloor(LessonFloor):

@@ -218,6 +218,7 @@ def _sql_call(
         "search_lessons": floor_sql.search_lessons,
     }
     single = kind in ("store", "get_lesson")
+    generic_plan = kind == "search_lessons"  # as the service
     convert = to_sql[kind]
 
     def prepare(request: Any) -> Any:
@@ -227,7 +228,7 @@ def _sql_call(
         sql, args = prepared
         if single:
             return await db.fetchrow(sql, *args)
-        return await db.fetch(sql, *args)
+        return await db.fetch(sql, *args, generic_plan=generic_plan)
 
     call.prepare = prepare  # type: ignore[attr-defined]
     return call

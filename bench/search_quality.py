@@ -51,7 +51,9 @@ async def _pages(db: Database, queries: list[str], cap: int) -> tuple[dict[str, 
             params = {"query": query, "offset": 0, "limit": PAGE}
             statement = lesson_sql._search_sql((), cap)
             started = time.perf_counter()
-            rows = await db.fetch(statement.sql, *statement.args(params), replica_ok=True)
+            rows = await db.fetch(
+                statement.sql, *statement.args(params), generic_plan=True, replica_ok=True
+            )
             if run:
                 seconds.append(time.perf_counter() - started)
             pages[query] = [(r["id"], r["rank"]) for r in rows]

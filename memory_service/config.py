@@ -300,7 +300,8 @@ class Settings(BaseSettings):
     lesson_terms_interval_seconds: SecondsOrOff = Field(
         3600.0,
         description="Seconds between recounts of the lessons holding each common search word,"
-        " which SearchLessons uses to pick a query's rarest word; 0: none.",
+        " which SearchLessons uses to pick a query's rarest word; a process skips its run"
+        " if another's started within half this (migration 0021); 0: none.",
     )
     # --- Partitions (docs/operations.md)
     partition_interval_seconds: SecondsOrOff = Field(

@@ -423,12 +423,19 @@ async def _start(
             )
         )
     if settings.lesson_terms_interval_seconds > 0:
+        # Every process has the job; a run does nothing if another process's
+        # started less than half an interval ago (migration 0021), so the
+        # counts are read once or twice an interval, however many processes.
+        async def lesson_term_job() -> int:
+            changed = await lessons.count_terms(settings.lesson_terms_interval_seconds / 2)
+            return changed or 0
+
         # After one interval: the counts are kept in the database (migration
         # 0020 made the first), so a restart need not recount them.
         running._tasks.append(
             asyncio.create_task(
                 sweeper.run_periodically(
-                    lessons.count_terms,
+                    lesson_term_job,
                     settings.lesson_terms_interval_seconds,
                     "lesson term counts",
                     first_after_seconds=settings.lesson_terms_interval_seconds,

@@ -80,12 +80,14 @@ class Lessons:
         next_token = page_token.encode([offset + limit], filters) if more else ""
         return matches[:limit], next_token
 
-    async def count_terms(self) -> int:
+    async def count_terms(self, unless_started_within_seconds: float = 0.0) -> int | None:
         """The lesson term job: recount the search words common enough to need
         a count (migration 0020); how many counts changed. Every lesson
-        counts, so as ALL_USERS."""
+        counts, so as ALL_USERS. None if it did not run: another process's
+        run is under way or started less than `unless_started_within_seconds`
+        ago (migration 0021)."""
         with session.acting_as(session.ALL_USERS):
-            return await self._store.count_terms()
+            return await self._store.count_terms(unless_started_within_seconds)
 
 
 def _visible(caller: Principal, lesson: Lesson) -> bool:

@@ -229,6 +229,23 @@ ORDER BY r.rank DESC, l.id DESC
 # for ten times that on a slower server.
 COUNT_TERMS_TIMEOUT_SECONDS = 600
 
+# The first key of the advisory lock a shared periodic job's run holds
+# ("FJOB"); the second is the hashed job name (job_runs, migration 0021).
+JOB_LOCK_NAMESPACE = 0x464A4F42
+TERM_JOB = "lesson term counts"
+
+# A run of a job several service processes share: it goes ahead (one row)
+# only if no other run holds the job's lock and the last run started at
+# least $2 seconds ago; it then holds the lock, and the row stays locked, to
+# the end of its transaction (a run that fails rolls its start back).
+_CLAIM_JOB = f"""
+INSERT INTO job_runs AS r (job, started_at)
+SELECT $1::text, now() WHERE pg_try_advisory_xact_lock({JOB_LOCK_NAMESPACE}, hashtext($1::text))
+ON CONFLICT (job) DO UPDATE SET started_at = excluded.started_at
+WHERE r.started_at <= excluded.started_at - make_interval(secs => $2::float8)
+RETURNING 1
+"""
+
 # Every lexeme in more than `cap` lessons (all of them: the count breaks ties
 # between common words, it does not decide what anyone sees) with its count,
 # and no other: the rows that changed, appeared or went.
@@ -361,9 +378,11 @@ class LessonStore:
         )
         return [LessonMatch(lesson=lesson_from_row(r), rank=r["rank"]) for r in rows]
 
-    async def count_terms(self) -> int:
+    async def count_terms(self, unless_started_within_seconds: float = 0.0) -> int | None:
         """Recount lesson_term_frequencies (as ALL_USERS); how many rows changed.
 
+        None, and nothing read, if another run (of any process) is under way
+        or started less than `unless_started_within_seconds` ago (job_runs).
         It reads every posting, so it has a timeout of its own rather than
         the service's statement timeout.
         """
@@ -372,6 +391,8 @@ class LessonStore:
                 "SELECT set_config('statement_timeout', $1, true)",
                 f"{COUNT_TERMS_TIMEOUT_SECONDS}s",
             )
+            if await conn.fetchval(_CLAIM_JOB, TERM_JOB, unless_started_within_seconds) is None:
+                return None
             changed: int = await conn.fetchval(
                 _COUNT_TERMS, self._cap, timeout=COUNT_TERMS_TIMEOUT_SECONDS
             )

@@ -290,6 +290,16 @@ lesson_term_frequencies = Table(
     CheckConstraint("lessons >= 0", name="lessons_not_negative"),
 )
 
+# When each periodic job that several service processes share last started
+# (migration 0021): the lesson term job runs once an interval, not once a
+# process.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("job", Text, primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+)
+
 # importance_band: importance 0.0..1.0 in tenths, 1.0 a band of its own.
 IMPORTANCE_BANDS = 11
 
@@ -626,7 +636,7 @@ REFERENCE_TABLES = (
     "lesson_term_frequencies",
 )
 # Kept on the coordinator alone.
-LOCAL_TABLES = ("audit_log",)
+LOCAL_TABLES = ("audit_log", "job_runs")
 
 # Tables whose updated_at a BEFORE UPDATE trigger maintains. On user_memories
 # the trigger fires only when `version` changes, so recall's last_accessed

@@ -109,10 +109,11 @@ async def _populate(url: str, vectors: bool) -> tuple[str, list[int]]:
     finally:
         await running.stop(0.5)
     # The lesson term job counts only words in more than 500 lessons; one
-    # such count, as it would write it.
+    # such count, and its run (migration 0021), as it would write them.
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("INSERT INTO lesson_term_frequencies VALUES ('fraction', 501)")
+        await conn.execute("INSERT INTO job_runs VALUES ('lesson term counts', now())")
     finally:
         await conn.close()
     return user.id, ids

@@ -1,9 +1,12 @@
 """SearchLessons through its term index (migration 0019): the same ranking as a
 scan of every lesson, the candidate cap, the rarest word drawing the candidates
-(migration 0020), and postings that follow every change."""
+(migration 0020), the term job shared by several processes (migration 0021),
+and postings that follow every change."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from typing import Any
 
 import asyncpg
@@ -18,8 +21,8 @@ from faraday.memory.v1 import (
 
 from memory_service.server import start
 from memory_service.services.lessons import Lessons
+from memory_service.storage.lessons import JOB_LOCK_NAMESPACE, TERM_JOB, LessonStore
 from memory_service.storage.lessons import SEARCH_CANDIDATES_PER_WORD as CAP
-from memory_service.storage.lessons import LessonStore
 from tests.rpc.conftest import TEST_SETTINGS
 from tests.rpc.helpers import register_user
 
@@ -234,6 +237,68 @@ async def test_the_cap_is_a_setting(admin_stub, database_url, app_url) -> None:
     _same(found, (await _scan(database_url, "wapiti"))[:20])
     assert counted == 30
     assert await _counted(database_url, "wapiti") is None
+
+
+async def test_processes_share_the_lesson_term_job(server, database_url) -> None:
+    """A run does nothing while another process's holds the job, or when the last
+    one started within the window it is given (migration 0021)."""
+    lessons = Lessons(LessonStore(server.database), None)
+    assert await lessons.count_terms() is not None  # no window: it runs
+    started = await _term_job_started(database_url)
+    assert await lessons.count_terms(3600) is None  # it just ran
+    assert await _term_job_started(database_url) == started
+    assert await lessons.count_terms(0.001) is not None  # the window has passed
+    started = await _term_job_started(database_url)
+
+    # Another process's run under way: its lock held, as a run holds it.
+    other = await asyncpg.connect(database_url)
+    try:
+        await other.execute(
+            "SELECT pg_advisory_lock($1, hashtext($2))", JOB_LOCK_NAMESPACE, TERM_JOB
+        )
+        assert await lessons.count_terms() is None
+        assert await _term_job_started(database_url) == started
+        await other.execute(
+            "SELECT pg_advisory_unlock($1, hashtext($2))", JOB_LOCK_NAMESPACE, TERM_JOB
+        )
+        assert await lessons.count_terms() is not None
+        assert await _term_job_started(database_url) > started
+    finally:
+        await other.close()
+
+
+async def test_two_servers_recount_once_a_half_interval_at_most(app_url, database_url) -> None:
+    """Each server runs the job every interval; across both, the runs that read
+    the postings start at least half an interval apart."""
+    interval = 2.0
+    settings = TEST_SETTINGS.with_overrides(lesson_terms_interval_seconds=interval)
+    before = await _term_job_started(database_url)
+    starts = set()
+    # Out of step: the second's runs come between the first's, where only the
+    # window keeps them from reading the postings again.
+    servers = [await start(settings, app_url)]
+    await asyncio.sleep(0.3 * interval)
+    servers.append(await start(settings, app_url))
+    try:
+        deadline = asyncio.get_running_loop().time() + 2.5 * interval
+        while asyncio.get_running_loop().time() < deadline:
+            starts.add(await _term_job_started(database_url))
+            await asyncio.sleep(0.02)
+    finally:
+        for running in servers:
+            await running.stop(0.5)
+    runs = sorted(t for t in starts if t is not None and (before is None or t > before))
+    assert runs, "no server ran the job"
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(runs)]
+    assert all(gap >= interval / 2 for gap in gaps), gaps
+
+
+async def _term_job_started(url: str) -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SELECT started_at FROM job_runs WHERE job = $1", TERM_JOB)
+    finally:
+        await conn.close()
 
 
 async def _counted(url: str, lexeme: str) -> int | None:

@@ -46,7 +46,7 @@ from memory_service.storage.database import Database, PoolSettings
 from memory_service.storage.embeddings import EmbeddingStore
 from memory_service.storage.encryption import FieldCipher
 from memory_service.storage.imports import ImportStore
-from memory_service.storage.lessons import LessonStore
+from memory_service.storage.lessons import TERM_JOB, LessonStore
 from memory_service.storage.memories import MemoryStore
 from memory_service.storage.partitions import PartitionStore
 from memory_service.storage.probe import DatabaseProbe
@@ -437,7 +437,7 @@ async def _start(
                 sweeper.run_periodically(
                     lesson_term_job,
                     settings.lesson_terms_interval_seconds,
-                    "lesson term counts",
+                    TERM_JOB,  # its metrics' job label, and its row in job_runs
                     first_after_seconds=settings.lesson_terms_interval_seconds,
                 ),
                 name="lesson-term-job",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -60,14 +61,28 @@ async def has_pgvector(database_url: str) -> bool:
         await conn.close()
 
 
-# The session's servers: their queued recall bookkeeping is written before
-# each test's TRUNCATE, so none of it lands in the next test's tables.
-_SESSION_SERVERS: list[RunningServer] = []
+# The servers that outlive a test (shared_server): their queued recall
+# bookkeeping is written before each test's TRUNCATE, so none of it lands in
+# the next test's tables, nor takes its locks while TRUNCATE takes them
+# (a deadlock, seen between test_observability's two log formats).
+_SHARED_SERVERS: list[RunningServer] = []
+
+
+@asynccontextmanager
+async def shared_server(settings: Settings, app_url: str) -> AsyncIterator[RunningServer]:
+    """A server for a session or module fixture, which several tests call."""
+    running = await start(settings, app_url)
+    _SHARED_SERVERS.append(running)
+    try:
+        yield running
+    finally:
+        _SHARED_SERVERS.remove(running)
+        await running.stop(1.0)
 
 
 @pytest.fixture(autouse=True)
 async def _clean_tables(database_url: str) -> AsyncIterator[None]:
-    await recalls_written(*_SESSION_SERVERS)
+    await recalls_written(*_SHARED_SERVERS)
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
@@ -84,11 +99,8 @@ def app_url(database_url: str) -> str:
 
 @pytest.fixture(scope="session")
 async def server(app_url: str) -> AsyncIterator[RunningServer]:
-    running = await start(TEST_SETTINGS, app_url)
-    _SESSION_SERVERS.append(running)
-    yield running
-    _SESSION_SERVERS.remove(running)
-    await running.stop(1.0)
+    async with shared_server(TEST_SETTINGS, app_url) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -127,14 +139,12 @@ class CachedStubs:
 async def _cached_server(
     app_url: str, redis_url: str
 ) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel, aioredis.Redis]]:
-    running = await start(TEST_SETTINGS.with_overrides(redis_url=redis_url), app_url)
-    _SESSION_SERVERS.append(running)
-    client = aioredis.from_url(redis_url)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
-        yield running, ch, client
-    await client.aclose()
-    _SESSION_SERVERS.remove(running)
-    await running.stop(1.0)
+    settings = TEST_SETTINGS.with_overrides(redis_url=redis_url)
+    async with shared_server(settings, app_url) as running:
+        client = aioredis.from_url(redis_url)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            yield running, ch, client
+        await client.aclose()
 
 
 @pytest.fixture

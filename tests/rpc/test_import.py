@@ -400,8 +400,7 @@ async def auth_server(
     from faraday.memory.v1 import admin_service_pb2_grpc, memory_service_pb2_grpc
 
     from memory_service.auth import token_hash
-    from memory_service.server import start
-    from tests.rpc.conftest import TEST_SETTINGS
+    from tests.rpc.conftest import TEST_SETTINGS, shared_server
 
     tokens = {name: f"fmt_{name}_{uuid.uuid4().hex}" for name in IMPORT_TOKENS}
     path = tmp_path_factory.mktemp("import-auth") / "tokens.json"
@@ -412,16 +411,16 @@ async def auth_server(
             entry["assistant_profile_ids"] = profiles
         entries.append(entry)
     path.write_text(json.dumps({"tokens": entries}))
-    running = await start(
-        TEST_SETTINGS.with_overrides(service_tokens_file=path, jwt_hs256_secret=SECRET), app_url
-    )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+    settings = TEST_SETTINGS.with_overrides(service_tokens_file=path, jwt_hs256_secret=SECRET)
+    async with (
+        shared_server(settings, app_url) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch,
+    ):
         stubs = (
             memory_service_pb2_grpc.MemoryServiceStub(ch),
             admin_service_pb2_grpc.AdminServiceStub(ch),
         )
         yield stubs, tokens
-    await running.stop(1.0)
 
 
 def _bearer(token: str) -> tuple[tuple[str, str]]:

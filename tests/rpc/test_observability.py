@@ -41,9 +41,9 @@ from faraday.memory.v1 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from memory_service.auth import token_hash
-from memory_service.server import RunningServer, start
+from memory_service.server import RunningServer
 from memory_service.telemetry import logs
-from tests.rpc.conftest import TEST_SETTINGS
+from tests.rpc.conftest import TEST_SETTINGS, shared_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -95,8 +95,10 @@ async def observed(
         metrics_port=0,
         embedding_model=MODEL if has_pgvector else None,
     )
-    running = await start(settings, app_url)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+    async with (
+        shared_server(settings, app_url) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as ch,
+    ):
         yield Observed(
             running,
             memory_service_pb2_grpc.MemoryServiceStub(ch),
@@ -105,7 +107,6 @@ async def observed(
             token,
             has_pgvector,
         )
-    await running.stop(1.0)
 
 
 async def _user(o: Observed) -> str:

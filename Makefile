@@ -57,8 +57,11 @@ run: $(STAMP) ## Start the service on 127.0.0.1:50051 (embedded PostgreSQL unles
 seed-demo: $(STAMP) ## Load the example data into the same database `make run` uses
 	$(BIN)/memory-service seed-demo
 
+# PYTEST_ARGS: extra pytest arguments, e.g. PYTEST_ARGS='-m "not slow"' to
+# leave out the tests marked slow (fault and load tests); CI runs them all.
+PYTEST_ARGS ?=
 test: $(STAMP) ## Run the whole test suite (embedded PostgreSQL; FARADAY_TEST_DATABASE_URL for another)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy (strict) and buf lint
 	$(BIN)/ruff check .

@@ -27,6 +27,7 @@ from memory_service.config import Settings
 from memory_service.seed import seed_demo
 from memory_service.server import start
 from memory_service.storage import migrate, tables
+from memory_service.storage.lessons import TERM_JOB
 from tests.conftest import create_scratch_database, drop_scratch_database
 from tests.rpc.conftest import TEST_SETTINGS
 
@@ -113,7 +114,7 @@ async def _populate(url: str, vectors: bool) -> tuple[str, list[int]]:
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("INSERT INTO lesson_term_frequencies VALUES ('fraction', 501)")
-        await conn.execute("INSERT INTO job_runs VALUES ('lesson term counts', now())")
+        await conn.execute("INSERT INTO job_runs VALUES ($1, now())", TERM_JOB)
     finally:
         await conn.close()
     return user.id, ids

@@ -184,6 +184,9 @@ class Database:
         self._replica: Database | None = None
         self._monitor: ReplicaMonitor | None = None
         self._last_write = -math.inf
+        # Read-only transactions whose COMMIT and release run after their
+        # rows went back to the caller (connection(read_only=True)).
+        self._finishing: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         s = self._settings
@@ -244,6 +247,8 @@ class Database:
         )
 
     async def close(self) -> None:
+        # Their connections are still out of the pools: let them come back.
+        await asyncio.gather(*self._finishing, return_exceptions=True)
         metrics.unwatch_pools(self)
         for pool in (self._user_pool, self._platform_pool):
             if pool is not None:
@@ -260,6 +265,7 @@ class Database:
         read_only_snapshot: bool,
         generic_plan: bool,
         async_commit: bool = False,
+        read_only: bool = False,
     ) -> asyncpg.Connection:
         """A connection of `pool` inside a fresh transaction carrying the session state.
 
@@ -271,7 +277,7 @@ class Database:
         if read_only_snapshot:
             mode = " ISOLATION LEVEL REPEATABLE READ READ ONLY"
         else:
-            mode = " READ ONLY" if self._is_replica else ""
+            mode = " READ ONLY" if self._is_replica or read_only else ""
         # The values are generated here (a canonical UUID or '*', ints, hex
         # digits), never caller text, so splicing them in is safe; it lets
         # BEGIN and the settings travel in one simple-protocol round trip.
@@ -321,13 +327,14 @@ class Database:
         read_only_snapshot: bool,
         generic_plan: bool,
         async_commit: bool = False,
+        read_only: bool = False,
     ) -> tuple[asyncpg.Pool, asyncpg.Connection]:
         pool = self._platform_pool if acting_user == session.ALL_USERS else self._user_pool
         if pool is None:
             raise Unavailable("database pool is not open")
         try:
             return pool, await self._begin(
-                pool, acting_user, read_only_snapshot, generic_plan, async_commit
+                pool, acting_user, read_only_snapshot, generic_plan, async_commit, read_only
             )
         except Exception as exc:  # CancelledError is a BaseException: not caught
             _raise_if_unavailable(exc)
@@ -357,6 +364,7 @@ class Database:
         generic_plan: bool = False,
         replica_ok: bool = False,
         async_commit: bool = False,
+        read_only: bool = False,
     ) -> AsyncIterator[asyncpg.Connection]:
         """One transaction; in an audited call, a change commits with its audit row.
 
@@ -374,34 +382,46 @@ class Database:
         crash of PostgreSQL itself may lose (recall's interaction rows and
         last-access bumps: docs/schema.md). Ignored when the transaction
         carries an audit row: the audit log is always durable.
+        `read_only` (implied by `replica_ok`): the block only reads. Its
+        transaction is READ ONLY (PostgreSQL refuses any write), and the
+        block returns without waiting for COMMIT: the COMMIT and the
+        connection's release run in the background (docs/scaling.md, "Reads
+        end off the caller's path"). A read-only transaction's COMMIT changes
+        nothing, so its outcome cannot change what the block read; close()
+        waits for the ones still running.
         """
         # Read once: the pool and the setting spliced into BEGIN must agree.
         acting_user = session.setting_value()
+        read_only = read_only or replica_ok
+        # A read's audit row is written by AuditLog.record, in a transaction
+        # of its own (write_in_transaction only adds one to a change).
+        event = audit.current.get() if audited and not (read_only or read_only_snapshot) else None
+        if event is not None and event.written:
+            event = None  # an earlier transaction of this call carried the row
         begun = (
             await self._replica_begin(acting_user, read_only_snapshot, generic_plan)
             if replica_ok
             else None
         )
-        on_replica = begun is not None
         if begun is None:
-            pending = audit.current.get() if audited and not read_only_snapshot else None
-            async_commit = async_commit and (pending is None or pending.written)
             begun = await self._pool_and_begin(
-                acting_user, read_only_snapshot, generic_plan, async_commit
+                acting_user,
+                read_only_snapshot,
+                generic_plan,
+                async_commit and event is None,
+                read_only,
             )
         pool, conn = begun
-        # A replica cannot write, not even an audit row (AuditLog.record writes
-        # a read's row on the primary).
-        event = (
-            audit.current.get() if audited and not read_only_snapshot and not on_replica else None
-        )
-        if event is not None and event.written:
-            event = None  # an earlier transaction of this call carried the row
+        finishing = False
         try:
             yield conn
             if event is not None:
                 await write_in_transaction(conn, event)
-            await conn.execute("COMMIT")
+            if read_only:
+                self._commit_later(pool, conn)
+                finishing = True
+            else:
+                await conn.execute("COMMIT")
         except BaseException as exc:
             if event is not None:
                 event.written = False  # rolled back with the change
@@ -414,11 +434,17 @@ class Database:
                 _raise_if_unavailable(exc)
             raise
         finally:
-            await _release(pool, conn)
-            if not (replica_ok or read_only_snapshot):
+            if not finishing:
+                await _release(pool, conn)
+            if not (read_only or read_only_snapshot):
                 # It may have written (a failed COMMIT may have committed too):
                 # replica reads wait until the replica has replayed it.
                 self._last_write = time.monotonic()
+
+    def _commit_later(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+        task = asyncio.get_running_loop().create_task(_commit_and_release(pool, conn))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def fetch(
         self,
@@ -427,17 +453,21 @@ class Database:
         generic_plan: bool = False,
         replica_ok: bool = False,
         async_commit: bool = False,
+        read_only: bool = False,
     ) -> list[asyncpg.Record]:
         async with self.connection(
-            generic_plan=generic_plan, replica_ok=replica_ok, async_commit=async_commit
+            generic_plan=generic_plan,
+            replica_ok=replica_ok,
+            async_commit=async_commit,
+            read_only=read_only,
         ) as conn:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
             return rows
 
     async def fetchrow(
-        self, sql: str, *args: Any, replica_ok: bool = False
+        self, sql: str, *args: Any, replica_ok: bool = False, read_only: bool = False
     ) -> asyncpg.Record | None:
-        async with self.connection(replica_ok=replica_ok) as conn:
+        async with self.connection(replica_ok=replica_ok, read_only=read_only) as conn:
             row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
             return row
 
@@ -462,6 +492,22 @@ async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
         if not is_unavailable(exc):
             raise
         logger.info("pool: dropped a broken connection on release (%s)", exc)
+
+
+async def _commit_and_release(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    """End a read-only transaction whose rows are already with the caller.
+
+    Nothing it read depends on the COMMIT, so a failure is only logged and
+    the connection closed, never reused in an unknown state.
+    """
+    try:
+        await conn.execute("COMMIT")
+    except Exception as exc:
+        logger.info("a read's COMMIT failed after its rows were returned (%s)", exc)
+        with contextlib.suppress(asyncpg.InterfaceError):
+            conn.terminate()
+    finally:
+        await _release(pool, conn)
 
 
 async def _roll_back(conn: asyncpg.Connection) -> None:

@@ -1358,11 +1358,13 @@ SELECT {MEMORY_COLUMNS} FROM m""")
         # bookkeeping: queued for the recall log's next batch, or, without
         # one, written by this statement without waiting for the disk
         # (docs/schema.md, "Recall bookkeeping": what a crash may lose).
+        # Otherwise it only reads, and returns without waiting for its COMMIT.
         rows = await self._db.fetch(
             statement.sql,
             *statement.args(params),
             generic_plan=True,
             async_commit=inline,
+            read_only=not inline,
         )
         if recall_log is not None and rows:
             mine = visibility.profile_ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -145,6 +146,80 @@ async def test_async_commit_holds_for_its_own_transaction_only(
             assert await conn.fetchval("SHOW synchronous_commit") == "on"
     finally:
         audit.current.reset(token)
+
+
+def _idle_user_connections(db: Database) -> int:
+    return next(idle for name, _open, idle, _max in db.pool_sizes() if name == "user")
+
+
+async def test_a_read_returns_before_its_commit_and_its_connection_comes_back_clean(
+    one_connection_pool: Database,
+) -> None:
+    """read_only: a READ ONLY transaction whose COMMIT and release run after it returns."""
+    db = one_connection_pool  # one user connection: every user-scoped block reuses it
+    with session.acting_as(session.ALL_USERS):
+        users = [r["user_id"] for r in await db.fetch("SELECT user_id FROM user_memories")]
+    with session.acting_as(users[0]):
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await db.fetch("DELETE FROM user_memories RETURNING id", read_only=True)
+        async with db.connection(read_only=True) as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            assert await conn.fetchval("SHOW transaction_read_only") == "on"
+        rows = await db.fetch("SELECT user_id FROM user_memories", read_only=True)
+        assert [r["user_id"] for r in rows] == [users[0]]
+        assert _idle_user_connections(db) == 0  # still out: its COMMIT has not run yet
+    # The next block waits for that connection (the pool has one) and finds it
+    # committed and reset: no acting user, no READ ONLY, nothing deleted.
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+        assert await conn.fetchval("SHOW transaction_read_only") == "off"
+        assert await conn.fetchval("SELECT current_setting('faraday.acting_user', true)") == ""
+    with session.acting_as(session.ALL_USERS):
+        assert len(await db.fetch("SELECT id FROM user_memories", read_only=True)) == 2
+    # An audited call's read carries no audit row (AuditLog.record writes it),
+    # so it ends off the caller's path too.
+    token = audit.current.set(audit.AuditEvent("service", "t", "/x.Y/Z", None))
+    try:
+        with session.acting_as(users[0]):
+            await db.fetch("SELECT 1", read_only=True)
+            assert _idle_user_connections(db) == 0
+    finally:
+        audit.current.reset(token)
+
+
+async def test_close_waits_for_the_reads_still_committing(pg_admin_url: str) -> None:
+    owner_url = await create_scratch_database(pg_admin_url)
+    try:
+        await migrate.upgrade(owner_url)
+        db = Database(
+            PoolSettings(
+                url=migrate.app_role_url(owner_url),
+                platform_url=migrate.platform_role_url(owner_url),
+                size=4,
+                user_size=2,
+            )
+        )
+        await db.open()
+        for _ in range(3):
+            assert await db.fetch("SELECT 1 AS one", read_only=True) == [(1,)]
+        await db.close()  # with those three COMMITs not yet sent
+        assert list(db.pool_sizes()) == []
+        owner = await asyncpg.connect(owner_url)
+        try:
+            for _ in range(50):  # a closed connection's backend takes a moment to exit
+                left = await owner.fetch(
+                    "SELECT state FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = 'faraday-memory'"
+                )
+                assert all(r["state"] != "idle in transaction" for r in left)
+                if not left:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await owner.close()
+        assert left == []  # every connection closed
+    finally:
+        await drop_scratch_database(pg_admin_url, owner_url)
 
 
 class _SeesSynchronousCommit(Database):

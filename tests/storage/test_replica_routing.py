@@ -1,12 +1,13 @@
 """Database's replica routing, with the monitor's verdict set by hand.
 
-The "replica" here is the same database as the primary; a replica's
-transactions are READ ONLY, which tells where a read went. The real
-streaming replica is tests/faults/test_replica.py's.
+The "replica" here is the same database as the primary; which pool lent
+the read's connection tells where it went. The real streaming replica is
+tests/faults/test_replica.py's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -32,18 +33,25 @@ class Routed:
     monitor: ReplicaMonitor
     owner_url: str
 
+    def in_use(self) -> dict[str, int]:
+        pools = [*self.db.pool_sizes(), *self.replica.pool_sizes()]
+        return {name: size - idle for name, size, idle, _ in pools}
+
     async def went_to_replica(self, *, read_only_snapshot: bool = False) -> bool:
-        """Whether a replica_ok transaction ran on a replica pool's connection (READ ONLY)."""
+        """Whether a replica_ok transaction ran on a replica pool's connection."""
+        for _ in range(500):  # until the last read's COMMIT has given its connection back
+            if not any(self.in_use().values()):
+                break
+            await asyncio.sleep(0.01)
         with session.acting_as(session.ALL_USERS):
             async with self.db.connection(
                 replica_ok=True, read_only_snapshot=read_only_snapshot
             ) as conn:
                 read_only = await conn.fetchval("SHOW transaction_read_only") == "on"
-                pools = [*self.db.pool_sizes(), *self.replica.pool_sizes()]
-                in_use = {name: size - idle for name, size, idle, _ in pools}
+                in_use = self.in_use()
         on_replica = in_use["replica_platform"] > 0
         assert in_use["platform"] + in_use["replica_platform"] == 1, in_use
-        assert read_only or not on_replica
+        assert read_only  # on the primary too: a replica_ok read is READ ONLY everywhere
         return on_replica
 
 

@@ -140,7 +140,7 @@ class LessonFloor(lesson_service_pb2_grpc.LessonServiceServicer):
     ) -> lesson_pb2.Lesson:
         session.acting_user.set(session.ALL_USERS)
         sql, args = floor_sql.get_lesson(request)
-        row = await self._db.fetchrow(sql, *args)
+        row = await self._db.fetchrow(sql, *args, read_only=True)  # as the service
         if row is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such lesson")
         return floor_sql.lesson(row)
@@ -150,14 +150,16 @@ class LessonFloor(lesson_service_pb2_grpc.LessonServiceServicer):
     ) -> lesson_service_pb2.ListLessonsResponse:
         session.acting_user.set(session.ALL_USERS)
         sql, args = floor_sql.list_lessons(request)
-        return floor_sql.lessons_response(await self._db.fetch(sql, *args), request.page_size)
+        return floor_sql.lessons_response(
+            await self._db.fetch(sql, *args, read_only=True), request.page_size
+        )
 
     async def SearchLessons(
         self, request: lesson_service_pb2.SearchLessonsRequest, context: Context
     ) -> lesson_service_pb2.SearchLessonsResponse:
         session.acting_user.set(session.ALL_USERS)
         sql, args = floor_sql.search_lessons(request)
-        rows = await self._db.fetch(sql, *args, generic_plan=True)  # as the service
+        rows = await self._db.fetch(sql, *args, generic_plan=True, read_only=True)  # as the service
         return floor_sql.search_response(rows, request.page_size)
 
 

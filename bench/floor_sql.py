@@ -36,7 +36,7 @@ from memory_service.config import Settings
 from memory_service.domain import ranking
 from memory_service.domain.feedback import DEFAULT_LEARNING_RATE
 from memory_service.domain.models import RECALL_DEFAULT_LIMIT, Embedding
-from memory_service.rpc.wire import fill_value, struct_to_dict
+from memory_service.rpc.wire import fill_timestamp, fill_value, struct_to_dict
 from memory_service.storage import lessons as lesson_sql
 from memory_service.storage import memories as memory_sql
 from memory_service.storage.database import Database
@@ -163,7 +163,11 @@ async def run_recall(db: Database, prepared: Recall) -> list[asyncpg.Record]:
     without waiting for the WAL flush: as MemoryStore.recall does."""
     sql, args = prepared.statement
     rows: list[asyncpg.Record] = await db.fetch(
-        sql, *args, generic_plan=True, async_commit=prepared.log_inline
+        sql,
+        *args,
+        generic_plan=True,
+        async_commit=prepared.log_inline,
+        read_only=not prepared.log_inline,
     )
     if prepared.queue is not None and rows:
         await prepared.queue.add(
@@ -254,8 +258,8 @@ def search_lessons(request: lesson_service_pb2.SearchLessonsRequest) -> Statemen
 
 
 def _timestamp(target: Any, value: datetime | str | None) -> None:
-    if value is not None:
-        target.FromDatetime(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    # The service's own filler (Timestamp.FromDatetime is several times slower).
+    fill_timestamp(target, datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def memory(row: Mapping[str, Any], prefix: str = "") -> memory_pb2.Memory:

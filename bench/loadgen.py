@@ -219,6 +219,7 @@ def _sql_call(
     }
     single = kind in ("store", "get_lesson")
     generic_plan = kind == "search_lessons"  # as the service
+    read_only = kind != "store"  # the lesson reads: COMMIT off the path, as the service
     convert = to_sql[kind]
 
     def prepare(request: Any) -> Any:
@@ -227,8 +228,8 @@ def _sql_call(
     async def call(prepared: Any) -> Any:
         sql, args = prepared
         if single:
-            return await db.fetchrow(sql, *args)
-        return await db.fetch(sql, *args, generic_plan=generic_plan)
+            return await db.fetchrow(sql, *args, read_only=read_only)
+        return await db.fetch(sql, *args, generic_plan=generic_plan, read_only=read_only)
 
     call.prepare = prepare  # type: ignore[attr-defined]
     return call

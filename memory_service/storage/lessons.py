@@ -319,8 +319,9 @@ class LessonStore:
         self._cap = candidates_per_word
 
     async def get(self, lesson_id: int, *, replica_ok: bool = False) -> Lesson:
-        """`replica_ok`: may read the replica (storage/replica.py); not to fill a cache."""
-        row = await self._db.fetchrow(_GET, lesson_id, replica_ok=replica_ok)
+        """`replica_ok`: may read the replica (storage/replica.py); not to fill a cache.
+        Either way a read, ended off the caller's path (Database.connection)."""
+        row = await self._db.fetchrow(_GET, lesson_id, replica_ok=replica_ok, read_only=True)
         if row is None:
             raise NotFound("lesson", lesson_id)
         return lesson_from_row(row)

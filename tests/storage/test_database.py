@@ -25,20 +25,23 @@ from tests.conftest import create_scratch_database, drop_scratch_database
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
+def _pools(owner_url: str, *, size: int, user_size: int, max_overflow: int = 10) -> PoolSettings:
+    """The scratch database's pools, logged in as the service's two roles."""
+    return PoolSettings(
+        url=migrate.app_role_url(owner_url),
+        platform_url=migrate.platform_role_url(owner_url),
+        size=size,
+        user_size=user_size,
+        max_overflow=max_overflow,
+    )
+
+
 @pytest.fixture
 async def one_connection_pool(pg_admin_url: str) -> AsyncIterator[Database]:
     """One connection per role: a user-scoped block always reuses the same one."""
     owner_url = await create_scratch_database(pg_admin_url)
     await migrate.upgrade(owner_url)
-    db = Database(
-        PoolSettings(
-            url=migrate.app_role_url(owner_url),
-            platform_url=migrate.platform_role_url(owner_url),
-            size=2,
-            user_size=1,
-            max_overflow=0,
-        )
-    )
+    db = Database(_pools(owner_url, size=2, user_size=1, max_overflow=0))
     await db.open()
     try:
         with session.acting_as(session.ALL_USERS):
@@ -191,14 +194,7 @@ async def test_close_waits_for_the_reads_still_committing(pg_admin_url: str) -> 
     owner_url = await create_scratch_database(pg_admin_url)
     try:
         await migrate.upgrade(owner_url)
-        db = Database(
-            PoolSettings(
-                url=migrate.app_role_url(owner_url),
-                platform_url=migrate.platform_role_url(owner_url),
-                size=4,
-                user_size=2,
-            )
-        )
+        db = Database(_pools(owner_url, size=4, user_size=2))
         await db.open()
         for _ in range(3):
             assert await db.fetch("SELECT 1 AS one", read_only=True) == [(1,)]
@@ -238,14 +234,7 @@ async def test_only_a_logged_recall_commits_asynchronously(pg_admin_url: str) ->
     """Recall's bookkeeping skips the WAL flush; stores and feedback wait for it."""
     owner_url = await create_scratch_database(pg_admin_url)
     await migrate.upgrade(owner_url)
-    db = _SeesSynchronousCommit(
-        PoolSettings(
-            url=migrate.app_role_url(owner_url),
-            platform_url=migrate.platform_role_url(owner_url),
-            size=2,
-            user_size=1,
-        )
-    )
+    db = _SeesSynchronousCommit(_pools(owner_url, size=2, user_size=1))
     db.seen = []
     await db.open()
     try:
